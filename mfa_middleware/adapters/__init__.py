@@ -1,0 +1,1 @@
+"""Adapters between a server interface (WSGI; ASGI later) and the pure core."""

@@ -1,0 +1,481 @@
+"""Command line: ``mfa-admin`` (operators and helpdesk) and ``mfa-middleware`` (demo and utilities)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .config import USER_STATES, Config, ConfigError, load_config
+from .secretbox import SecretBox
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fmt_time(t: float | None) -> str:
+    if not t:
+        return "-"
+    if t > 1e17:
+        return "until unlocked"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _actor() -> str:
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{who}"
+
+
+STARTER_CONFIG = '''\
+# mfa_middleware configuration. Durations: "45s", "30m", "12h", "7d". Secrets may be written inline or as
+# "env:NAME" to read them from the environment. Unknown keys are errors.
+
+# Keys that sign session cookies. The LAST key signs; all of them verify. To rotate, append a new key, and
+# remove the old one after the absolute session timeout has passed.
+secret_keys = ["{secret_key}"]
+
+# Encrypts TOTP seeds at rest. The FIRST key encrypts; all of them decrypt. Keep it outside the database
+# backups, e.g. encryption_key = "env:MFA_ENCRYPTION_KEY".
+encryption_key = "{encryption_key}"
+
+# SQLAlchemy URL. A relative SQLite path is relative to this file. For several app servers sharing one user
+# base: "postgresql+psycopg://user:password@dbhost/mfa" (pip install "mfa-middleware[postgresql]").
+database = "{database}"
+
+# What applies to a path no rule matches: bypass, one_factor, two_factor or deny.
+default_policy = "deny"
+
+# The sign-in pages live under this prefix; it is reserved and never reaches the app.
+# prefix = "/_mfa"
+# site_name = "Contoso sign-in"
+
+# Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+# trusted_proxies = ["127.0.0.1"]
+
+[session]
+absolute_timeout = "12h"      # a session ends this long after sign-in, whatever happens
+inactivity_timeout = "30m"    # ... or after this long without a request
+# refresh_after = "1m"        # how often the cookie's last-seen time is renewed
+# cookie_secure = "auto"      # auto: Secure (and __Host- prefix) on HTTPS; "always"; "never"
+# revocation_interval = "5s"  # how soon a logout or revocation reaches every process
+
+[primary]
+# forms: username and password against this store. remote_user: Windows authentication done by the server
+# (IIS, Apache); trusted only when listed here.
+methods = ["forms"]
+# remote_user_strip_domain = true     # CORP\\alice and alice@corp.example both become alice
+# remote_user_domains = ["corp"]      # accept only these domains
+
+[lockout]
+max_failures = 10      # failed passwords or codes in a row before the account is paused (at most 100)
+reset_after = "15m"    # the counter starts again after this long without a failure
+lock_for = "15m"       # how long the pause lasts
+
+[totp]
+issuer = "{issuer}"    # the name shown in the authenticator app
+
+# Rules: the first rule whose path (glob, or path_regex) and methods match decides.
+# policy: bypass | one_factor | two_factor | deny. users/groups: who may pass (others get 403).
+[[rules]]
+path = "/public/*"
+policy = "bypass"
+
+[[rules]]
+path = "/admin/*"
+policy = "two_factor"
+groups = ["admins"]
+
+[[rules]]
+path = "/*"
+policy = "two_factor"
+'''
+
+
+def write_starter_config(path: Path, *, database: str, issuer: str = "mfa_middleware") -> None:
+    text = STARTER_CONFIG.format(secret_key=secrets.token_urlsafe(48), encryption_key=SecretBox.generate_key(),
+                                 database=database, issuer=issuer)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+class _State:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._runtime: Any = None
+
+    def config(self) -> Config:
+        if not self.config_path:
+            raise click.UsageError("no configuration: pass --config PATH or set MFA_CONFIG "
+                                   "(create one with `mfa-admin init mfa.toml`)")
+        try:
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    def runtime(self) -> Any:
+        if self._runtime is None:
+            from .runtime import Runtime
+
+            self._runtime = Runtime(self.config())
+        return self._runtime
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    from .services.accounts import AccountError
+    from .store import SchemaOutOfDate, StoreUnavailable
+
+    try:
+        yield
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise click.ClickException(f"{exc}; check the `database` setting and that the server is running") from None
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # an unmigrated database shows up as "no such table"
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            raise click.ClickException("the database has no mfa_middleware tables yet; "
+                                       "run `mfa-admin db upgrade`") from None
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", envvar="MFA_CONFIG", type=click.Path(dir_okay=False),
+              help="Configuration file (or set MFA_CONFIG).")
+@click.pass_context
+def admin(ctx: click.Context, config_path: str | None) -> None:
+    """Administer mfa_middleware users and the store."""
+    ctx.obj = _State(config_path)
+
+
+@admin.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--database", default="sqlite:///mfa.db", show_default=True, help="SQLAlchemy URL of the store.")
+@click.option("--issuer", default="mfa_middleware", show_default=True, help="Name shown in authenticator apps.")
+def init(path: str, database: str, issuer: str) -> None:
+    """Write a commented starter configuration with freshly generated keys."""
+    target = Path(path)
+    if target.exists():
+        raise click.ClickException(f"{target} already exists; choose another path or remove it first")
+    try:
+        write_starter_config(target, database=database, issuer=issuer)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from None
+    console.print(f"Wrote [bold]{target}[/] (mode 600). Next: [bold]mfa-admin --config {target} db upgrade[/]")
+
+
+@admin.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(state: _State) -> None:
+    """Create or migrate the store's tables to this version."""
+    from .store import Store
+
+    config = state.config()
+    store = Store(config.database)
+    with _errors(), console.status("Migrating the store..."):
+        store.upgrade()
+        current, _head = store.schema_revision()
+    store.close()
+    console.print(f"Store is at schema revision [bold]{current}[/] ({_redact(config.database)}).")
+
+
+@db.command("status")
+@click.pass_obj
+def db_status(state: _State) -> None:
+    """Show the schema revision of the store."""
+    from .store import Store
+
+    config = state.config()
+    store = Store(config.database)
+    with _errors():
+        current, head = store.schema_revision()
+    store.close()
+    mark = "up to date" if current == head else "out of date: run `mfa-admin db upgrade`"
+    console.print(f"Schema revision {current or 'none'} (newest {head}): {mark}")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+@admin.group()
+def user() -> None:
+    """Users: add, list, show, change state, reset, revoke, delete."""
+
+
+def _read_password(password_stdin: bool, no_password: bool, confirm: bool = True) -> str | None:
+    if no_password:
+        return None
+    if password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise click.ClickException("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise click.ClickException("standard input is not a terminal: use --password-stdin to pipe the password, "
+                                   "or --no-password for a Windows-only account")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=confirm))
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--email", help="Email address.")
+@click.option("--name", "display_name", help="Display name.")
+@click.option("--groups", default="", help="Comma-separated groups, e.g. admins,finance.")
+@click.option("--admin", "is_admin", is_flag=True, help="Administrator account.")
+@click.option("--state", "user_state", type=click.Choice(USER_STATES), default="enabled", show_default=True,
+              help="disabled: no MFA; enabled: enroll at next sign-in; enforced: MFA every sign-in.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--no-password", is_flag=True, help="No local password (Windows sign-in only).")
+@click.pass_obj
+def user_add(state: _State, name: str, email: str | None, display_name: str | None, groups: str, is_admin: bool,
+             user_state: str, password_stdin: bool, no_password: bool) -> None:
+    """Add a user (new users are `enabled`: they set up MFA at their next sign-in)."""
+    password = _read_password(password_stdin, no_password)
+    rt = state.runtime()
+    from .services.accounts import parse_groups
+
+    with _errors():
+        record = rt.accounts.add(name, actor=_actor(), password=password, email=email, display_name=display_name,
+                                 groups=parse_groups(groups), is_admin=is_admin, state=user_state)
+    console.print(f"Added [bold]{record.username}[/] ({record.state}).")
+
+
+@user.command("list")
+@click.pass_obj
+def user_list(state: _State) -> None:
+    """List users as a table."""
+    rt = state.runtime()
+    with _errors():
+        users = rt.store.list_users()
+        counts = {u.id: len(rt.store.list_methods(u.id)) for u in users}
+    now = time.time()
+    table = Table(title=f"{len(users)} user(s)", header_style="bold")
+    for col in ("Username", "State", "Groups", "Admin", "Methods", "Locked", "Created"):
+        table.add_column(col)
+    for u in users:
+        table.add_row(u.username, u.state, ", ".join(u.groups) or "-", "yes" if u.is_admin else "",
+                      str(counts[u.id]), _fmt_time(u.locked_until) if u.locked(now) else "",
+                      _fmt_time(u.created_at))
+    console.print(table)
+
+
+@user.command("show")
+@click.argument("name")
+@click.pass_obj
+def user_show(state: _State, name: str) -> None:
+    """Show one user, their methods and recent audit events."""
+    rt = state.runtime()
+    with _errors():
+        u = rt.accounts.get(name)
+        methods = rt.store.list_methods(u.id)
+        events = rt.store.list_audit(username=u.username, limit=10)
+    now = time.time()
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("Username", u.username)
+    info.add_row("Display name", u.display_name or "-")
+    info.add_row("Email", u.email or "-")
+    info.add_row("State", u.state)
+    info.add_row("Groups", ", ".join(u.groups) or "-")
+    info.add_row("Admin", "yes" if u.is_admin else "no")
+    info.add_row("Local password", "set" if u.password_hash else "none (Windows sign-in only)")
+    info.add_row("Failed attempts", str(u.consecutive_failures))
+    info.add_row("Locked", _fmt_time(u.locked_until) if u.locked(now) else "no")
+    info.add_row("Created", _fmt_time(u.created_at))
+    console.print(info)
+    mt = Table(title="Methods", header_style="bold")
+    for col in ("Kind", "Label", "Added", "Last used"):
+        mt.add_column(col)
+    for m in methods:
+        mt.add_row(m.kind, m.label, _fmt_time(m.created_at), _fmt_time(m.last_used_at))
+    console.print(mt)
+    at = Table(title="Recent events", header_style="bold")
+    for col in ("Time", "Event", "Result", "Actor", "Client"):
+        at.add_column(col)
+    for e in events:
+        at.add_row(_fmt_time(e.at), e.event, e.result, e.actor, e.client_ip or "-")
+    console.print(at)
+
+
+@user.command("set-state")
+@click.argument("name")
+@click.argument("new_state", metavar="STATE", type=click.Choice(USER_STATES))
+@click.pass_obj
+def user_set_state(state: _State, name: str, new_state: str) -> None:
+    """Set a user's MFA state: disabled, enabled or enforced."""
+    rt = state.runtime()
+    with _errors():
+        record = rt.accounts.set_state(name, new_state, actor=_actor())
+    console.print(f"{record.username} is now [bold]{record.state}[/].")
+
+
+@user.command("reset-mfa")
+@click.argument("name")
+@click.pass_obj
+def user_reset_mfa(state: _State, name: str) -> None:
+    """Require re-registration: delete the user's methods, set `enabled`, end their sessions."""
+    rt = state.runtime()
+    with _errors():
+        removed = rt.accounts.reset_mfa(name, actor=_actor())
+    console.print(f"Removed {removed} method(s); {name} will set up MFA at the next sign-in.")
+
+
+@user.command("revoke-sessions")
+@click.argument("name")
+@click.pass_obj
+def user_revoke_sessions(state: _State, name: str) -> None:
+    """End every session of a user (reaches all servers within the revocation interval)."""
+    rt = state.runtime()
+    with _errors():
+        rt.accounts.revoke_sessions(name, actor=_actor())
+    interval = rt.config.session.revocation_interval
+    console.print(f"Sessions of {name} revoked; every server refuses them within {interval:g} s.")
+
+
+@user.command("unlock")
+@click.argument("name")
+@click.pass_obj
+def user_unlock(state: _State, name: str) -> None:
+    """Clear a lockout after too many failed attempts."""
+    rt = state.runtime()
+    with _errors():
+        rt.accounts.unlock(name, actor=_actor())
+    console.print(f"{name} is unlocked.")
+
+
+@user.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.pass_obj
+def user_set_password(state: _State, name: str, password_stdin: bool) -> None:
+    """Set a user's local password (ends their sessions)."""
+    password = _read_password(password_stdin, False)
+    assert password is not None
+    rt = state.runtime()
+    with _errors():
+        rt.accounts.set_password(name, password, actor=_actor())
+    console.print(f"Password of {name} changed.")
+
+
+@user.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def user_delete(state: _State, name: str, yes: bool) -> None:
+    """Delete a user and their methods, and end their sessions."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("refusing to delete without confirmation: add --yes")
+        click.confirm(f"Delete {name} and all their sign-in methods?", abort=True)
+    rt = state.runtime()
+    with _errors():
+        rt.accounts.delete(name, actor=_actor())
+    console.print(f"Deleted {name}.")
+
+
+@admin.command("audit")
+@click.option("--user", "username", help="Only this user's events.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.pass_obj
+def audit_cmd(state: _State, username: str | None, limit: int) -> None:
+    """Show the newest audit events."""
+    rt = state.runtime()
+    with _errors():
+        events = rt.store.list_audit(username=username, limit=limit)
+    table = Table(header_style="bold")
+    for col in ("Time", "User", "Event", "Result", "Actor", "Client", "Detail"):
+        table.add_column(col)
+    for e in events:
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+        table.add_row(_fmt_time(e.at), e.username or "-", e.event, e.result, e.actor, e.client_ip or "-", detail)
+    console.print(table)
+
+
+# -- mfa-middleware -----------------------------------------------------------------------------------------
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """mfa_middleware: multi-factor authentication in front of WSGI apps."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Keep the demo's config and store here "
+              "(default: a new temporary folder).")
+def demo(host: str, port: int, data_dir: str | None) -> None:
+    """Run a sample app behind the middleware on a fresh SQLite store."""
+    from werkzeug.serving import run_simple
+
+    from .adapters.wsgi import MFAMiddleware
+    from .demo import demo_app
+
+    folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="mfa-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "mfa.toml"
+    if not config_path.exists():
+        write_starter_config(config_path, database="sqlite:///mfa.db", issuer="mfa_middleware demo")
+    config = load_config(config_path)
+    middleware = MFAMiddleware(demo_app, config)
+    rt = middleware.runtime
+    rt.store.upgrade()
+    password = secrets.token_urlsafe(9)
+    from .services.accounts import AccountError
+
+    try:
+        rt.accounts.add("demo", actor="demo", password=password, groups=("admins",), display_name="Demo User")
+    except AccountError:
+        rt.accounts.set_password("demo", password, actor="demo")
+        rt.accounts.reset_mfa("demo", actor="demo")
+    url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
+    console.print(f"[bold]mfa_middleware demo[/]  config and store in {folder}")
+    console.print(f"  Open      {url}")
+    console.print("  Username  demo")
+    console.print(f"  Password  {password}")
+    console.print("  You will be asked to set up an authenticator app (any TOTP app, or "
+                  "`python -c \"import pyotp; print(pyotp.TOTP('KEY').now())\"`).")
+    console.print(f"  Manage users: mfa-admin --config {config_path} user list")
+    run_simple(host, port, middleware, threaded=True)
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+def check(path: str) -> None:
+    """Validate a configuration file."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"{path}: OK ({len(config.rules)} rule(s), default policy {config.default_policy}).")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    admin()

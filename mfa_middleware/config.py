@@ -1,0 +1,358 @@
+"""Configuration: a TOML file turned into frozen dataclasses.
+
+Every key is known; an unknown key, a wrong type or a bad value is a :class:`ConfigError` whose message names
+the file and the dotted key, so an operator can fix it without reading code. Secrets may be written inline or
+as ``"env:NAME"`` to read them from the environment at load time. Nothing here reads configuration later from
+globals: the loaded :class:`Config` is passed to whatever needs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+POLICIES = ("bypass", "one_factor", "two_factor", "deny")
+PRIMARY_METHODS = ("forms", "remote_user")
+USER_STATES = ("disabled", "enabled", "enforced")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+                          "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT"})
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    path: str | None
+    path_regex: str | None
+    policy: str
+    methods: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    exempt: bool = True
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    absolute_timeout: float = 12 * 3600
+    inactivity_timeout: float = 30 * 60
+    refresh_after: float = 60.0
+    cookie_name: str = "mfa_session"
+    cookie_secure: str = "auto"  # "auto" (Secure on HTTPS), "always", "never"
+    revocation_interval: float = 5.0
+    sign_in_timeout: float = 10 * 60
+
+
+@dataclass(frozen=True)
+class PrimaryConfig:
+    methods: tuple[str, ...] = ("forms",)
+    remote_user_strip_domain: bool = True
+    remote_user_domains: tuple[str, ...] = ()
+    remote_user_lowercase: bool = True
+
+
+@dataclass(frozen=True)
+class LockoutConfig:
+    max_failures: int = 10
+    reset_after: float = 15 * 60
+    lock_for: float = 15 * 60
+
+
+@dataclass(frozen=True)
+class TotpConfig:
+    issuer: str = "mfa_middleware"
+    digits: int = 6
+    period: int = 30
+    drift_steps: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    secret_keys: tuple[str, ...]
+    encryption_keys: tuple[str, ...]
+    database: str
+    default_policy: str = "deny"
+    prefix: str = "/_mfa"
+    rules: tuple[RuleConfig, ...] = ()
+    session: SessionConfig = field(default_factory=SessionConfig)
+    primary: PrimaryConfig = field(default_factory=PrimaryConfig)
+    lockout: LockoutConfig = field(default_factory=LockoutConfig)
+    totp: TotpConfig = field(default_factory=TotpConfig)
+    trusted_proxies: tuple[str, ...] = ()
+    case_sensitive_paths: bool = False
+    site_name: str = "Sign in"
+    source: str = "<config>"
+
+
+def parse_duration(value: object, where: str) -> float:
+    """Parse ``"30m"``, ``"12h"``, ``"45s"``, ``"2d"``, ``"500ms"`` (or a number of seconds) into seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like \"30m\" or \"12h\", got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0:
+            raise ConfigError(f"{where}: a duration must be positive, got {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    raise ConfigError(f"{where}: expected a duration like \"30m\", \"12h\" or \"45s\", got {value!r}")
+
+
+class _Reader:
+    """Reads one TOML table, remembering which keys were used so the rest can be reported as unknown."""
+
+    def __init__(self, data: Mapping[str, Any], where: str, source: str) -> None:
+        self.data = data
+        self.where = where
+        self.source = source
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.source}: {self.where}{name}"
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise ConfigError(f"{self.key(name)}: expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.get(name, list, None)
+        if value is None:
+            return default
+        for item in value:
+            if not isinstance(item, str) or not item:
+                raise ConfigError(f"{self.key(name)}: expected a list of non-empty strings, got {item!r} in it")
+        return tuple(value)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise ConfigError(f"{self.key(name)}: must be one of {', '.join(choices)}; got {value!r}")
+        return str(value)
+
+    def duration(self, name: str, default: float) -> float:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        return parse_duration(self.data[name], self.key(name))
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        value = self.get(name, int, default)
+        if not low <= value <= high:
+            raise ConfigError(f"{self.key(name)}: must be between {low} and {high}, got {value}")
+        return int(value)
+
+    def table(self, name: str) -> _Reader:
+        value = self.get(name, dict, {})
+        return _Reader(value, f"{self.where}{name}.", self.source)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.key(unknown[0])}: unknown key (known keys here: {', '.join(sorted(self.used))})")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+             dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _secret(value: str, where: str, environ: Mapping[str, str]) -> str:
+    if value.startswith("env:"):
+        name = value[4:]
+        if not name:
+            raise ConfigError(f"{where}: \"env:\" must be followed by an environment variable name")
+        secret = environ.get(name, "")
+        if not secret:
+            raise ConfigError(f"{where}: environment variable {name} is not set or empty")
+        return secret
+    return value
+
+
+def _secret_list(reader: _Reader, name: str, environ: Mapping[str, str], required: bool) -> tuple[str, ...]:
+    reader.used.add(name)
+    raw = reader.data.get(name)
+    if raw is None:
+        if required:
+            raise ConfigError(f"{reader.key(name)}: required (run `mfa-admin init` to generate one)")
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(i, str) and i for i in items):
+        raise ConfigError(f"{reader.key(name)}: expected a non-empty string or list of strings")
+    return tuple(_secret(i, reader.key(name), environ) for i in items)
+
+
+def _rule(data: object, index: int, source: str) -> RuleConfig:
+    where = f"rules[{index}]."
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: rules[{index}]: expected a table")
+    r = _Reader(data, where, source)
+    path = r.get("path", str, None)
+    path_regex = r.get("path_regex", str, None)
+    if (path is None) == (path_regex is None):
+        raise ConfigError(f"{source}: {where}path: give exactly one of path (a glob) or path_regex")
+    if path is not None and not path.startswith("/"):
+        raise ConfigError(f"{r.key('path')}: must start with \"/\", got {path!r}")
+    if path_regex is not None:
+        try:
+            re.compile(path_regex)
+        except re.error as exc:
+            raise ConfigError(f"{r.key('path_regex')}: not a valid regular expression: {exc}") from None
+    policy = r.get("policy", str, None)
+    if policy is None:
+        raise ConfigError(f"{r.key('policy')}: required, one of {', '.join(POLICIES)}")
+    if policy not in POLICIES:
+        raise ConfigError(f"{r.key('policy')}: must be one of {', '.join(POLICIES)}; got {policy!r}")
+    methods = tuple(m.upper() for m in r.strings("methods", ()))
+    for m in methods:
+        if m not in HTTP_METHODS:
+            raise ConfigError(f"{r.key('methods')}: unknown HTTP method {m!r}")
+    rule = RuleConfig(path=path, path_regex=path_regex, policy=policy, methods=methods,
+                      users=r.strings("users", ()), groups=r.strings("groups", ()),
+                      exempt=r.get("exempt", bool, True), index=index)
+    r.finish()
+    return rule
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
+                     environ: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from already-parsed TOML data (used by :func:`load_config` and by tests)."""
+    env = os.environ if environ is None else environ
+    top = _Reader(data, "", source)
+    secret_keys = _secret_list(top, "secret_keys", env, required=True)
+    for key in secret_keys:
+        if len(key) < 32:
+            raise ConfigError(f"{top.key('secret_keys')}: each key must be at least 32 characters")
+    encryption_keys = _secret_list(top, "encryption_key", env, required=True)
+    _check_fernet(encryption_keys, top.key("encryption_key"))
+    database = top.get("database", str, None)
+    if not database:
+        raise ConfigError(f"{top.key('database')}: required, an SQLAlchemy URL such as \"sqlite:///var/mfa.db\"")
+    database = _secret(database, top.key("database"), env)
+    default_policy = top.choice("default_policy", POLICIES, "deny")
+    prefix = top.get("prefix", str, "/_mfa").rstrip("/")
+    if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
+        raise ConfigError(f"{top.key('prefix')}: must be a path such as \"/_mfa\", got {prefix!r}")
+    proxies = top.strings("trusted_proxies", ())
+    for p in proxies:
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            raise ConfigError(f"{top.key('trusted_proxies')}: {p!r} is not an IP address or network") from None
+
+    s = top.table("session")
+    session = SessionConfig(
+        absolute_timeout=s.duration("absolute_timeout", 12 * 3600),
+        inactivity_timeout=s.duration("inactivity_timeout", 30 * 60),
+        refresh_after=s.duration("refresh_after", 60),
+        cookie_name=s.get("cookie_name", str, "mfa_session"),
+        cookie_secure=s.choice("cookie_secure", ("auto", "always", "never"), "auto"),
+        revocation_interval=s.duration("revocation_interval", 5),
+        sign_in_timeout=s.duration("sign_in_timeout", 10 * 60),
+    )
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", session.cookie_name):
+        raise ConfigError(f"{s.key('cookie_name')}: letters, digits, '-' and '_' only")
+    if session.inactivity_timeout > session.absolute_timeout:
+        raise ConfigError(f"{s.key('inactivity_timeout')}: must not exceed session.absolute_timeout")
+    s.finish()
+
+    p = top.table("primary")
+    methods = p.strings("methods", ("forms",))
+    for m in methods:
+        if m not in PRIMARY_METHODS:
+            raise ConfigError(f"{p.key('methods')}: unknown method {m!r}; known: {', '.join(PRIMARY_METHODS)}")
+    primary = PrimaryConfig(
+        methods=methods,
+        remote_user_strip_domain=p.get("remote_user_strip_domain", bool, True),
+        remote_user_domains=tuple(d.lower() for d in p.strings("remote_user_domains", ())),
+        remote_user_lowercase=p.get("remote_user_lowercase", bool, True),
+    )
+    p.finish()
+
+    lo = top.table("lockout")
+    lockout = LockoutConfig(
+        # NIST SP 800-63B: no more than 100 consecutive failed attempts on one account.
+        max_failures=lo.integer("max_failures", 10, 1, 100),
+        reset_after=lo.duration("reset_after", 15 * 60),
+        lock_for=lo.duration("lock_for", 15 * 60),
+    )
+    lo.finish()
+
+    t = top.table("totp")
+    totp = TotpConfig(
+        issuer=t.get("issuer", str, "mfa_middleware"),
+        digits=t.integer("digits", 6, 6, 8),
+        period=t.integer("period", 30, 15, 120),
+        drift_steps=t.integer("drift_steps", 1, 0, 2),
+    )
+    t.finish()
+
+    rules_raw = top.get("rules", list, [])
+    rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
+    config = Config(
+        secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
+        default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
+        lockout=lockout, totp=totp, trusted_proxies=proxies,
+        case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
+        site_name=top.get("site_name", str, "Sign in"), source=source,
+    )
+    top.finish()
+    return config
+
+
+def _check_fernet(keys: tuple[str, ...], where: str) -> None:
+    from cryptography.fernet import Fernet
+
+    for key in keys:
+        try:
+            Fernet(key.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            raise ConfigError(f"{where}: not a valid key (32 url-safe base64-encoded bytes; "
+                              "`mfa-admin init` generates one)") from None
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a TOML configuration file; raises :class:`ConfigError` naming the file and key."""
+    file = Path(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the configuration file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    config = config_from_dict(data, source=str(file), environ=environ)
+    return _resolve_sqlite_path(config, file.parent)
+
+
+def _resolve_sqlite_path(config: Config, base: Path) -> Config:
+    """A relative SQLite path in the file is relative to the file's folder, not to the working directory."""
+    from dataclasses import replace
+
+    prefix = "sqlite:///"
+    db = config.database
+    if db.startswith(prefix) and not db.startswith(prefix + "/") and db[len(prefix):] not in ("", ":memory:"):
+        return replace(config, database=prefix + str((base / db[len(prefix):]).resolve()))
+    return config

@@ -1,0 +1,176 @@
+"""The decision: what to do with one request on a protected route.
+
+Rules (a table in code: the first row that applies wins):
+
+====================================================  ===========================================
+situation                                             outcome
+====================================================  ===========================================
+the path could not be parsed                          Deny 400
+policy ``deny``                                       Deny 403
+policy ``bypass``                                     Pass (identity attached when a valid session
+                                                      came along, else none)
+the revocation view is older than its grace period   Unavailable 503 (fail closed)
+no valid session (absent, tampered, expired,          Redirect to sign-in, or Challenge 401 for a
+revoked, or another Windows user than the session)    JSON client
+session user not admitted by the rule's users/groups  Deny 403
+``one_factor``                                        Pass
+``two_factor`` and the session has a second factor    Pass
+``two_factor`` and the user was exempt at sign-in     Pass if the rule allows exemptions, else
+                                                      Redirect to step up (enrollment)
+``two_factor`` otherwise                              Redirect to step up (second factor), or
+                                                      Challenge 401 for a JSON client
+====================================================  ===========================================
+
+A Pass carries a refreshed session when the last refresh is older than ``refresh_after``; the adapter then
+sends a new cookie with the same session id and a new last-seen time.
+
+The function gets facts and ``now`` and returns a frozen value. It reads no clock, store or environ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import quote
+
+from .facts import RequestFacts
+from .policy import Requirement
+from .tokens import Session, session_expired
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is making the request; handed to the app as ``environ["mfa.identity"]``."""
+
+    username: str
+    groups: tuple[str, ...]
+    level: int  # 1: primary only; 2: second factor done
+    methods: tuple[str, ...]
+    primary_at: float
+    mfa_at: float | None
+    session_id: str
+    exempt: bool
+    admin: bool
+
+    @classmethod
+    def from_session(cls, s: Session) -> Identity:
+        return cls(username=s.username, groups=s.groups, level=s.level, methods=s.methods, primary_at=s.primary_at,
+                   mfa_at=s.mfa_at, session_id=s.sid, exempt=s.exempt, admin=s.admin)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationView:
+    """A snapshot of server-side revocations: per-user "not before" times and revoked session ids."""
+
+    not_before: Mapping[str, float]
+    revoked_sessions: frozenset[str]
+    fetched_at: float
+
+    def revokes(self, session: Session) -> bool:
+        if session.sid in self.revoked_sessions:
+            return True
+        cutoff = self.not_before.get(session.username)
+        return cutoff is not None and session.issued_at <= cutoff
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    identity: Identity | None
+    refreshed: Session | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    location: str
+    clear_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """401 for a client that cannot follow a sign-in redirect (asked for JSON)."""
+
+    login_url: str
+    reason: str
+    clear_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    reason: str
+
+
+Decision = Pass | Redirect | Challenge | Deny | Unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSettings:
+    prefix: str
+    absolute_timeout: float
+    inactivity_timeout: float
+    refresh_after: float
+    revocation_grace: float
+
+
+def target_of(facts: RequestFacts) -> str:
+    """The local URL to come back to after signing in."""
+    path = facts.path or "/"
+    return path + ("?" + facts.query if facts.query else "")
+
+
+def sign_in_url(prefix: str, page: str, target: str) -> str:
+    return f"{prefix}/{page}?next={quote(target, safe='/')}"
+
+
+def decide(facts: RequestFacts, requirement: Requirement, session: Session | None, now: float,
+           revocations: RevocationView, settings: DecisionSettings,
+           remote_user: str | None = None) -> Decision:
+    """Decide one request. ``session`` is the verified cookie payload (or None); ``remote_user`` is the
+    store username the server's Windows authentication maps to, when that method is trusted."""
+    if facts.path is None:
+        return Deny(400, "The request path could not be understood.")
+    policy = requirement.policy
+    if policy == "deny":
+        return Deny(403, "Access to this address is not allowed.")
+
+    valid = session
+    reason = "Sign-in required."
+    if valid is not None:
+        if session_expired(valid, now, settings.absolute_timeout, settings.inactivity_timeout):
+            valid, reason = None, "Your session has expired. Sign in again."
+        elif remote_user is not None and remote_user != valid.username:
+            valid = None
+
+    if policy == "bypass":
+        if valid is None or now - revocations.fetched_at > settings.revocation_grace or revocations.revokes(valid):
+            return Pass(None)
+        return Pass(Identity.from_session(valid))
+
+    if now - revocations.fetched_at > settings.revocation_grace:
+        return Unavailable("The sign-in service cannot reach its store.")
+    if valid is not None and revocations.revokes(valid):
+        valid, reason = None, "Your session has ended. Sign in again."
+    target = target_of(facts)
+    if valid is None:
+        stale = session is not None
+        if facts.wants_json:
+            return Challenge(sign_in_url(settings.prefix, "login", target), reason, clear_session=stale)
+        return Redirect(sign_in_url(settings.prefix, "login", target), clear_session=stale)
+
+    if not requirement.admits(valid.username, valid.groups):
+        return Deny(403, "Your account is not allowed to open this address.")
+    if policy == "two_factor" and valid.level < 2:
+        if not (valid.exempt and requirement.exempt):
+            if facts.wants_json:
+                return Challenge(sign_in_url(settings.prefix, "step-up", target), "A second factor is required.")
+            return Redirect(sign_in_url(settings.prefix, "step-up", target))
+
+    refreshed = None
+    if now - valid.last_seen >= settings.refresh_after:
+        refreshed = replace(valid, last_seen=now)
+    return Pass(Identity.from_session(valid), refreshed)

@@ -1,0 +1,62 @@
+"""RequestFacts: everything the core needs to know about one request, taken out of environ or scope.
+
+Trust model for the client address: ``X-Forwarded-For`` is read only when the direct peer is one of the
+configured trusted proxies, and then from the right, skipping every address that is itself a trusted proxy.
+With no trusted proxies configured (the default) the direct peer address is used and the header is ignored,
+so a client cannot choose the address that audit rows and lockout see.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    method: str
+    path: str | None  # normalised; None when the path could not be parsed
+    query: str
+    scheme: str
+    host: str
+    client_ip: str
+    session_cookie: str | None
+    authorization: str | None
+    wants_json: bool
+    user_agent: str
+
+
+def parse_networks(values: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def is_trusted_peer(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
+    """The client address, honouring ``X-Forwarded-For`` only through trusted proxies."""
+    if not trusted or not forwarded_for or not is_trusted_peer(peer, trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted_peer(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return hops[0] if hops else peer
+
+
+def wants_json(accept: str, requested_with: str) -> bool:
+    """True for API clients: ``X-Requested-With: XMLHttpRequest`` or JSON preferred over HTML."""
+    if requested_with.lower() == "xmlhttprequest":
+        return True
+    accept = accept.lower()
+    return "application/json" in accept and "text/html" not in accept

@@ -1,0 +1,167 @@
+"""Signed tokens: the session cookie, the pending sign-in cookie, CSRF tokens.
+
+Rules:
+
+- One itsdangerous salt per purpose, so a token made for one purpose never verifies as another.
+- ``secret_keys`` is a list for rotation: every key verifies, the LAST one signs.
+- Times live in the signed payload (issued-at, last-seen); cookie expiry is only a hint to the browser.
+  The absolute and inactivity timeouts are checked here against the ``now`` the caller passes in.
+- The pending sign-in token names the user and what is left to do; it never holds a password.
+- Malformed, tampered, wrong-purpose or wrongly-typed tokens all decode to ``None``; nothing raises.
+
+Nothing here reads a clock, a store or a request: callers pass ``now`` and get frozen values back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadData, URLSafeSerializer
+
+SALT_SESSION = "mfa_middleware.session"
+SALT_PENDING = "mfa_middleware.pending-sign-in"
+SALT_CSRF = "mfa_middleware.csrf"
+
+MAX_TOKEN_LENGTH = 4096
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser session (level 1: primary only; level 2: second factor done)."""
+
+    sid: str
+    username: str
+    groups: tuple[str, ...]
+    level: int
+    methods: tuple[str, ...]  # e.g. ("forms", "totp")
+    primary_at: float
+    mfa_at: float | None
+    issued_at: float  # start of the session: the absolute timeout counts from here
+    last_seen: float  # the inactivity timeout counts from here
+    exempt: bool  # the user was MFA-exempt (state `disabled`) when signing in
+    admin: bool = False
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"s": self.sid, "u": self.username, "g": list(self.groups), "l": self.level, "m": list(self.methods),
+                "p": self.primary_at, "a": self.mfa_at, "i": self.issued_at, "t": self.last_seen,
+                "x": 1 if self.exempt else 0, "d": 1 if self.admin else 0}
+
+    @classmethod
+    def from_payload(cls, data: Any) -> Session | None:
+        try:
+            sid, username, groups, level, methods = data["s"], data["u"], data["g"], data["l"], data["m"]
+            primary_at, mfa_at, issued_at, last_seen = data["p"], data["a"], data["i"], data["t"]
+            exempt, admin = data["x"], data["d"]
+        except (KeyError, TypeError):
+            return None
+        if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(groups, list)
+                and all(isinstance(g, str) for g in groups) and level in (1, 2) and isinstance(methods, list)
+                and all(isinstance(m, str) for m in methods) and _is_time(primary_at) and _is_time(issued_at)
+                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at)) and exempt in (0, 1)
+                and admin in (0, 1)):
+            return None
+        return cls(sid=sid, username=username, groups=tuple(groups), level=level, methods=tuple(methods),
+                   primary_at=float(primary_at), mfa_at=None if mfa_at is None else float(mfa_at),
+                   issued_at=float(issued_at), last_seen=float(last_seen), exempt=bool(exempt), admin=bool(admin))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignIn:
+    """Between the primary step and the second factor: who, how, since when, and where to go next.
+
+    ``stage`` is ``"verify"`` (the user has a method: ask for it) or ``"enroll"`` (set one up now).
+    """
+
+    sid: str
+    username: str
+    primary_method: str
+    primary_at: float
+    stage: str
+    next: str
+    enrollment_id: int | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"s": self.sid, "u": self.username, "pm": self.primary_method, "p": self.primary_at,
+                "st": self.stage, "n": self.next, "e": self.enrollment_id}
+
+    @classmethod
+    def from_payload(cls, data: Any) -> PendingSignIn | None:
+        try:
+            sid, username, pm, primary_at, stage, nxt, enrollment = (
+                data["s"], data["u"], data["pm"], data["p"], data["st"], data["n"], data["e"])
+        except (KeyError, TypeError):
+            return None
+        if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(pm, str)
+                and _is_time(primary_at) and stage in ("verify", "enroll") and isinstance(nxt, str)
+                and (enrollment is None or (isinstance(enrollment, int) and not isinstance(enrollment, bool)))):
+            return None
+        return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), stage=stage,
+                   next=nxt, enrollment_id=enrollment)
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+class TokenCodec:
+    """Signs and verifies the tokens of one configuration (one serializer per purpose)."""
+
+    def __init__(self, secret_keys: tuple[str, ...]) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        keys = list(secret_keys)  # itsdangerous verifies with each and signs with the last
+        kwargs = {"digest_method": hashlib.sha256}
+        self.session_serializer = URLSafeSerializer(keys, salt=SALT_SESSION, signer_kwargs=kwargs)
+        self.pending_serializer = URLSafeSerializer(keys, salt=SALT_PENDING, signer_kwargs=kwargs)
+        self.csrf_serializer = URLSafeSerializer(keys, salt=SALT_CSRF, signer_kwargs=kwargs)
+
+    @staticmethod
+    def _loads(serializer: URLSafeSerializer, token: str | None) -> Any:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            return serializer.loads(token)
+        except (BadData, ValueError, TypeError, UnicodeError):
+            return None
+
+    def dump_session(self, session: Session) -> str:
+        return str(self.session_serializer.dumps(session.to_payload()))
+
+    def load_session(self, token: str | None) -> Session | None:
+        return Session.from_payload(self._loads(self.session_serializer, token))
+
+    def dump_pending(self, pending: PendingSignIn) -> str:
+        return str(self.pending_serializer.dumps(pending.to_payload()))
+
+    def load_pending(self, token: str | None) -> PendingSignIn | None:
+        return PendingSignIn.from_payload(self._loads(self.pending_serializer, token))
+
+    def make_csrf(self, binding: str) -> str:
+        """A CSRF token bound to the browser's current cookie (session id, pending id or anonymous id)."""
+        return str(self.csrf_serializer.dumps({"b": binding}))
+
+    def check_csrf(self, token: str | None, binding: str | None) -> bool:
+        if not binding:
+            return False
+        data = self._loads(self.csrf_serializer, token)
+        if not isinstance(data, dict) or not isinstance(data.get("b"), str):
+            return False
+        return secrets.compare_digest(data["b"], binding)
+
+
+def session_expired(session: Session, now: float, absolute_timeout: float, inactivity_timeout: float) -> bool:
+    """True when the absolute or the inactivity timeout has passed (or the times are from the future)."""
+    if session.issued_at > now + 60 or session.last_seen > now + 60:
+        return True
+    return now - session.issued_at > absolute_timeout or now - session.last_seen > inactivity_timeout
+
+
+def pending_expired(pending: PendingSignIn, now: float, sign_in_timeout: float) -> bool:
+    return pending.primary_at > now + 60 or now - pending.primary_at > sign_in_timeout

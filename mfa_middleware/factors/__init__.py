@@ -1,0 +1,8 @@
+"""Second factors: the protocol (``base``) and its implementations."""
+
+from __future__ import annotations
+
+from .base import EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome, Prompt, Verification
+
+__all__ = ["EnrollmentView", "Factor", "FactorContext", "FactorRegistry", "Interaction", "Outcome", "Prompt",
+           "Verification"]

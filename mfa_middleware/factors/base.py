@@ -1,0 +1,136 @@
+"""The second-factor protocol, shared by every method.
+
+A factor is one kind of second factor (TOTP, SMS code, push, WebAuthn, ...). Each has one of three interaction
+kinds, which tells the pages how to talk to the user:
+
+- ``code``: the user types a code (TOTP, backup code, SMS, email, OATH token). ``begin`` may send the code;
+  ``verify`` gets ``{"code": ...}`` and answers accepted or rejected.
+- ``out_of_band``: a device answers elsewhere (push with number matching, voice call "press #"). ``begin``
+  starts it; the page polls ``verify`` with an empty response, which answers pending until the device has
+  answered, then accepted, rejected or fraud.
+- ``ceremony``: browser JavaScript talks to an authenticator (WebAuthn). ``begin`` returns the options for
+  the script; ``verify`` gets what the script posted back.
+
+Every method is called by the pages app (never by the core) with a :class:`FactorContext` carrying the time
+and client; a factor reads no clock of its own. Methods may raise
+:class:`mfa_middleware.store.StoreUnavailable`, which the pages turn into a 503 page; any other exception is
+a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+from ..store import MethodRecord, UserRecord
+
+
+class Interaction(str, Enum):
+    CODE = "code"
+    OUT_OF_BAND = "out_of_band"
+    CEREMONY = "ceremony"
+
+
+class Outcome(str, Enum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # wrong answer: counts as a failed attempt
+    REPLAYED = "replayed"  # right answer already used: counts as a failed attempt
+    PENDING = "pending"  # out-of-band: not answered yet (does not count)
+    FRAUD = "fraud"  # out-of-band: the user reported the attempt
+
+
+@dataclass(frozen=True, slots=True)
+class FactorContext:
+    now: float
+    client_ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    outcome: Outcome
+    #: for TOTP-like factors: the time step that was accepted
+    step: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentView:
+    """What the enrollment page shows for a method being set up (never stored in a cookie)."""
+
+    method_id: int
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the second-factor page shows when a sign-in uses a method."""
+
+    interaction: Interaction
+    message: str
+    data: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Factor(Protocol):
+    """One kind of second factor. See the module docstring for the interaction kinds."""
+
+    #: stored in ``mfa_methods.kind``; unique in a registry
+    kind: str
+    #: shown to users ("Authenticator app")
+    label: str
+    interaction: Interaction
+
+    def enroll_begin(self, user: UserRecord, ctx: FactorContext) -> EnrollmentView:
+        """Runs when the user chooses to set up this method. Creates an unconfirmed method in the store and
+        returns what the page shows (for TOTP: the key, the otpauth URI, the QR code). Nothing is usable until
+        :meth:`enroll_finish` accepts."""
+        ...
+
+    def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
+        """Shows an unconfirmed method again (after a wrong confirmation code)."""
+        ...
+
+    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+                      ctx: FactorContext) -> Verification:
+        """Checks the user's proof of possession and, when accepted, confirms the method (atomically, once)."""
+        ...
+
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+        """Runs when the second-factor page opens for this method: send a code, start a push, or build a
+        WebAuthn request. Returns what the page shows."""
+        ...
+
+    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+               ctx: FactorContext) -> Verification:
+        """Checks the user's answer. Must be safe under concurrent calls: an answer is accepted at most once."""
+        ...
+
+
+class FactorRegistry:
+    """The factors one middleware instance offers, by kind. Instance-level: two middlewares in one process
+    may offer different factors."""
+
+    def __init__(self) -> None:
+        self._factors: dict[str, Factor] = {}
+
+    def register(self, factor: Factor) -> None:
+        if not isinstance(factor, Factor):
+            raise TypeError(f"{factor!r} does not implement the Factor protocol")
+        if factor.kind in self._factors:
+            raise ValueError(f"a factor of kind {factor.kind!r} is already registered")
+        self._factors[factor.kind] = factor
+
+    def get(self, kind: str) -> Factor | None:
+        return self._factors.get(kind)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._factors.values())
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self._factors)

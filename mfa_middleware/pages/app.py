@@ -1,0 +1,447 @@
+"""The sign-in pages under the reserved prefix (default ``/_mfa``): one werkzeug WSGI app.
+
+Pages: ``login`` (username and password, or Windows sign-in handed over by the server), ``verify`` (the second
+factor), ``enroll`` (the "set it up now" wizard), ``step-up`` (from a one-factor session to a second factor),
+``logout`` (POST), the account page, and static files. Every POST carries a CSRF token bound to the cookie the
+browser holds at that step (anonymous id, pending sign-in id or session id). Every response says
+``Cache-Control: no-store`` and ``Vary: Cookie`` and forbids framing.
+
+Session ids change at each step: anonymous -> pending (after the password) -> session (after the second
+factor). A pending sign-in and a replaced session are revoked server-side when the step completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.utils import safe_join
+from werkzeug.wrappers import Request, Response
+
+from ..adapters.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..core.paths import safe_next
+from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
+from ..primary.remote_user import remote_user_from_environ
+from ..runtime import Runtime
+from ..services.signin import Client
+from ..store import SchemaOutOfDate, StoreUnavailable, UserRecord
+
+log = logging.getLogger("mfa_middleware.pages")
+STATIC = Path(__file__).with_name("static")
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Vary": "Cookie",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
+}
+MAX_FORM_BYTES = 16 * 1024
+
+
+@dataclass
+class PageContext:
+    """One request to the pages: the werkzeug request, cookie names, client, time, cookies to send."""
+
+    request: Request
+    names: CookieNames
+    client: Client
+    now: float
+    set_cookies: list[str]
+
+    def cookie(self, name: str) -> str | None:
+        return read_cookie(self.request.headers.get("Cookie", ""), name)
+
+
+class PagesApp:
+    def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
+        self.rt = runtime
+        self.prefix = runtime.config.prefix
+        loaders: list[Any] = [FileSystemLoader(list(template_dirs))] if template_dirs else []
+        loaders.append(PackageLoader("mfa_middleware.pages", "templates"))
+        self.jinja = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True),
+                                 trim_blocks=True, lstrip_blocks=True)
+        self.url_map = Map([
+            Rule("/", endpoint="account"),
+            Rule("/login", endpoint="login", methods=["GET", "POST"]),
+            Rule("/verify", endpoint="verify", methods=["GET", "POST"]),
+            Rule("/enroll", endpoint="enroll", methods=["GET", "POST"]),
+            Rule("/step-up", endpoint="step_up"),
+            Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
+            Rule("/static/<path:filename>", endpoint="static"),
+        ], strict_slashes=False)
+
+    # -- WSGI --------------------------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        request.max_form_memory_size = MAX_FORM_BYTES
+        request.max_content_length = MAX_FORM_BYTES
+        path = request.path[len(self.prefix):] or "/"
+        https = request.scheme == "https"
+        ctx = PageContext(request=request, names=cookie_names(self.rt.config.session, https),
+                          client=Client(ip=str(environ.get("mfa.client_ip") or request.remote_addr or ""),
+                                        user_agent=request.headers.get("User-Agent", "")[:300]),
+                          now=self.rt.clock(), set_cookies=[])
+        try:
+            endpoint, args = self.url_map.bind("localhost").match(path, method=request.method)
+            response = getattr(self, "page_" + endpoint)(ctx, **args)
+        except NotFound:
+            response = self.render(ctx, "message.html", status=404, title="Page not found",
+                                   message="There is no sign-in page at this address.")
+        except HTTPException as exc:
+            response = self.render(ctx, "message.html", status=exc.code or 400, title="Request refused",
+                                   message=exc.description or "The request could not be handled.")
+        except (StoreUnavailable, SchemaOutOfDate) as exc:
+            log.error("sign-in page unavailable: %s", exc)
+            response = self.unavailable(ctx)
+        for header in ctx.set_cookies:
+            response.headers.add("Set-Cookie", header)
+        for key, value in SECURITY_HEADERS.items():
+            if key not in response.headers:
+                response.headers[key] = value
+        return response(environ, start_response)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def url(self, page: str, next_target: str | None = None) -> str:
+        base = f"{self.prefix}/{page}" if page else f"{self.prefix}/"
+        return base + (f"?next={quote(next_target, safe='/')}" if next_target else "")
+
+    def render(self, ctx: PageContext, template: str, status: int = 200, **values: Any) -> Response:
+        values.setdefault("site_name", self.rt.config.site_name)
+        values.setdefault("prefix", self.prefix)
+        html = self.jinja.get_template(template).render(**values)
+        return Response(html, status=status, content_type="text/html; charset=utf-8")
+
+    def unavailable(self, ctx: PageContext) -> Response:
+        return self.render(ctx, "message.html", status=503, title="Sign-in is unavailable",
+                           message="The sign-in service cannot reach its user store right now. "
+                                   "Nothing was changed. Try again in a few minutes; if this persists, contact "
+                                   "your helpdesk.")
+
+    def redirect(self, location: str) -> Response:
+        return Response("", status=303, headers={"Location": location})
+
+    def next_of(self, ctx: PageContext) -> str:
+        raw = ctx.request.values.get("next") if ctx.request.method == "POST" else ctx.request.args.get("next")
+        target = safe_next(raw, "/")
+        if target == self.prefix or target.startswith(self.prefix + "/"):
+            return "/"
+        return target
+
+    def form(self, ctx: PageContext) -> dict[str, str]:
+        return {k: v for k, v in ctx.request.form.items()}
+
+    def csrf_ok(self, ctx: PageContext, binding: str | None) -> bool:
+        return self.rt.codec.check_csrf(ctx.request.form.get("csrf_token"), binding)
+
+    def csrf_refused(self, ctx: PageContext) -> Response:
+        return self.render(ctx, "message.html", status=403, title="Form expired",
+                           message="This form has expired or did not come from this site. "
+                                   "Go back, reload the page and try again.",
+                           link=self.url("login"), link_text="Start again")
+
+    def session(self, ctx: PageContext) -> Session | None:
+        s = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
+        if s is None:
+            return None
+        s_cfg = self.rt.config.session
+        if session_expired(s, ctx.now, s_cfg.absolute_timeout, s_cfg.inactivity_timeout):
+            return None
+        if self.rt.revocations.view(ctx.now).revokes(s):
+            return None
+        return s
+
+    def pending(self, ctx: PageContext) -> PendingSignIn | None:
+        p = self.rt.codec.load_pending(ctx.cookie(ctx.names.pending))
+        if p is None or pending_expired(p, ctx.now, self.rt.config.session.sign_in_timeout):
+            return None
+        if p.sid in self.rt.revocations.view(ctx.now).revoked_sessions:
+            return None
+        return p
+
+    def set_pending(self, ctx: PageContext, pending: PendingSignIn) -> None:
+        ctx.set_cookies.append(set_cookie_header(ctx.names.pending, self.rt.codec.dump_pending(pending),
+                                                 secure=ctx.names.secure))
+
+    def clear(self, ctx: PageContext, *names: str) -> None:
+        for name in names:
+            if ctx.cookie(name) is not None:
+                ctx.set_cookies.append(clear_cookie_header(name, secure=ctx.names.secure))
+
+    def start_session(self, ctx: PageContext, user: UserRecord, *, level: int, methods: tuple[str, ...],
+                      primary_at: float, exempt: bool) -> None:
+        session = Session(sid=new_session_id(), username=user.username, groups=user.groups, level=level,
+                          methods=methods, primary_at=primary_at, mfa_at=ctx.now if level == 2 else None,
+                          issued_at=ctx.now, last_seen=ctx.now, exempt=exempt, admin=user.is_admin)
+        # The browser might still hold an older session (step-up): end it server-side.
+        old = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
+        if old is not None:
+            self.rt.store.add_revocation(old.username, now=ctx.now, session_id=old.sid)
+        ctx.set_cookies.append(set_cookie_header(ctx.names.session, self.rt.codec.dump_session(session),
+                                                 secure=ctx.names.secure))
+
+    def finish_pending(self, ctx: PageContext, pending: PendingSignIn) -> None:
+        self.rt.store.add_revocation(pending.username, now=ctx.now, session_id=pending.sid)
+        self.rt.revocations.refresh(ctx.now)
+        self.clear(ctx, ctx.names.pending)
+
+    def after_primary(self, ctx: PageContext, user: UserRecord, primary: str, target: str) -> Response:
+        """The password (or Windows sign-in) was accepted: finish, or go on to the second factor."""
+        stage = self.rt.signin.next_stage(user)
+        self.clear(ctx, ctx.names.anonymous)
+        if stage == "done":
+            self.rt.signin.complete_exempt(user, ctx.client, ctx.now)
+            self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=True)
+            return self.redirect(target)
+        requirement = self.rt.policy.match("GET", urlsplit(target).path or "/")
+        if requirement.policy in ("one_factor", "bypass"):
+            # The operator asks only one factor here; a two_factor page later steps up.
+            self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=False)
+            return self.redirect(target)
+        pending = PendingSignIn(sid=new_session_id(), username=user.username, primary_method=primary,
+                                primary_at=ctx.now, stage=stage, next=target)
+        self.set_pending(ctx, pending)
+        return self.redirect(self.url(stage))
+
+    # -- pages -------------------------------------------------------------------------------------------------
+    def page_static(self, ctx: PageContext, filename: str) -> Response:
+        path = safe_join(str(STATIC), filename)
+        if path is None or not Path(path).is_file():
+            raise NotFound()
+        kind = "text/css; charset=utf-8" if path.endswith(".css") else "application/octet-stream"
+        if path.endswith(".svg"):
+            kind = "image/svg+xml"
+        response = Response(Path(path).read_bytes(), content_type=kind)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    def page_login(self, ctx: PageContext) -> Response:
+        target = self.next_of(ctx)
+        session = self.session(ctx)
+        if session is not None and ctx.request.method == "GET":
+            return self.redirect(target)
+        remote = remote_user_from_environ(ctx.request.environ, self.rt.config.primary)
+        if remote is not None:
+            result = self.rt.signin.remote_user(remote, ctx.client, ctx.now)
+            if result.ok and result.user is not None:
+                return self.after_primary(ctx, result.user, "remote_user", target)
+            if result.reason == "locked":
+                return self.locked(ctx, result.user.locked_until if result.user else None)
+            if "forms" not in self.rt.config.primary.methods:
+                return self.render(ctx, "message.html", status=403, title="No access",
+                                   message="Your Windows account is not registered for this site. "
+                                           "Contact your helpdesk.")
+        if "forms" not in self.rt.config.primary.methods:
+            return self.render(ctx, "message.html", status=401, title="Windows sign-in required",
+                               message="This site signs you in with your Windows account, but the server did not "
+                                       "pass one on. Open the site from a computer joined to the domain.")
+        anon = ctx.cookie(ctx.names.anonymous)
+        if ctx.request.method == "POST":
+            if not self.csrf_ok(ctx, anon):
+                return self.csrf_refused(ctx)
+            username = ctx.request.form.get("username", "")[:256]
+            password = ctx.request.form.get("password", "")
+            if not username or not password:
+                return self.login_form(ctx, anon, target, username, "Enter your username and password.", 400)
+            result = self.rt.signin.forms(username, password, ctx.client, ctx.now)
+            if result.reason == "locked":
+                return self.locked(ctx, result.user.locked_until if result.user else None)
+            if not result.ok or result.user is None:
+                return self.login_form(ctx, anon, target, username, "Incorrect username or password.", 401)
+            return self.after_primary(ctx, result.user, "forms", target)
+        return self.login_form(ctx, anon, target, "", None, 200)
+
+    def login_form(self, ctx: PageContext, anon: str | None, target: str, username: str, error: str | None,
+                   status: int) -> Response:
+        if anon is None:
+            anon = secrets.token_urlsafe(18)
+            ctx.set_cookies.append(set_cookie_header(ctx.names.anonymous, anon, secure=ctx.names.secure))
+        return self.render(ctx, "login.html", status=status, title="Sign in", csrf=self.rt.codec.make_csrf(anon),
+                           next=target, username=username, error=error)
+
+    def locked(self, ctx: PageContext, until: float | None) -> Response:
+        if until is None or until > 1e17:
+            when = "An administrator must unlock it."
+        else:
+            stamp = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%H:%M UTC")
+            when = f"Try again after {stamp}, or ask your helpdesk to unlock it."
+        return self.render(ctx, "message.html", status=429, title="Account locked",
+                           message=f"Too many failed sign-in attempts. Sign-in for this account is paused. {when}",
+                           link=self.url("login"), link_text="Back to sign-in")
+
+    def pending_user(self, ctx: PageContext, stage: str) -> tuple[PendingSignIn, UserRecord] | Response:
+        pending = self.pending(ctx)
+        if pending is None:
+            self.clear(ctx, ctx.names.pending)
+            return self.render(ctx, "message.html", status=401, title="Sign-in expired",
+                               message="Your sign-in took too long or has already been used. Sign in again.",
+                               link=self.url("login"), link_text="Sign in")
+        user = self.rt.store.get_user(pending.username)
+        if user is None:
+            self.clear(ctx, ctx.names.pending)
+            return self.redirect(self.url("login"))
+        if pending.stage != stage:
+            return self.redirect(self.url(pending.stage))
+        return pending, user
+
+    def page_verify(self, ctx: PageContext) -> Response:
+        found = self.pending_user(ctx, "verify")
+        if isinstance(found, Response):
+            return found
+        pending, user = found
+        methods = self.rt.signin.methods(user)
+        if not methods:
+            pending = PendingSignIn(sid=pending.sid, username=user.username, primary_method=pending.primary_method,
+                                    primary_at=pending.primary_at, stage="enroll", next=pending.next)
+            self.set_pending(ctx, pending)
+            return self.redirect(self.url("enroll"))
+        error = None
+        status = 200
+        if ctx.request.method == "POST":
+            if not self.csrf_ok(ctx, pending.sid):
+                return self.csrf_refused(ctx)
+            result = self.rt.signin.verify(user, {"code": ctx.request.form.get("code", "")[:64]}, ctx.client,
+                                           ctx.now)
+            if result.accepted:
+                used = tuple(dict.fromkeys(m.kind for m in methods))[:1]
+                self.start_session(ctx, user, level=2, methods=(pending.primary_method, *used),
+                                   primary_at=pending.primary_at, exempt=False)
+                self.finish_pending(ctx, pending)
+                return self.redirect(pending.next)
+            if result.outcome == "locked":
+                self.clear(ctx, ctx.names.pending)
+                return self.locked(ctx, result.locked_until)
+            error = ("That code has already been used. Wait for the next code in your app."
+                     if result.outcome == "replayed" else
+                     "That code didn't work. Check that the time on your phone is right and enter the newest code.")
+            status = 401
+        factor = self.rt.factors.get(methods[0].kind)
+        assert factor is not None
+        prompt = factor.begin(user, methods[0], self._factor_ctx(ctx))
+        return self.render(ctx, "verify.html", status=status, title="Verify your identity",
+                           csrf=self.rt.codec.make_csrf(pending.sid), prompt=prompt, error=error,
+                           method_label=factor.label, username=user.username)
+
+    def _factor_ctx(self, ctx: PageContext) -> Any:
+        from ..factors import FactorContext
+
+        return FactorContext(now=ctx.now, client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
+
+    def page_enroll(self, ctx: PageContext) -> Response:
+        found = self.pending_user(ctx, "enroll")
+        if isinstance(found, Response):
+            return found
+        pending, user = found
+        csrf = self.rt.codec.make_csrf(pending.sid)
+        if ctx.request.method == "POST":
+            if not self.csrf_ok(ctx, pending.sid):
+                return self.csrf_refused(ctx)
+            action = ctx.request.form.get("action", "")
+            if action == "start":
+                kind = ctx.request.form.get("method", "totp")
+                if self.rt.factors.get(kind) is None:
+                    return self.render(ctx, "message.html", status=400, title="Unknown method",
+                                       message="That verification method is not offered here.",
+                                       link=self.url("enroll"), link_text="Back")
+                view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now)
+                self.set_pending(ctx, PendingSignIn(
+                    sid=pending.sid, username=user.username, primary_method=pending.primary_method,
+                    primary_at=pending.primary_at, stage="enroll", next=pending.next, enrollment_id=view.method_id))
+                return self.redirect(self.url("enroll"))
+            if action == "confirm" and pending.enrollment_id is not None:
+                result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
+                                                      {"code": ctx.request.form.get("code", "")[:64]},
+                                                      ctx.client, ctx.now)
+                if result.accepted:
+                    method = self.rt.store.get_method(pending.enrollment_id)
+                    kind = method.kind if method else "totp"
+                    self.start_session(ctx, user, level=2, methods=(pending.primary_method, kind),
+                                       primary_at=pending.primary_at, exempt=False)
+                    self.finish_pending(ctx, pending)
+                    return self.redirect(pending.next)
+                if result.outcome == "locked":
+                    self.clear(ctx, ctx.names.pending)
+                    return self.locked(ctx, result.locked_until)
+                view = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
+                if view is None:
+                    return self.redirect(self.url("enroll"))
+                return self.render(ctx, "enroll_totp.html", status=401, title="Set up your authenticator app",
+                                   csrf=csrf, view=view, username=user.username,
+                                   error="That code didn't work. Enter the code your app shows now.")
+            return self.redirect(self.url("enroll"))
+        if pending.enrollment_id is not None:
+            view = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
+            if view is not None:
+                return self.render(ctx, "enroll_totp.html", title="Set up your authenticator app", csrf=csrf,
+                                   view=view, username=user.username, error=None)
+        return self.render(ctx, "enroll_start.html", title="More information required", csrf=csrf,
+                           username=user.username, factors=list(self.rt.factors))
+
+    def page_step_up(self, ctx: PageContext) -> Response:
+        target = self.next_of(ctx)
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", target))
+        if session.level >= 2:
+            return self.redirect(target)
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login", target))
+        stage = self.rt.signin.next_stage(user)
+        if stage == "done":
+            stage = "enroll"  # an exempt user on a rule that refuses exemptions must register a method
+        pending = PendingSignIn(sid=new_session_id(), username=user.username, primary_method=session.methods[0],
+                                primary_at=session.primary_at, stage=stage, next=target)
+        self.set_pending(ctx, pending)
+        return self.redirect(self.url(stage))
+
+    def page_logout(self, ctx: PageContext) -> Response:
+        session = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
+        pending = self.rt.codec.load_pending(ctx.cookie(ctx.names.pending))
+        binding = session.sid if session else (pending.sid if pending else None)
+        if ctx.request.method == "GET":
+            if binding is None:
+                return self.render(ctx, "message.html", title="Signed out", message="You are not signed in.",
+                                   link=self.url("login"), link_text="Sign in")
+            return self.render(ctx, "logout.html", title="Sign out", csrf=self.rt.codec.make_csrf(binding),
+                               username=(session or pending).username if (session or pending) else "")
+        if not self.csrf_ok(ctx, binding):
+            return self.csrf_refused(ctx)
+        for item in (session, pending):
+            if item is not None:
+                self.rt.store.add_revocation(item.username, now=ctx.now, session_id=item.sid)
+                self.rt.audit.write("logout", "success", now=ctx.now, actor=item.username, username=item.username,
+                                    client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
+        self.rt.revocations.refresh(ctx.now)
+        self.clear(ctx, ctx.names.session, ctx.names.pending)
+        return self.render(ctx, "message.html", title="Signed out",
+                           message="You have signed out. Close the browser if you are on a shared computer.",
+                           link=self.url("login"), link_text="Sign in again")
+
+    def page_account(self, ctx: PageContext) -> Response:
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", self.prefix + "/"))
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login"))
+        methods = self.rt.signin.methods(user)
+        labels = {f.kind: f.label for f in self.rt.factors}
+        fmt = "%Y-%m-%d %H:%M UTC"
+        return self.render(ctx, "account.html", title="Security info", user=user, session=session,
+                           methods=[(labels.get(m.kind, m.kind), m) for m in methods],
+                           signed_in=time.strftime(fmt, time.gmtime(session.primary_at)),
+                           fmt_time=lambda t: time.strftime(fmt, time.gmtime(t)) if t else "never",
+                           csrf=self.rt.codec.make_csrf(session.sid))

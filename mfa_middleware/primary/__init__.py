@@ -1,0 +1,1 @@
+"""Primary authentication: forms (local store) and Windows (REMOTE_USER from the server)."""

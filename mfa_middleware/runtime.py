@@ -1,0 +1,51 @@
+"""Wiring: everything one configuration needs at run time, built once and shared by the adapters, the pages
+and the CLI. Nothing here is global; two runtimes in one process are independent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from argon2 import PasswordHasher
+
+from .config import Config
+from .core.decision import DecisionSettings
+from .core.facts import IPNetwork, parse_networks
+from .core.policy import Policy
+from .core.tokens import TokenCodec
+from .factors import FactorRegistry
+from .factors.totp import TotpFactor
+from .secretbox import SecretBox
+from .services.accounts import Accounts
+from .services.audit import AuditLog
+from .services.passwords import Passwords
+from .services.revocation import RevocationCache
+from .services.signin import SignIn
+from .store import Store
+
+
+class Runtime:
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, store: Store | None = None,
+                 password_hasher: PasswordHasher | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store if store is not None else Store(config.database)
+        self.codec = TokenCodec(config.secret_keys)
+        self.box = SecretBox(config.encryption_keys)
+        self.policy = Policy.from_config(config)
+        self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(config.trusted_proxies)
+        s = config.session
+        self.revocations = RevocationCache(self.store, interval=s.revocation_interval,
+                                           horizon=s.absolute_timeout + 60)
+        self.decision_settings = DecisionSettings(
+            prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
+            refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)
+        self.factors = FactorRegistry()
+        self.factors.register(TotpFactor(self.store, self.box, config.totp))
+        self.passwords = Passwords(password_hasher)
+        self.audit = AuditLog(self.store)
+        self.accounts = Accounts(self)
+        self.signin = SignIn(self)
+
+    def close(self) -> None:
+        self.store.close()

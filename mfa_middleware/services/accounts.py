@@ -1,0 +1,130 @@
+"""Account administration (the CLI today, the admin portal later): every change writes an audit row naming
+the actor, and every change that must end existing sessions writes a revocation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..config import USER_STATES
+from ..primary.usernames import require_username
+from ..store import UserRecord
+from ..store.sql import UserExists
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+_GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class AccountError(ValueError):
+    """An administrative request cannot be carried out; the message says why and what to do."""
+
+
+def parse_groups(raw: str | Sequence[str]) -> tuple[str, ...]:
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    groups = tuple(dict.fromkeys(g.strip() for g in items if g.strip()))
+    for g in groups:
+        if len(g) > 64 or not set(g) <= _GROUP_CHARS:
+            raise AccountError(f"{g!r} is not a valid group name: use letters, digits, '.', '_' and '-'")
+    return groups
+
+
+class Accounts:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def _require(self, username: str) -> UserRecord:
+        try:
+            name = require_username(username)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from None
+        user = self.rt.store.get_user(name)
+        if user is None:
+            raise AccountError(f"no user named {name!r} (see `mfa-admin user list`)")
+        return user
+
+    def get(self, username: str) -> UserRecord:
+        return self._require(username)
+
+    def add(self, username: str, *, actor: str, password: str | None = None, email: str | None = None,
+            display_name: str | None = None, groups: Sequence[str] = (), is_admin: bool = False,
+            state: str = "enabled") -> UserRecord:
+        try:
+            name = require_username(username)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from None
+        if state not in USER_STATES:
+            raise AccountError(f"state must be one of {', '.join(USER_STATES)}; got {state!r}")
+        if email is not None and ("@" not in email or len(email) > 320 or any(c.isspace() for c in email)):
+            raise AccountError(f"{email!r} is not an email address")
+        try:
+            password_hash = self.rt.passwords.hash(password) if password is not None else None
+        except ValueError as exc:
+            raise AccountError(str(exc)) from None
+        now = self.rt.clock()
+        try:
+            user = self.rt.store.create_user(name, now=now, email=email, display_name=display_name,
+                                             groups=parse_groups(groups), is_admin=is_admin, state=state,
+                                             password_hash=password_hash)
+        except UserExists:
+            raise AccountError(f"a user named {name!r} already exists") from None
+        self.rt.audit.write("user_add", "success", now=now, actor=actor, username=name, state=state,
+                            admin=is_admin, groups=",".join(user.groups))
+        return user
+
+    def set_password(self, username: str, password: str, *, actor: str) -> None:
+        user = self._require(username)
+        try:
+            password_hash = self.rt.passwords.hash(password)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from None
+        now = self.rt.clock()
+        self.rt.store.update_user(user.id, now=now, password_hash=password_hash)
+        self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("password_set", "success", now=now, actor=actor, username=user.username)
+
+    def set_state(self, username: str, state: str, *, actor: str) -> UserRecord:
+        if state not in USER_STATES:
+            raise AccountError(f"state must be one of {', '.join(USER_STATES)}; got {state!r}")
+        user = self._require(username)
+        now = self.rt.clock()
+        if user.state != state:
+            self.rt.store.update_user(user.id, now=now, state=state)
+            if user.state == "disabled":
+                # Sessions of a formerly exempt user were issued without a second factor: end them.
+                self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("user_state", "success", now=now, actor=actor, username=user.username, state=state,
+                            previous_state=user.state)
+        return self._require(username)
+
+    def reset_mfa(self, username: str, *, actor: str) -> int:
+        """Require re-registration: delete every method, back to ``enabled``, end sessions."""
+        user = self._require(username)
+        now = self.rt.clock()
+        removed = self.rt.store.delete_methods(user.id)
+        if user.state == "enforced":
+            self.rt.store.update_user(user.id, now=now, state="enabled")
+        self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("user_reset_mfa", "success", now=now, actor=actor, username=user.username,
+                            methods_removed=removed, previous_state=user.state)
+        return removed
+
+    def revoke_sessions(self, username: str, *, actor: str) -> None:
+        user = self._require(username)
+        now = self.rt.clock()
+        self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("sessions_revoked", "success", now=now, actor=actor, username=user.username)
+
+    def unlock(self, username: str, *, actor: str) -> None:
+        user = self._require(username)
+        now = self.rt.clock()
+        self.rt.store.reset_failures(user.id)
+        self.rt.audit.write("user_unlock", "success", now=now, actor=actor, username=user.username)
+
+    def delete(self, username: str, *, actor: str) -> None:
+        user = self._require(username)
+        now = self.rt.clock()
+        self.rt.store.delete_user(user.id)
+        self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("user_delete", "success", now=now, actor=actor, username=user.username)

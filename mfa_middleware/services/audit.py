@@ -1,0 +1,36 @@
+"""The audit log: one row per sign-in step and per administrative change.
+
+Rows say who, what, the result, the client address, the user agent and when. They never hold a secret: the
+``detail`` mapping is filtered through an allow-list of keys, so a caller cannot log a password or a code by
+mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..store import Store, StoreUnavailable
+
+log = logging.getLogger("mfa_middleware.audit")
+
+ALLOWED_DETAIL = frozenset({"method", "stage", "reason", "state", "previous_state", "count", "locked_until",
+                            "primary", "target", "label", "groups", "admin", "methods_removed", "session"})
+
+
+class AuditLog:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write(self, event: str, result: str, *, now: float, actor: str, username: str | None,
+              client_ip: str | None = None, user_agent: str | None = None, **detail: Any) -> None:
+        bad = set(detail) - ALLOWED_DETAIL
+        if bad:
+            raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
+        log.info("%s %s user=%s actor=%s ip=%s", event, result, username, actor, client_ip)
+        try:
+            self.store.write_audit(at=now, actor=actor, username=username, event=event, result=result,
+                                   client_ip=client_ip, user_agent=user_agent, detail=detail)
+        except StoreUnavailable:
+            log.error("audit row not written (store unavailable): %s %s user=%s", event, result, username)
+            raise

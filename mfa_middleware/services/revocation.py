@@ -1,0 +1,74 @@
+"""The revocation cache: how logout, "revoke sessions", reset and delete reach every process.
+
+Each process keeps a snapshot of recent revocations (per-user "not before" times and revoked session ids) and
+refreshes it from the store at most once per ``interval`` seconds, reading only rows newer than the last one it
+has seen. The authenticated hot path therefore costs a dictionary lookup; a revocation written by any process
+is seen by all of them within ``interval`` seconds.
+
+If the store cannot be read, the old snapshot stays in use for a grace period (three intervals); after that
+the core answers 503 instead of trusting a view it can no longer refresh (fail closed).
+"""
+
+from __future__ import annotations
+
+import threading
+from types import MappingProxyType
+
+from ..core.decision import RevocationView
+from ..store import Store, StoreUnavailable
+
+
+class RevocationCache:
+    def __init__(self, store: Store, *, interval: float, horizon: float) -> None:
+        self.store = store
+        self.interval = interval
+        self.horizon = horizon  # revocations older than the absolute session timeout cannot matter
+        self._lock = threading.Lock()
+        self._not_before: dict[str, float] = {}
+        self._sessions: dict[str, float] = {}
+        self._last_id = 0
+        self._view = RevocationView(MappingProxyType({}), frozenset(), fetched_at=-1e18)
+        self._last_attempt = -1e18
+
+    @property
+    def grace(self) -> float:
+        return self.interval * 3
+
+    def view(self, now: float) -> RevocationView:
+        """The current snapshot, refreshed first when it is older than the interval."""
+        view = self._view
+        if now - view.fetched_at < self.interval or now - self._last_attempt < min(1.0, self.interval):
+            return view
+        if not self._lock.acquire(blocking=view.fetched_at < 0):
+            return view  # another thread is refreshing; use the snapshot we have
+        try:
+            if now - self._view.fetched_at >= self.interval:
+                self._refresh(now)
+            return self._view
+        finally:
+            self._lock.release()
+
+    def refresh(self, now: float) -> RevocationView:
+        with self._lock:
+            self._refresh(now)
+            return self._view
+
+    def _refresh(self, now: float) -> None:
+        self._last_attempt = now
+        try:
+            rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon)
+        except StoreUnavailable:
+            return
+        for row in rows:
+            self._last_id = max(self._last_id, row.id)
+            if row.session_id:
+                self._sessions[row.session_id] = row.not_before
+            elif row.not_before > self._not_before.get(row.username, -1.0):
+                self._not_before[row.username] = row.not_before
+        cutoff = now - self.horizon
+        if any(t < cutoff for t in self._not_before.values()):
+            self._not_before = {u: t for u, t in self._not_before.items() if t >= cutoff}
+        if any(t < cutoff for t in self._sessions.values()):
+            self._sessions = {s: t for s, t in self._sessions.items() if t >= cutoff}
+        self._view = RevocationView(MappingProxyType(dict(self._not_before)), frozenset(self._sessions),
+                                    fetched_at=now)

@@ -1,0 +1,65 @@
+"""The store's tables (SQLAlchemy Core). Changes go through a migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Table, Text)
+
+metadata = MetaData()
+
+users = Table(
+    "mfa_users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("email", String(320)),
+    Column("display_name", String(200)),
+    Column("groups", Text, nullable=False, default=""),  # comma-separated group names
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("state", String(16), nullable=False, default="enabled"),  # disabled | enabled | enforced
+    Column("password_hash", String(255)),  # argon2id; NULL: no local password (Windows sign-in only)
+    Column("failed_count", Integer, nullable=False, default=0),  # failures in the current lockout window
+    Column("consecutive_failures", Integer, nullable=False, default=0),  # reset only by a successful sign-in
+    Column("last_failed_at", Float),
+    Column("locked_until", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+methods = Table(
+    "mfa_methods", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),  # totp, ...
+    Column("label", String(100), nullable=False),
+    Column("secret", LargeBinary),  # encrypted with the configured encryption key
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("last_step", BigInteger),  # TOTP: the last accepted time step, consumed atomically
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Index("ix_mfa_methods_user", "user_id"),
+)
+
+revocations = Table(
+    "mfa_revocations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("username", String(128), nullable=False),
+    Column("session_id", String(64)),  # NULL: every session of the user issued at or before not_before
+    Column("not_before", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_mfa_revocations_created", "created_at"),
+)
+
+audit = Table(
+    "mfa_audit", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("username", String(128)),
+    Column("event", String(64), nullable=False),
+    Column("result", String(32), nullable=False),
+    Column("client_ip", String(64)),
+    Column("user_agent", String(300)),
+    Column("detail", Text),
+    Index("ix_mfa_audit_user_at", "username", "at"),
+    Index("ix_mfa_audit_at", "at"),
+)

@@ -1,0 +1,356 @@
+"""The store contract, implemented once with SQLAlchemy Core for SQLite and PostgreSQL.
+
+Rules:
+
+- Counters that guard security are changed by a single conditional UPDATE in SQL, never read-modify-write in
+  Python: the TOTP last step (:meth:`Store.consume_step`), failed attempts (:meth:`Store.record_failure`).
+  Both hold across threads, processes and servers sharing the database.
+- Database errors that mean "cannot reach or use the database" become :class:`StoreUnavailable`, which the
+  pages and adapters turn into a 503; they never turn into a pass.
+- Secrets arrive here already hashed (argon2id) or encrypted; the store never sees plaintext secrets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, case, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from . import schema
+from .schema import audit, methods, revocations, users
+
+T = TypeVar("T")
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: failed attempts in a row (never reset by time, only by a successful sign-in) after which an account stays
+#: locked until an administrator unlocks it (NIST SP 800-63B: at most 100 consecutive failures).
+HARD_FAILURE_LIMIT = 100
+LOCKED_FOR_GOOD = 1e18
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached or used right now."""
+
+
+class SchemaOutOfDate(RuntimeError):
+    """The database schema is older than this version of the package (run ``mfa-admin db upgrade``)."""
+
+
+class UserExists(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    username: str
+    email: str | None
+    display_name: str | None
+    groups: tuple[str, ...]
+    is_admin: bool
+    state: str
+    password_hash: str | None
+    failed_count: int
+    last_failed_at: float | None
+    locked_until: float | None
+    consecutive_failures: int
+    created_at: float
+    updated_at: float
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+
+@dataclass(frozen=True, slots=True)
+class MethodRecord:
+    id: int
+    user_id: int
+    kind: str
+    label: str
+    secret: bytes | None
+    confirmed: bool
+    last_step: int | None
+    created_at: float
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: float
+    actor: str
+    username: str | None
+    event: str
+    result: str
+    client_ip: str | None
+    user_agent: str | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationRecord:
+    id: int
+    username: str
+    session_id: str | None
+    not_before: float
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+class Store:
+    """All reads and writes of user data."""
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine if engine is not None else make_engine(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreUnavailable(f"the user store is unavailable ({type(exc.orig or exc).__name__})") from exc
+
+    def _run(self, fn: Callable[[Connection], T]) -> T:
+        with self._begin() as conn:
+            return fn(conn)
+
+    # -- schema --------------------------------------------------------------------------------------------
+    def _alembic_config(self, conn: Connection) -> Any:
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def upgrade(self) -> list[str]:
+        """Bring the schema to the newest revision; returns the revisions applied."""
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
+        with self._begin() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
+            command.upgrade(self._alembic_config(conn), "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+        return [] if before == after else [r for r in (after,) if r]
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        """(current revision in the database, newest revision this package knows)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        with self._begin() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            head = ScriptDirectory.from_config(self._alembic_config(conn)).get_current_head()
+        return current, str(head)
+
+    def check_schema(self) -> None:
+        current, head = self.schema_revision()
+        if current != head:
+            raise SchemaOutOfDate(f"the database schema is at {current or 'nothing'} but this version needs {head}; "
+                                  "run `mfa-admin db upgrade`")
+
+    # -- users ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _user(row: Any) -> UserRecord:
+        groups = tuple(g for g in (row.groups or "").split(",") if g)
+        return UserRecord(id=row.id, username=row.username, email=row.email, display_name=row.display_name,
+                          groups=groups, is_admin=bool(row.is_admin), state=row.state,
+                          password_hash=row.password_hash, failed_count=row.failed_count,
+                          last_failed_at=row.last_failed_at, locked_until=row.locked_until,
+                          consecutive_failures=row.consecutive_failures, created_at=row.created_at,
+                          updated_at=row.updated_at)
+
+    def create_user(self, username: str, *, now: float, email: str | None = None, display_name: str | None = None,
+                    groups: Sequence[str] = (), is_admin: bool = False, state: str = "enabled",
+                    password_hash: str | None = None) -> UserRecord:
+        values = dict(username=username, email=email, display_name=display_name, groups=",".join(groups),
+                      is_admin=is_admin, state=state, password_hash=password_hash, failed_count=0,
+                      consecutive_failures=0, created_at=now, updated_at=now)
+        try:
+            with self._begin() as conn:
+                conn.execute(insert(users).values(**values))
+                row = conn.execute(select(users).where(users.c.username == username)).one()
+        except IntegrityError:
+            raise UserExists(username) from None
+        return self._user(row)
+
+    def get_user(self, username: str) -> UserRecord | None:
+        row = self._run(lambda c: c.execute(select(users).where(users.c.username == username)).first())
+        return None if row is None else self._user(row)
+
+    def list_users(self) -> list[UserRecord]:
+        rows = self._run(lambda c: c.execute(select(users).order_by(users.c.username)).all())
+        return [self._user(r) for r in rows]
+
+    def count_users(self) -> int:
+        return int(self._run(lambda c: c.execute(select(func.count()).select_from(users)).scalar_one()))
+
+    def update_user(self, user_id: int, *, now: float, **values: Any) -> bool:
+        allowed = {"email", "display_name", "groups", "is_admin", "state", "password_hash"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        if "groups" in values:
+            values["groups"] = ",".join(values["groups"])
+        stmt = update(users).where(users.c.id == user_id).values(updated_at=now, **values)
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def delete_user(self, user_id: int) -> bool:
+        def run(c: Connection) -> int:
+            c.execute(delete(methods).where(methods.c.user_id == user_id))
+            return int(c.execute(delete(users).where(users.c.id == user_id)).rowcount)
+        return self._run(run) == 1
+
+    # -- failed attempts (atomic) ----------------------------------------------------------------------------
+    def record_failure(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
+                       lock_for: float) -> tuple[int, float | None]:
+        """Count one failed attempt in a single UPDATE; lock the account when the limit is reached.
+
+        The windowed counter starts again after ``reset_after`` without failures; the consecutive counter
+        only resets on success and locks the account for good at :data:`HARD_FAILURE_LIMIT`.
+        Returns (failures in the window, locked until).
+        """
+        stale = or_(users.c.last_failed_at.is_(None), users.c.last_failed_at < now - reset_after)
+        new_count = case((stale, 1), else_=users.c.failed_count + 1)
+        new_consecutive = users.c.consecutive_failures + 1
+        locked = case(
+            (new_consecutive >= HARD_FAILURE_LIMIT, LOCKED_FOR_GOOD),
+            (new_count >= max_failures, now + lock_for),
+            else_=users.c.locked_until,
+        )
+        stmt = (update(users).where(users.c.id == user_id)
+                .values(failed_count=new_count, consecutive_failures=new_consecutive, last_failed_at=now,
+                        locked_until=locked)
+                .returning(users.c.failed_count, users.c.locked_until))
+        row = self._run(lambda c: c.execute(stmt).first())
+        if row is None:
+            return 0, None
+        return int(row[0]), row[1]
+
+    def reset_failures(self, user_id: int) -> None:
+        stmt = (update(users).where(users.c.id == user_id)
+                .where(or_(users.c.failed_count != 0, users.c.consecutive_failures != 0,
+                           users.c.locked_until.is_not(None)))
+                .values(failed_count=0, consecutive_failures=0, last_failed_at=None, locked_until=None))
+        self._run(lambda c: c.execute(stmt))
+
+    # -- methods ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _method(row: Any) -> MethodRecord:
+        return MethodRecord(id=row.id, user_id=row.user_id, kind=row.kind, label=row.label, secret=row.secret,
+                            confirmed=bool(row.confirmed), last_step=row.last_step, created_at=row.created_at,
+                            last_used_at=row.last_used_at)
+
+    def add_method(self, user_id: int, kind: str, label: str, secret: bytes | None, *, now: float,
+                   confirmed: bool = False) -> int:
+        stmt = insert(methods).values(user_id=user_id, kind=kind, label=label, secret=secret, confirmed=confirmed,
+                                      created_at=now).returning(methods.c.id)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def get_method(self, method_id: int) -> MethodRecord | None:
+        row = self._run(lambda c: c.execute(select(methods).where(methods.c.id == method_id)).first())
+        return None if row is None else self._method(row)
+
+    def list_methods(self, user_id: int, *, confirmed_only: bool = True) -> list[MethodRecord]:
+        stmt = select(methods).where(methods.c.user_id == user_id).order_by(methods.c.id)
+        if confirmed_only:
+            stmt = stmt.where(methods.c.confirmed.is_(True))
+        return [self._method(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def confirm_method(self, method_id: int, user_id: int, *, step: int | None, now: float) -> bool:
+        """Mark an enrollment as confirmed (and consume the confirming step), once."""
+        stmt = (update(methods)
+                .where(methods.c.id == method_id, methods.c.user_id == user_id, methods.c.confirmed.is_(False))
+                .values(confirmed=True, last_step=step, last_used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def consume_step(self, method_id: int, step: int, *, now: float) -> bool:
+        """Accept TOTP time step ``step`` for a method at most once, in one conditional UPDATE.
+
+        Only a step newer than the last accepted one is taken, so a code (and every older code) can be used
+        once, by one request, however many run at the same time on however many servers.
+        """
+        stmt = (update(methods)
+                .where(methods.c.id == method_id, methods.c.confirmed.is_(True),
+                       or_(methods.c.last_step.is_(None), methods.c.last_step < step))
+                .values(last_step=step, last_used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def delete_methods(self, user_id: int, *, unconfirmed_only: bool = False) -> int:
+        stmt = delete(methods).where(methods.c.user_id == user_id)
+        if unconfirmed_only:
+            stmt = stmt.where(methods.c.confirmed.is_(False))
+        return int(self._run(lambda c: c.execute(stmt).rowcount))
+
+    # -- revocations -------------------------------------------------------------------------------------------
+    def add_revocation(self, username: str, *, now: float, session_id: str | None = None) -> None:
+        stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
+        self._run(lambda c: c.execute(stmt))
+
+    def revocations_since(self, after_id: int, *, newer_than: float) -> list[RevocationRecord]:
+        """Revocations with an id above ``after_id`` created after ``newer_than`` (older ones cannot matter:
+        every session they could end has timed out)."""
+        stmt = (select(revocations).where(revocations.c.id > after_id, revocations.c.created_at > newer_than)
+                .order_by(revocations.c.id))
+        rows = self._run(lambda c: c.execute(stmt).all())
+        return [RevocationRecord(id=r.id, username=r.username, session_id=r.session_id, not_before=r.not_before)
+                for r in rows]
+
+    def last_revocation_id(self) -> int:
+        stmt = select(func.max(revocations.c.id))
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()) or 0)
+
+    def prune_revocations(self, older_than: float) -> int:
+        stmt = delete(revocations).where(revocations.c.created_at < older_than)
+        return int(self._run(lambda c: c.execute(stmt).rowcount))
+
+    # -- audit -------------------------------------------------------------------------------------------------
+    def write_audit(self, *, at: float, actor: str, username: str | None, event: str, result: str,
+                    client_ip: str | None = None, user_agent: str | None = None,
+                    detail: dict[str, Any] | None = None) -> None:
+        stmt = insert(audit).values(at=at, actor=actor[:128], username=username, event=event, result=result,
+                                    client_ip=client_ip, user_agent=(user_agent or "")[:300] or None,
+                                    detail=json.dumps(detail or {}, sort_keys=True))
+        self._run(lambda c: c.execute(stmt))
+
+    def list_audit(self, *, username: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        stmt = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if username is not None:
+            stmt = stmt.where(audit.c.username == username)
+        rows = self._run(lambda c: c.execute(stmt).all())
+        return [AuditRecord(id=r.id, at=r.at, actor=r.actor, username=r.username, event=r.event, result=r.result,
+                            client_ip=r.client_ip, user_agent=r.user_agent, detail=json.loads(r.detail or "{}"))
+                for r in rows]
+
+
+__all__ = ["AuditRecord", "MethodRecord", "RevocationRecord", "SchemaOutOfDate", "Store", "StoreUnavailable",
+           "UserExists", "UserRecord", "schema"]

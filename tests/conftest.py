@@ -1,0 +1,48 @@
+"""Shared fixtures: a real PostgreSQL server and Debian's Chromium (DESIGN.md section 6).
+
+Missing components skip the tests that need them, or fail them when
+``MFA_TEST_REQUIRE_ALL=1`` (set by ``.ci/run``); see ``tests/support/components.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.support.browser import chromium_browser
+from tests.support.postgres import PostgresServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server on 127.0.0.1 for the whole session."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """SQLAlchemy URL (``postgresql+psycopg://...``) of a fresh, empty database for this test."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium driven by Playwright, shared by the session."""
+    with chromium_browser() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context (own cookies and storage), closed after the test."""
+    context = browser.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
