@@ -62,10 +62,11 @@ class Session:
         except (KeyError, TypeError):
             return None
         if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(groups, list)
-                and all(isinstance(g, str) for g in groups) and level in (1, 2) and isinstance(methods, list)
+                and all(isinstance(g, str) for g in groups) and type(level) is int and level in (1, 2)
+                and isinstance(methods, list)
                 and all(isinstance(m, str) for m in methods) and _is_time(primary_at) and _is_time(issued_at)
-                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at)) and exempt in (0, 1)
-                and admin in (0, 1)):
+                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at)) and type(exempt) is int and exempt in (0, 1)
+                and type(admin) is int and admin in (0, 1)):
             return None
         return cls(sid=sid, username=username, groups=tuple(groups), level=level, methods=tuple(methods),
                    primary_at=float(primary_at), mfa_at=None if mfa_at is None else float(mfa_at),

@@ -95,10 +95,14 @@ class Browser:
     def __post_init__(self) -> None:
         self.client = Client(self.mw)
 
+    remote_addr: str = "127.0.0.1"
+
     def get(self, path: str, **kw: Any) -> TestResponse:
+        kw.setdefault("environ_base", {"REMOTE_ADDR": self.remote_addr})
         return self.client.get(path, base_url=self.base, **kw)
 
     def post(self, path: str, data: dict[str, str], **kw: Any) -> TestResponse:
+        kw.setdefault("environ_base", {"REMOTE_ADDR": self.remote_addr})
         return self.client.post(path, data=data, base_url=self.base, **kw)
 
     def cookie(self, name: str) -> str | None:
