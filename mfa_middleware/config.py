@@ -253,11 +253,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
         raise ConfigError(f"{top.key('prefix')}: must be a path such as \"/_mfa\", got {prefix!r}")
     proxies = top.strings("trusted_proxies", ())
-    for p in proxies:
+    for proxy in proxies:
         try:
-            ipaddress.ip_network(p, strict=False)
+            ipaddress.ip_network(proxy, strict=False)
         except ValueError:
-            raise ConfigError(f"{top.key('trusted_proxies')}: {p!r} is not an IP address or network") from None
+            raise ConfigError(f"{top.key('trusted_proxies')}: {proxy!r} is not an IP address or network") from None
 
     s = top.table("session")
     session = SessionConfig(

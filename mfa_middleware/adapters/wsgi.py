@@ -137,7 +137,7 @@ class MFAMiddleware:
         proto = environ.get("HTTP_X_FORWARDED_PROTO")
         if proto and self.runtime.trusted_proxies:
             if is_trusted_peer(environ.get("REMOTE_ADDR", "") or "", self.runtime.trusted_proxies):
-                return proto.split(",")[-1].strip().lower() == "https"
+                return bool(proto.split(",")[-1].strip().lower() == "https")
         return False
 
     def _page(self, start_response: StartResponse, status: int, title: str, message: str,

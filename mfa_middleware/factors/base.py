@@ -19,7 +19,7 @@ a bug.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol, runtime_checkable
@@ -129,7 +129,7 @@ class FactorRegistry:
     def get(self, kind: str) -> Factor | None:
         return self._factors.get(kind)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Factor]:
         return iter(self._factors.values())
 
     def kinds(self) -> tuple[str, ...]:

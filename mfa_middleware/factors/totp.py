@@ -8,10 +8,10 @@ accepted one) therefore works once, even when twenty requests carry it at the sa
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from urllib.parse import quote
 
 import pyotp
 import segno
@@ -38,10 +38,8 @@ def totp_match(secret_b32: str, code: str, now: float, *, digits: int = 6, perio
     code = normalize_code(code)
     if len(code) != digits or not _CODE.match(code):
         return None
-    algorithm = {"sha1": "sha1", "sha256": "sha256", "sha512": "sha512"}[digest]
-    import hashlib
-
-    totp = pyotp.TOTP(secret_b32, digits=digits, interval=period, digest=getattr(hashlib, algorithm))
+    algorithm = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}[digest]
+    totp = pyotp.TOTP(secret_b32, digits=digits, interval=period, digest=algorithm)
     current = int(now // period)
     found: int | None = None
     for step in range(current - drift, current + drift + 1):
@@ -121,7 +119,3 @@ class TotpFactor:
     def _match(self, method: MethodRecord, code: str, now: float) -> int | None:
         return totp_match(self._secret(method), code, now, digits=self.config.digits, period=self.config.period,
                           drift=self.config.drift_steps)
-
-
-def otpauth_label(username: str, issuer: str) -> str:
-    return quote(f"{issuer}:{username}")

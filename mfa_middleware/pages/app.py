@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
-from werkzeug.utils import safe_join
+from werkzeug.security import safe_join
 from werkzeug.wrappers import Request, Response
 
 from ..adapters.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
@@ -111,7 +111,8 @@ class PagesApp:
         for key, value in SECURITY_HEADERS.items():
             if key not in response.headers:
                 response.headers[key] = value
-        return response(environ, start_response)
+        result: Iterable[bytes] = response(environ, start_response)
+        return result
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def url(self, page: str, next_target: str | None = None) -> str:
@@ -374,18 +375,18 @@ class PagesApp:
                 if result.outcome == "locked":
                     self.clear(ctx, ctx.names.pending)
                     return self.locked(ctx, result.locked_until)
-                view = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
-                if view is None:
+                again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
+                if again is None:
                     return self.redirect(self.url("enroll"))
                 return self.render(ctx, "enroll_totp.html", status=401, title="Set up your authenticator app",
-                                   csrf=csrf, view=view, username=user.username,
+                                   csrf=csrf, view=again, username=user.username,
                                    error="That code didn't work. Enter the code your app shows now.")
             return self.redirect(self.url("enroll"))
         if pending.enrollment_id is not None:
-            view = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
-            if view is not None:
+            shown = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
+            if shown is not None:
                 return self.render(ctx, "enroll_totp.html", title="Set up your authenticator app", csrf=csrf,
-                                   view=view, username=user.username, error=None)
+                                   view=shown, username=user.username, error=None)
         return self.render(ctx, "enroll_start.html", title="More information required", csrf=csrf,
                            username=user.username, factors=list(self.rt.factors))
 
@@ -410,13 +411,14 @@ class PagesApp:
     def page_logout(self, ctx: PageContext) -> Response:
         session = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
         pending = self.rt.codec.load_pending(ctx.cookie(ctx.names.pending))
-        binding = session.sid if session else (pending.sid if pending else None)
+        holder = session or pending
+        binding = holder.sid if holder else None
         if ctx.request.method == "GET":
-            if binding is None:
+            if holder is None:
                 return self.render(ctx, "message.html", title="Signed out", message="You are not signed in.",
                                    link=self.url("login"), link_text="Sign in")
-            return self.render(ctx, "logout.html", title="Sign out", csrf=self.rt.codec.make_csrf(binding),
-                               username=(session or pending).username if (session or pending) else "")
+            return self.render(ctx, "logout.html", title="Sign out", csrf=self.rt.codec.make_csrf(holder.sid),
+                               username=holder.username)
         if not self.csrf_ok(ctx, binding):
             return self.csrf_refused(ctx)
         for item in (session, pending):
