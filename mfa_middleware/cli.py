@@ -435,33 +435,18 @@ def demo(host: str, port: int, data_dir: str | None) -> None:
     """Run a sample app behind the middleware on a fresh SQLite store."""
     from werkzeug.serving import run_simple
 
-    from .adapters.wsgi import MFAMiddleware
-    from .demo import demo_app
+    from .demo import prepare_demo
 
     folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="mfa-demo-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    middleware, password = prepare_demo(folder)
     config_path = folder / "mfa.toml"
-    if not config_path.exists():
-        write_starter_config(config_path, database="sqlite:///mfa.db", issuer="mfa_middleware demo")
-    config = load_config(config_path)
-    middleware = MFAMiddleware(demo_app, config)
-    rt = middleware.runtime
-    rt.store.upgrade()
-    password = secrets.token_urlsafe(9)
-    from .services.accounts import AccountError
-
-    try:
-        rt.accounts.add("demo", actor="demo", password=password, groups=("admins",), display_name="Demo User")
-    except AccountError:
-        rt.accounts.set_password("demo", password, actor="demo")
-        rt.accounts.reset_mfa("demo", actor="demo")
     url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
     console.print(f"[bold]mfa_middleware demo[/]  config and store in {folder}")
     console.print(f"  Open      {url}")
     console.print("  Username  demo")
     console.print(f"  Password  {password}")
-    console.print("  You will be asked to set up an authenticator app (any TOTP app, or "
-                  "`python -c \"import pyotp; print(pyotp.TOTP('KEY').now())\"`).")
+    console.print("  At the first sign-in you set up an authenticator app (any TOTP app; or read the key from the "
+                  "page and run `python -c \"import pyotp; print(pyotp.TOTP('KEY').now())\"`).")
     console.print(f"  Manage users: mfa-admin --config {config_path} user list")
     run_simple(host, port, middleware, threaded=True)
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from html import escape
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .adapters.wsgi import MFAMiddleware
 
 
 def demo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -28,3 +33,26 @@ nav a{{margin-right:1rem}}</style></head><body>
     data = body.encode("utf-8")
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data)))])
     return [data]
+
+
+def prepare_demo(folder: Path) -> tuple[MFAMiddleware, str]:
+    """Config, migrated SQLite store and a `demo` user (fresh password, no methods) in ``folder``."""
+    from .adapters.wsgi import MFAMiddleware
+    from .cli import write_starter_config
+    from .config import load_config
+    from .services.accounts import AccountError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "mfa.toml"
+    if not config_path.exists():
+        write_starter_config(config_path, database="sqlite:///mfa.db", issuer="mfa_middleware demo")
+    middleware = MFAMiddleware(demo_app, load_config(config_path))
+    rt = middleware.runtime
+    rt.store.upgrade()
+    password = secrets.token_urlsafe(9)
+    try:
+        rt.accounts.add("demo", actor="demo", password=password, groups=("admins",), display_name="Demo User")
+    except AccountError:
+        rt.accounts.set_password("demo", password, actor="demo")
+        rt.accounts.reset_mfa("demo", actor="demo")
+    return middleware, password

@@ -174,7 +174,8 @@ def sample(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         with serve_wsgi(mw) as base:
             yield Sample(name, base, config, module)
     finally:
-        module.app.runtime.close()
+        if isinstance(module.app, MFAMiddleware):
+            module.app.runtime.close()
         sys.modules.pop(f"mfa_sample_{name}", None)
 
 
