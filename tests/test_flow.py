@@ -515,3 +515,18 @@ def test_store_down_fails_closed(mw: MFAMiddleware, clock: Clock) -> None:
     posted = visitor.post("/_mfa/login", {"username": "alice", "password": PASSWORD,
                                           "csrf_token": csrf_of(page.text)})
     assert posted.status_code == 503 and "Sign-in is unavailable" in posted.text
+
+
+def test_refreshed_cookie_is_never_cacheable(mw: MFAMiddleware, clock: Clock) -> None:
+    def cacheable_app(environ: dict[str, object], start_response: object) -> list[bytes]:
+        start_response("200 OK", [("Cache-Control", "public, max-age=3600"), ("Vary", "Accept")])  # type: ignore[operator]
+        return [b"cached page"]
+
+    browser, _ = enrolled(mw, clock)
+    mw.app = cacheable_app
+    assert browser.get("/hello").headers["Cache-Control"] == "public, max-age=3600"  # no cookie set: untouched
+    clock.advance(120)
+    response = browser.get("/hello")
+    assert "mfa_session=" in response.headers["Set-Cookie"]
+    assert response.headers.getlist("Cache-Control") == ["private, no-store"]
+    assert response.headers["Vary"] == "Accept, Cookie"

@@ -100,13 +100,12 @@ class MFAMiddleware:
             cookie = set_cookie_header(names.session, rt.codec.dump_session(decision.refreshed), secure=names.secure)
 
             def refreshing_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-                headers = [*headers, ("Set-Cookie", cookie)]
-                lowered = {k.lower() for k, _ in headers}
-                if "cache-control" not in lowered:
-                    headers.append(("Cache-Control", "private, no-store"))
-                if "vary" not in lowered:
-                    headers.append(("Vary", "Cookie"))
-                return start_response(status, headers, exc_info)
+                # A response that sets our cookie must never be stored by a shared cache.
+                vary = [v for k, v in headers if k.lower() == "vary"]
+                kept = [(k, v) for k, v in headers if k.lower() not in ("cache-control", "vary")]
+                kept += [("Set-Cookie", cookie), ("Cache-Control", "private, no-store"),
+                         ("Vary", ", ".join([*vary, "Cookie"]))]
+                return start_response(status, kept, exc_info)
 
             return self.app(environ, refreshing_start_response)
 
