@@ -1,0 +1,66 @@
+"""The factor protocol admits all three interaction kinds; the registry is per instance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from mfa_middleware.factors import (EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome,
+                                    Prompt, Verification)
+from mfa_middleware.store import MethodRecord, UserRecord
+
+
+class PushFactor:
+    """An out-of-band factor: the page polls verify() until the device answers."""
+
+    kind = "push"
+    label = "Push notification"
+    interaction = Interaction.OUT_OF_BAND
+
+    def __init__(self) -> None:
+        self.answer = Outcome.PENDING
+
+    def enroll_begin(self, user: UserRecord, ctx: FactorContext) -> EnrollmentView:
+        return EnrollmentView(method_id=1, fields={"activation_code": "123-456-789"})
+
+    def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
+        return EnrollmentView(method_id=method.id)
+
+    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+                      ctx: FactorContext) -> Verification:
+        return Verification(Outcome.ACCEPTED)
+
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+        return Prompt(Interaction.OUT_OF_BAND, "Approve the sign-in on your phone.", {"number": "42"})
+
+    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+               ctx: FactorContext) -> Verification:
+        return Verification(self.answer)
+
+
+class WebAuthnFactor(PushFactor):
+    kind = "webauthn"
+    label = "Security key or passkey"
+    interaction = Interaction.CEREMONY
+
+
+def test_every_interaction_kind_fits_the_protocol() -> None:
+    registry = FactorRegistry()
+    push, webauthn = PushFactor(), WebAuthnFactor()
+    registry.register(push)
+    registry.register(webauthn)
+    assert isinstance(push, Factor) and isinstance(webauthn, Factor)
+    assert registry.kinds() == ("push", "webauthn")
+    assert {f.interaction for f in registry} == {Interaction.OUT_OF_BAND, Interaction.CEREMONY}
+    assert not Verification(Outcome.PENDING).accepted and Verification(Outcome.ACCEPTED).accepted
+
+
+def test_registry_refuses_duplicates_and_non_factors() -> None:
+    registry = FactorRegistry()
+    registry.register(PushFactor())
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(PushFactor())
+    with pytest.raises(TypeError, match="Factor protocol"):
+        registry.register(object())  # type: ignore[arg-type]
+    assert FactorRegistry().kinds() == ()  # instance-level: a new registry starts empty
