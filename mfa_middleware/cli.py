@@ -131,7 +131,11 @@ class _State:
         if self._runtime is None:
             from .runtime import Runtime
 
-            self._runtime = Runtime(self.config())
+            rt = Runtime(self.config())
+            click.get_current_context().call_on_close(rt.close)
+            with _errors():
+                rt.store.check_schema()
+            self._runtime = rt
         return self._runtime
 
 
@@ -148,11 +152,6 @@ def _errors() -> Iterator[None]:
         raise click.ClickException(f"{exc}; check the `database` setting and that the server is running") from None
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # an unmigrated database shows up as "no such table"
-        if "no such table" in str(exc) or "does not exist" in str(exc):
-            raise click.ClickException("the database has no mfa_middleware tables yet; "
-                                       "run `mfa-admin db upgrade`") from None
-        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,10 +192,12 @@ def db_upgrade(state: _State) -> None:
 
     config = state.config()
     store = Store(config.database)
-    with _errors(), console.status("Migrating the store..."):
-        store.upgrade()
-        current, _head = store.schema_revision()
-    store.close()
+    try:
+        with _errors(), console.status("Migrating the store..."):
+            store.upgrade()
+            current, _head = store.schema_revision()
+    finally:
+        store.close()
     console.print(f"Store is at schema revision [bold]{current}[/] ({_redact(config.database)}).")
 
 
@@ -208,9 +209,11 @@ def db_status(state: _State) -> None:
 
     config = state.config()
     store = Store(config.database)
-    with _errors():
-        current, head = store.schema_revision()
-    store.close()
+    try:
+        with _errors():
+            current, head = store.schema_revision()
+    finally:
+        store.close()
     mark = "up to date" if current == head else "out of date: run `mfa-admin db upgrade`"
     console.print(f"Schema revision {current or 'none'} (newest {head}): {mark}")
 

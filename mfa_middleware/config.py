@@ -90,7 +90,7 @@ class Config:
     totp: TotpConfig = field(default_factory=TotpConfig)
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
-    site_name: str = "Sign in"
+    site_name: str = "Secure sign-in"
     source: str = "<config>"
 
 
@@ -313,7 +313,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
         lockout=lockout, totp=totp, trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
-        site_name=top.get("site_name", str, "Sign in"), source=source,
+        site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )
     top.finish()
     return config

@@ -272,8 +272,10 @@ def forge(mw: MFAMiddleware, session: Session) -> str:
 def test_bad_session_cookies_are_refused(mw: MFAMiddleware, clock: Clock, mutate: object) -> None:
     browser, _ = enrolled(mw, clock)
     session = session_of(mw, browser)
+    good = Browser(mw).get_with_cookie_header("/hello", f"mfa_session={browser.cookie('mfa_session')}")
+    assert good.status_code == 200  # the same request with the real cookie passes
     token = str(mutate(mw, session, browser.cookie("mfa_session")))  # type: ignore[operator]
-    response = Browser(mw).get("/hello", headers={"Cookie": f"mfa_session={token}"})
+    response = Browser(mw).get_with_cookie_header("/hello", f"mfa_session={token}")
     assert response.status_code == 302 and response.headers["Location"].startswith("/_mfa/login")
 
 
@@ -530,3 +532,9 @@ def test_refreshed_cookie_is_never_cacheable(mw: MFAMiddleware, clock: Clock) ->
     assert "mfa_session=" in response.headers["Set-Cookie"]
     assert response.headers.getlist("Cache-Control") == ["private, no-store"]
     assert response.headers["Vary"] == "Accept, Cookie"
+
+
+def test_unreadable_session_cookie_is_cleared(mw: MFAMiddleware) -> None:
+    response = Browser(mw).get_with_cookie_header("/hello", "mfa_session=garbage.value.sig")
+    assert response.status_code == 302
+    assert any(h.startswith("mfa_session=;") and "Max-Age=0" in h for h in response.headers.getlist("Set-Cookie"))

@@ -330,14 +330,23 @@ def test_replayed_code_is_refused_at_verify(sample: Sample) -> None:
     assert_sent_to_login(client.get("/"), "/")
 
 
-def _flip(text: str, index: int) -> str:
-    return text[:index] + ("A" if text[index] != "A" else "B") + text[index + 1:]
+def tamper(token: str, how: str, codec: TokenCodec) -> str:
+    """A session cookie value changed the way ``how`` says."""
+    def flip(index: int) -> str:
+        return token[:index] + ("A" if token[index] != "A" else "B") + token[index + 1:]
 
-
-def _forge_with_another_key(token: str, codec: TokenCodec) -> str:
-    session = codec.load_session(token)
-    assert session is not None
-    return TokenCodec(("an-attacker's-own-secret-key-" + "x" * 20,)).dump_session(session)
+    if how == "signature":
+        return flip(token.rindex(".") + 1)  # the first character of the signature is all signature bits
+    if how == "payload":
+        return flip(1)
+    if how == "truncated":
+        return token[:-6]
+    if how == "other-key":
+        session = codec.load_session(token)
+        assert session is not None
+        return TokenCodec(("an-attacker's-own-secret-key-" + "x" * 20,)).dump_session(session)
+    assert how == "garbage"
+    return "not-a-session"
 
 
 TAMPERINGS = [
@@ -353,14 +362,7 @@ TAMPERINGS = [
 def test_tampered_session_cookie_is_refused(sample: Sample, tampering: str) -> None:
     client, _secret, _code = signed_in_client(sample)
     token = client.cookies[SESSION_COOKIE]
-    signature_at = token.rindex(".") + 1
-    forged = {
-        "signature": lambda: _flip(token, signature_at),
-        "payload": lambda: _flip(token, 1),
-        "truncated": lambda: token[:-6],
-        "other-key": lambda: _forge_with_another_key(token, sample.middleware.runtime.codec),
-        "garbage": lambda: "not-a-session",
-    }[tampering]()
+    forged = tamper(token, tampering, sample.middleware.runtime.codec)
     assert forged != token
 
     refused = client.request("GET", "/", cookie_header=f"{SESSION_COOKIE}={forged}")

@@ -157,7 +157,7 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
         valid, reason = None, "Your session has ended. Sign in again."
     target = target_of(facts)
     if valid is None:
-        stale = session is not None
+        stale = facts.session_cookie is not None  # expired, revoked, tampered or unreadable: clear it
         if facts.wants_json:
             return Challenge(sign_in_url(settings.prefix, "login", target), reason, clear_session=stale)
         return Redirect(sign_in_url(settings.prefix, "login", target), clear_session=stale)

@@ -279,7 +279,11 @@ def test_consume_step_of_an_unknown_method_is_refused(store: Store) -> None:
 
 
 # -- failed attempts ------------------------------------------------------------------------------------------
-LIMITS = {"max_failures": 3, "reset_after": 60.0, "lock_for": 300.0}
+def fail(store: Store, user_id: int, now: float, *, max_failures: int = 3, reset_after: float = 60.0,
+         lock_for: float = 300.0) -> tuple[int, float | None]:
+    """One failed attempt; by default at most 3 in a 60 s window, then a 300 s lock."""
+    return store.record_failure(user_id, now=now, max_failures=max_failures, reset_after=reset_after,
+                                lock_for=lock_for)
 
 
 def _user(store: Store, name: str = "alice") -> UserRecord:
@@ -289,11 +293,11 @@ def _user(store: Store, name: str = "alice") -> UserRecord:
 
 
 def test_record_failure_counts_and_locks_at_max_failures(store: Store, alice: UserRecord) -> None:
-    assert store.record_failure(alice.id, now=START, **LIMITS) == (1, None)
-    assert store.record_failure(alice.id, now=START + 10, **LIMITS) == (2, None)
+    assert fail(store, alice.id, START) == (1, None)
+    assert fail(store, alice.id, START + 10) == (2, None)
     assert not _user(store).locked(START + 10)
 
-    assert store.record_failure(alice.id, now=START + 20, **LIMITS) == (3, START + 20 + 300)
+    assert fail(store, alice.id, START + 20) == (3, START + 20 + 300)
 
     user = _user(store)
     assert (user.failed_count, user.consecutive_failures, user.last_failed_at) == (3, 3, START + 20)
@@ -304,9 +308,9 @@ def test_record_failure_counts_and_locks_at_max_failures(store: Store, alice: Us
 
 def test_failures_beyond_the_limit_extend_the_lock(store: Store, alice: UserRecord) -> None:
     for i in range(3):
-        store.record_failure(alice.id, now=START + i, **LIMITS)
+        fail(store, alice.id, START + i)
 
-    count, locked_until = store.record_failure(alice.id, now=START + 50, **LIMITS)
+    count, locked_until = fail(store, alice.id, START + 50)
 
     assert (count, locked_until) == (4, START + 350)
 
@@ -319,9 +323,9 @@ def test_failures_beyond_the_limit_extend_the_lock(store: Store, alice: UserReco
 ])
 def test_the_window_starts_again_after_reset_after(store: Store, alice: UserRecord, gap: float,
                                                    count: int) -> None:
-    store.record_failure(alice.id, now=START, **LIMITS)
+    fail(store, alice.id, START)
 
-    assert store.record_failure(alice.id, now=START + gap, **LIMITS) == (count, None)
+    assert fail(store, alice.id, START + gap) == (count, None)
 
     user = _user(store)
     assert user.failed_count == count
@@ -330,27 +334,26 @@ def test_the_window_starts_again_after_reset_after(store: Store, alice: UserReco
 
 def test_a_reset_window_keeps_an_existing_lock(store: Store, alice: UserRecord) -> None:
     for i in range(3):
-        store.record_failure(alice.id, now=START + i, **LIMITS)
+        fail(store, alice.id, START + i)
     lock = _user(store).locked_until
 
-    count, locked_until = store.record_failure(alice.id, now=START + 100, **LIMITS)
+    count, locked_until = fail(store, alice.id, START + 100)
 
     assert (count, locked_until) == (1, lock)
 
 
 def test_the_consecutive_limit_locks_for_good_even_when_the_window_keeps_resetting(
         store: Store, alice: UserRecord) -> None:
-    limits = {"max_failures": 10, "reset_after": 60.0, "lock_for": 300.0}
     now = START
     for i in range(1, HARD_FAILURE_LIMIT):
         now += 61  # every failure starts a new window: the windowed limit is never reached
-        assert store.record_failure(alice.id, now=now, **limits) == (1, None), f"failure {i}"
+        assert fail(store, alice.id, now, max_failures=10) == (1, None), f"failure {i}"
     user = _user(store)
     assert user.consecutive_failures == HARD_FAILURE_LIMIT - 1
     assert not user.locked(now)
 
     now += 61
-    count, locked_until = store.record_failure(alice.id, now=now, **limits)
+    count, locked_until = fail(store, alice.id, now, max_failures=10)
 
     assert (count, locked_until) == (1, LOCKED_FOR_GOOD)
     user = _user(store)
@@ -358,18 +361,18 @@ def test_the_consecutive_limit_locks_for_good_even_when_the_window_keeps_resetti
     assert user.locked_until == LOCKED_FOR_GOOD
     assert user.locked(now + 10 * 365 * 86400)
     # A later window never shortens a lock for good.
-    assert store.record_failure(alice.id, now=now + 10_000, **limits) == (1, LOCKED_FOR_GOOD)
+    assert fail(store, alice.id, now + 10_000, max_failures=10) == (1, LOCKED_FOR_GOOD)
 
 
 def test_record_failure_for_an_unknown_user(store: Store) -> None:
-    assert store.record_failure(999_999, now=START, **LIMITS) == (0, None)
+    assert fail(store, 999_999, START) == (0, None)
 
 
 def test_reset_failures_clears_counters_and_lock(store: Store, alice: UserRecord) -> None:
     bob = store.create_user("bob", now=START)
     for i in range(3):
-        store.record_failure(alice.id, now=START + i, **LIMITS)
-        store.record_failure(bob.id, now=START + i, **LIMITS)
+        fail(store, alice.id, START + i)
+        fail(store, bob.id, START + i)
 
     store.reset_failures(alice.id)
 
@@ -379,7 +382,7 @@ def test_reset_failures_clears_counters_and_lock(store: Store, alice: UserRecord
     assert not user.locked(START)
     assert _user(store, "bob").locked(START + 10)  # other users are untouched
     store.reset_failures(alice.id)  # nothing to reset: harmless
-    assert store.record_failure(alice.id, now=START + 10, **LIMITS) == (1, None)
+    assert fail(store, alice.id, START + 10) == (1, None)
 
 
 # -- revocations ----------------------------------------------------------------------------------------------

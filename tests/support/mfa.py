@@ -105,6 +105,13 @@ class Browser:
         kw.setdefault("environ_base", {"REMOTE_ADDR": self.remote_addr})
         return self.client.post(path, data=data, base_url=self.base, **kw)
 
+    def get_with_cookie_header(self, path: str, cookie_header: str, **kw: Any) -> TestResponse:
+        """A request carrying exactly ``cookie_header`` (the cookie jar would replace a Cookie header)."""
+        raw = Client(self.mw, use_cookies=False)
+        kw.setdefault("environ_base", {"REMOTE_ADDR": self.remote_addr})
+        headers = {**kw.pop("headers", {}), "Cookie": cookie_header}
+        return raw.get(path, base_url=self.base, headers=headers, **kw)
+
     def cookie(self, name: str) -> str | None:
         c = self.client.get_cookie(name, domain="localhost")
         return None if c is None else c.value
