@@ -39,6 +39,7 @@ class RuleConfig:
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     exempt: bool = True
+    basic: bool = False
     index: int = 0
 
 
@@ -77,6 +78,17 @@ class TotpConfig:
 
 
 @dataclass(frozen=True)
+class BasicConfig:
+    """The HTTP Basic path for non-browser clients (app passwords)."""
+
+    realm: str = "mfa_middleware"
+    max_app_passwords: int = 40
+    admins_may_create: bool = False
+    cache_ttl: float = 5 * 60
+    cache_size: int = 10_000
+
+
+@dataclass(frozen=True)
 class Config:
     secret_keys: tuple[str, ...]
     encryption_keys: tuple[str, ...]
@@ -88,6 +100,7 @@ class Config:
     primary: PrimaryConfig = field(default_factory=PrimaryConfig)
     lockout: LockoutConfig = field(default_factory=LockoutConfig)
     totp: TotpConfig = field(default_factory=TotpConfig)
+    basic: BasicConfig = field(default_factory=BasicConfig)
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
     site_name: str = "Secure sign-in"
@@ -228,7 +241,9 @@ def _rule(data: object, index: int, source: str) -> RuleConfig:
             raise ConfigError(f"{r.key('methods')}: unknown HTTP method {m!r}")
     rule = RuleConfig(path=path, path_regex=path_regex, policy=policy, methods=methods,
                       users=r.strings("users", ()), groups=r.strings("groups", ()),
-                      exempt=r.get("exempt", bool, True), index=index)
+                      exempt=r.get("exempt", bool, True), basic=r.get("basic", bool, False), index=index)
+    if rule.basic and rule.policy in ("bypass", "deny"):
+        raise ConfigError(f"{r.key('basic')}: only meaningful on one_factor or two_factor rules")
     r.finish()
     return rule
 
@@ -306,12 +321,25 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     )
     t.finish()
 
+    b = top.table("basic")
+    realm = b.get("realm", str, "mfa_middleware")
+    if not realm or any(c in realm for c in '"\\') or any(ord(c) < 0x20 for c in realm):
+        raise ConfigError(f"{b.key('realm')}: must be non-empty, without quotes, backslashes or control characters")
+    basic = BasicConfig(
+        realm=realm,
+        max_app_passwords=b.integer("max_app_passwords", 40, 1, 1000),
+        admins_may_create=b.get("admins_may_create", bool, False),
+        cache_ttl=b.duration("cache_ttl", 5 * 60),
+        cache_size=b.integer("cache_size", 10_000, 0, 10_000_000),
+    )
+    b.finish()
+
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, trusted_proxies=proxies,
+        lockout=lockout, totp=totp, basic=basic, trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )

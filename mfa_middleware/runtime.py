@@ -17,7 +17,9 @@ from .factors import FactorRegistry
 from .factors.totp import TotpFactor
 from .secretbox import SecretBox
 from .services.accounts import Accounts
+from .services.app_passwords import AppPasswords
 from .services.audit import AuditLog
+from .services.basic import BasicAuthenticator
 from .services.passwords import Passwords
 from .services.revocation import RevocationCache
 from .services.signin import SignIn
@@ -46,6 +48,8 @@ class Runtime:
         self.audit = AuditLog(self.store)
         self.accounts = Accounts(self)
         self.signin = SignIn(self)
+        self.app_passwords = AppPasswords(self)
+        self.basic = BasicAuthenticator(self)
 
     def close(self) -> None:
         self.store.close()

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, load_config
-from ..core.decision import Challenge, Deny, Pass, Redirect, Unavailable, decide
+from ..core.basic import BasicFailure, parse_basic
+from ..core.decision import BasicChallenge, Challenge, Deny, Pass, Redirect, Unavailable, decide, decide_basic
 from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_json
 from ..core.paths import normalize_path
 from ..primary.remote_user import remote_user_from_environ
@@ -86,9 +87,18 @@ class MFAMiddleware:
             host=environ.get("HTTP_HOST", ""), client_ip=client_ip, session_cookie=token,
             authorization=environ.get("HTTP_AUTHORIZATION"),
             wants_json=wants_json(environ.get("HTTP_ACCEPT", ""), environ.get("HTTP_X_REQUESTED_WITH", "")),
+            wants_html="text/html" in environ.get("HTTP_ACCEPT", ""),
             user_agent=environ.get("HTTP_USER_AGENT", ""))
-        remote = remote_user_from_environ(environ, rt.config.primary)
-        decision = decide(facts, requirement, session, now, rt.revocations.view(now), rt.decision_settings, remote)
+        if requirement.basic and self._wants_basic(facts, token):
+            view = rt.revocations.view(now)
+            creds = parse_basic(facts.authorization)
+            verdict = (rt.basic.authenticate(creds, client_ip=client_ip, user_agent=facts.user_agent, now=now,
+                                             view=view) if creds is not None else BasicFailure("malformed"))
+            decision = decide_basic(facts, requirement, verdict, now, view, rt.decision_settings)
+        else:
+            remote = remote_user_from_environ(environ, rt.config.primary)
+            decision = decide(facts, requirement, session, now, rt.revocations.view(now), rt.decision_settings,
+                              remote)
 
         if isinstance(decision, Pass):
             if decision.identity is None:
@@ -122,6 +132,13 @@ class MFAMiddleware:
             start_response("401 Unauthorized", [("Content-Type", "application/json"),
                                                 ("Content-Length", str(len(body))), *NO_STORE, *extra])
             return [body]
+        if isinstance(decision, BasicChallenge):
+            body = (decision.reason + "\n").encode()
+            realm = rt.config.basic.realm
+            start_response("401 Unauthorized", [
+                ("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"'),
+                ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))), *NO_STORE])
+            return [body]
         if isinstance(decision, Deny):
             title = "Access denied" if decision.status == 403 else "Bad request"
             return self._page(start_response, decision.status, title, decision.reason, environ, facts.wants_json)
@@ -129,6 +146,14 @@ class MFAMiddleware:
         log.error("refusing requests: %s", decision.reason)
         return self._page(start_response, 503, "Service unavailable",
                           "Sign-in is unavailable right now. Try again in a few minutes.", environ, facts.wants_json)
+
+    @staticmethod
+    def _wants_basic(facts: RequestFacts, session_token: str | None) -> bool:
+        """On a Basic rule: any Authorization header goes the Basic way; so does a client with no session
+        cookie that is not a browser (a browser asks for HTML and is sent to the sign-in page instead)."""
+        if facts.authorization is not None:
+            return True
+        return session_token is None and not facts.wants_html
 
     def _https(self, environ: dict[str, Any]) -> bool:
         if environ.get("wsgi.url_scheme") == "https":

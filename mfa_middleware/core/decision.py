@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import quote
 
+from .basic import BasicFailure, VerifiedCredential
 from .facts import RequestFacts
 from .policy import Requirement
 from .tokens import Session, session_expired
@@ -60,11 +61,21 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class RevocationView:
-    """A snapshot of server-side revocations: per-user "not before" times and revoked session ids."""
+    """A snapshot of server-side revocations: per-user "not before" times, and revoked ids (session ids,
+    ``ap:<id>`` for an app password, ``pw:<user>`` for a user's primary password on the Basic path) with the
+    time each was revoked."""
 
     not_before: Mapping[str, float]
-    revoked_sessions: frozenset[str]
+    revoked_sessions: Mapping[str, float]
     fetched_at: float
+
+    def stale_credential(self, username: str, marker: str, verified_at: float) -> bool:
+        """Whether a credential verified at ``verified_at`` was revoked since (by marker or for the user)."""
+        revoked = self.revoked_sessions.get(marker)
+        if revoked is not None and revoked >= verified_at:
+            return True
+        cutoff = self.not_before.get(username)
+        return cutoff is not None and cutoff >= verified_at
 
     def revokes(self, session: Session) -> bool:
         if session.sid in self.revoked_sessions:
@@ -95,6 +106,13 @@ class Challenge:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicChallenge:
+    """401 with ``WWW-Authenticate: Basic`` for a non-browser client on a Basic route."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Deny:
     status: int
     reason: str
@@ -105,7 +123,7 @@ class Unavailable:
     reason: str
 
 
-Decision = Pass | Redirect | Challenge | Deny | Unavailable
+Decision = Pass | Redirect | Challenge | BasicChallenge | Deny | Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,3 +192,51 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
     if now - valid.last_seen >= settings.refresh_after:
         refreshed = replace(valid, last_seen=now)
     return Pass(Identity.from_session(valid), refreshed)
+
+
+BASIC_MESSAGES = {
+    "malformed": "Send a username and an app password with HTTP Basic authentication.",
+    "invalid": "The username or app password is not correct.",
+    "locked": "Too many failed attempts: this account is paused. Try again later.",
+    "blocked": "This account is blocked. Contact your helpdesk.",
+    "app_password_required": ("This account uses multi-factor authentication: this client needs an app password, "
+                              "not your main password. Create one on your security info page."),
+}
+
+
+def decide_basic(facts: RequestFacts, requirement: Requirement, verdict: VerifiedCredential | BasicFailure,
+                 now: float, revocations: RevocationView, settings: DecisionSettings) -> Decision:
+    """Decide a request on a ``basic = true`` rule that came with (or needs) HTTP Basic credentials.
+
+    ==========================================  ==========================================================
+    situation                                   outcome
+    ==========================================  ==========================================================
+    the path could not be parsed                Deny 400
+    the store or the revocation view is down    Unavailable 503
+    no or bad credential                        BasicChallenge 401
+    the user is not admitted by users/groups    Deny 403
+    app password                                Pass, level 2 (satisfies two_factor on Basic routes only)
+    primary password (state allows it)          Pass on one_factor; on two_factor only if the rule allows
+                                                exemptions, else BasicChallenge (app password required)
+    ==========================================  ==========================================================
+    """
+    if facts.path is None:
+        return Deny(400, "The request path could not be understood.")
+    if now - revocations.fetched_at > settings.revocation_grace:
+        return Unavailable("The sign-in service cannot reach its store.")
+    if isinstance(verdict, BasicFailure):
+        if verdict.reason == "unavailable":
+            return Unavailable("The sign-in service cannot reach its store.")
+        return BasicChallenge(BASIC_MESSAGES.get(verdict.reason, BASIC_MESSAGES["invalid"]))
+    if not requirement.admits(verdict.username, verdict.groups):
+        return Deny(403, "Your account is not allowed to open this address.")
+    if verdict.kind == "app_password":
+        level, methods = 2, ("app_password",)
+    else:
+        if requirement.policy == "two_factor" and not requirement.exempt:
+            return BasicChallenge(BASIC_MESSAGES["app_password_required"])
+        level, methods = 1, ("basic",)
+    identity = Identity(username=verdict.username, groups=verdict.groups, level=level, methods=methods,
+                        primary_at=verdict.verified_at, mfa_at=verdict.verified_at if level == 2 else None,
+                        session_id="basic:" + verdict.marker, exempt=level == 1, admin=verdict.admin)
+    return Pass(identity)

@@ -26,6 +26,7 @@ class RequestFacts:
     authorization: str | None
     wants_json: bool
     user_agent: str
+    wants_html: bool = False
 
 
 def parse_networks(values: tuple[str, ...]) -> tuple[IPNetwork, ...]:

@@ -30,6 +30,7 @@ class Requirement:
     users: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     exempt: bool = True  # users in the `disabled` state may pass a two_factor rule with one factor
+    basic: bool = False  # HTTP Basic (app passwords) is accepted on this rule
 
     def admits(self, username: str, groups: tuple[str, ...]) -> bool:
         """Whether a signed-in user may pass this rule (its ``users``/``groups`` restriction)."""
@@ -74,7 +75,7 @@ class Policy:
                 pattern=re.compile(glob_to_regex(r.path) if r.path is not None else str(r.path_regex), flags),
                 methods=frozenset(r.methods),
                 requirement=Requirement(policy=r.policy, rule_index=r.index, users=frozenset(u.lower() for u in r.users),
-                                        groups=frozenset(r.groups), exempt=r.exempt),
+                                        groups=frozenset(r.groups), exempt=r.exempt, basic=r.basic),
             )
             for r in rules
         )

@@ -80,6 +80,7 @@ class PagesApp:
             Rule("/enroll", endpoint="enroll", methods=["GET", "POST"]),
             Rule("/step-up", endpoint="step_up"),
             Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
+            Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
         ], strict_slashes=False)
 
@@ -206,6 +207,10 @@ class PagesApp:
             self.rt.signin.complete_exempt(user, ctx.client, ctx.now)
             self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=True)
             return self.redirect(target)
+        if self.rt.signin.use_bypass(user, ctx.client, ctx.now):
+            # A helpdesk granted a one-time bypass of the second factor (lost phone): used up now.
+            self.start_session(ctx, user, level=2, methods=(primary, "bypass"), primary_at=ctx.now, exempt=False)
+            return self.redirect(target)
         requirement = self.rt.policy.match("GET", urlsplit(target).path or "/")
         if requirement.policy in ("one_factor", "bypass"):
             # The operator asks only one factor here; a two_factor page later steps up.
@@ -240,6 +245,8 @@ class PagesApp:
                 return self.after_primary(ctx, result.user, "remote_user", target)
             if result.reason == "locked":
                 return self.locked(ctx, result.user.locked_until if result.user else None)
+            if result.reason == "blocked":
+                return self.blocked(ctx)
             if "forms" not in self.rt.config.primary.methods:
                 return self.render(ctx, "message.html", status=403, title="No access",
                                    message="Your Windows account is not registered for this site. "
@@ -259,6 +266,8 @@ class PagesApp:
             result = self.rt.signin.forms(username, password, ctx.client, ctx.now)
             if result.reason == "locked":
                 return self.locked(ctx, result.user.locked_until if result.user else None)
+            if result.reason == "blocked":
+                return self.blocked(ctx)
             if not result.ok or result.user is None:
                 return self.login_form(ctx, anon, target, username, "Incorrect username or password.", 401)
             return self.after_primary(ctx, result.user, "forms", target)
@@ -281,6 +290,11 @@ class PagesApp:
         return self.render(ctx, "message.html", status=429, title="Account locked",
                            message=f"Too many failed sign-in attempts. Sign-in for this account is paused. {when}",
                            link=self.url("login"), link_text="Back to sign-in")
+
+    def blocked(self, ctx: PageContext) -> Response:
+        self.clear(ctx, ctx.names.pending)
+        return self.render(ctx, "message.html", status=403, title="Account blocked",
+                           message="Sign-in for this account has been blocked. Contact your helpdesk.")
 
     def pending_user(self, ctx: PageContext, stage: str) -> tuple[PendingSignIn, UserRecord] | Response:
         pending = self.pending(ctx)
@@ -324,6 +338,8 @@ class PagesApp:
             if result.outcome == "locked":
                 self.clear(ctx, ctx.names.pending)
                 return self.locked(ctx, result.locked_until)
+            if result.outcome == "blocked":
+                return self.blocked(ctx)
             error = ("That code has already been used. Wait for the next code in your app."
                      if result.outcome == "replayed" else
                      "That code didn't work. Check that the time on your phone is right and enter the newest code.")
@@ -375,6 +391,8 @@ class PagesApp:
                 if result.outcome == "locked":
                     self.clear(ctx, ctx.names.pending)
                     return self.locked(ctx, result.locked_until)
+                if result.outcome == "blocked":
+                    return self.blocked(ctx)
                 again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
                 if again is None:
                     return self.redirect(self.url("enroll"))
@@ -447,3 +465,45 @@ class PagesApp:
                            signed_in=time.strftime(fmt, time.gmtime(session.primary_at)),
                            fmt_time=lambda t: time.strftime(fmt, time.gmtime(t)) if t else "never",
                            csrf=self.rt.codec.make_csrf(session.sid))
+
+    def page_app_passwords(self, ctx: PageContext) -> Response:
+        """Create, list and revoke app passwords; only after a full sign-in (second factor, or MFA-exempt)."""
+        from ..services.accounts import AccountError
+        from ..services.app_passwords import display
+
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", self.prefix + "/app-passwords"))
+        if session.level < 2 and not session.exempt:
+            return self.redirect(self.url("step-up", self.prefix + "/app-passwords"))
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login"))
+        csrf = self.rt.codec.make_csrf(session.sid)
+        created = None
+        error = None
+        status = 200
+        if ctx.request.method == "POST":
+            if not self.csrf_ok(ctx, session.sid):
+                return self.csrf_refused(ctx)
+            action = ctx.request.form.get("action", "")
+            try:
+                if action == "create":
+                    record, password = self.rt.app_passwords.create(
+                        user, ctx.request.form.get("label", "")[:200], actor=user.username, client_ip=ctx.client.ip,
+                        user_agent=ctx.client.user_agent)
+                    created = (record.label, display(password))
+                elif action == "revoke":
+                    self.rt.app_passwords.revoke(user, ctx.request.form.get("label", ""), actor=user.username,
+                                                 client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
+                    return self.redirect(self.url("app-passwords"))
+                else:
+                    raise AccountError("Unknown action.")
+            except AccountError as exc:
+                error, status = str(exc)[:1].upper() + str(exc)[1:], 400
+        fmt = "%Y-%m-%d %H:%M UTC"
+        return self.render(ctx, "app_passwords.html", status=status, title="App passwords", csrf=csrf, user=user,
+                           items=self.rt.app_passwords.list(user), created=created, error=error,
+                           allowed=self.rt.app_passwords.may_create(user),
+                           limit=self.rt.config.basic.max_app_passwords,
+                           fmt_time=lambda t: time.strftime(fmt, time.gmtime(t)) if t else "never")

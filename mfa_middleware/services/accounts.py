@@ -94,6 +94,9 @@ class Accounts:
             if user.state == "disabled":
                 # Sessions of a formerly exempt user were issued without a second factor: end them.
                 self.rt.store.add_revocation(user.username, now=now)
+            else:
+                # Whether the primary password works on the Basic path may have changed.
+                self.rt.store.add_revocation(user.username, now=now, session_id=f"pw:{user.username}")
         self.rt.audit.write("user_state", "success", now=now, actor=actor, username=user.username, state=state,
                             previous_state=user.state)
         return self._require(username)
@@ -121,6 +124,42 @@ class Accounts:
         now = self.rt.clock()
         self.rt.store.reset_failures(user.id)
         self.rt.audit.write("user_unlock", "success", now=now, actor=actor, username=user.username)
+
+    def block(self, username: str, *, actor: str, reason: str, days: float = 90) -> UserRecord:
+        """Refuse the user everywhere (sign-in, second factor, Basic) for ``days``, and end their sessions."""
+        if not reason.strip():
+            raise AccountError("give a reason for the block (it is kept in the audit log)")
+        if not 0 < days <= 3650:
+            raise AccountError("--days must be between 1 and 3650")
+        user = self._require(username)
+        now = self.rt.clock()
+        until = now + days * 86400
+        self.rt.store.set_block(user.id, now=now, until=until, reason=reason.strip()[:300])
+        self.rt.store.add_revocation(user.username, now=now)
+        self.rt.audit.write("user_block", "success", now=now, actor=actor, username=user.username,
+                            reason=reason.strip()[:300], until=until)
+        return self._require(username)
+
+    def unblock(self, username: str, *, actor: str) -> None:
+        user = self._require(username)
+        now = self.rt.clock()
+        self.rt.store.set_block(user.id, now=now, until=None, reason=None)
+        self.rt.audit.write("user_unblock", "success", now=now, actor=actor, username=user.username)
+
+    def bypass(self, username: str, *, actor: str, seconds: int, reason: str) -> float:
+        """A one-time bypass of the second factor: consumed at the next sign-in, expiring unused after
+        ``seconds``. Returns when it expires."""
+        if not reason.strip():
+            raise AccountError("give a reason for the bypass (it is kept in the audit log)")
+        if not 1 <= seconds <= 86400:
+            raise AccountError("--seconds must be between 1 and 86400 (one day)")
+        user = self._require(username)
+        now = self.rt.clock()
+        until = now + seconds
+        self.rt.store.set_bypass(user.id, now=now, until=until)
+        self.rt.audit.write("user_bypass", "success", now=now, actor=actor, username=user.username,
+                            reason=reason.strip()[:300], seconds=seconds, until=until)
+        return until
 
     def delete(self, username: str, *, actor: str) -> None:
         user = self._require(username)

@@ -15,7 +15,8 @@ from ..store import Store, StoreUnavailable
 log = logging.getLogger("mfa_middleware.audit")
 
 ALLOWED_DETAIL = frozenset({"method", "stage", "reason", "state", "previous_state", "count", "locked_until",
-                            "primary", "target", "label", "groups", "admin", "methods_removed", "session"})
+                            "primary", "target", "label", "groups", "admin", "methods_removed", "session",
+                            "until", "seconds", "path", "credential"})
 
 
 class AuditLog:

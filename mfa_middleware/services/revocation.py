@@ -27,7 +27,7 @@ class RevocationCache:
         self._not_before: dict[str, float] = {}
         self._sessions: dict[str, float] = {}
         self._last_id = 0
-        self._view = RevocationView(MappingProxyType({}), frozenset(), fetched_at=-1e18)
+        self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
         self._last_attempt = -1e18
 
     @property
@@ -62,7 +62,7 @@ class RevocationCache:
         for row in rows:
             self._last_id = max(self._last_id, row.id)
             if row.session_id:
-                self._sessions[row.session_id] = row.not_before
+                self._sessions[row.session_id] = max(row.not_before, self._sessions.get(row.session_id, -1.0))
             elif row.not_before > self._not_before.get(row.username, -1.0):
                 self._not_before[row.username] = row.not_before
         cutoff = now - self.horizon
@@ -70,5 +70,5 @@ class RevocationCache:
             self._not_before = {u: t for u, t in self._not_before.items() if t >= cutoff}
         if any(t < cutoff for t in self._sessions.values()):
             self._sessions = {s: t for s, t in self._sessions.items() if t >= cutoff}
-        self._view = RevocationView(MappingProxyType(dict(self._not_before)), frozenset(self._sessions),
+        self._view = RevocationView(MappingProxyType(dict(self._not_before)), MappingProxyType(dict(self._sessions)),
                                     fetched_at=now)

@@ -34,7 +34,7 @@ class Client:
 @dataclass(frozen=True, slots=True)
 class PrimaryResult:
     user: UserRecord | None
-    reason: str  # ok | invalid | locked
+    reason: str  # ok | invalid | locked | blocked
 
     @property
     def ok(self) -> bool:
@@ -43,7 +43,7 @@ class PrimaryResult:
 
 @dataclass(frozen=True, slots=True)
 class FactorResult:
-    outcome: str  # accepted | rejected | replayed | locked | pending | fraud
+    outcome: str  # accepted | rejected | replayed | locked | blocked | pending | fraud
     locked_until: float | None = None
 
     @property
@@ -69,7 +69,7 @@ class SignIn:
         if not self.rt.passwords.verify(user.password_hash if user else None, password):
             detail: dict[str, object] = {"primary": "forms"}
             if user is not None:
-                count, locked_until = self._fail(user, now)
+                count, locked_until = self.fail(user, now)
                 detail.update(count=count)
                 if locked_until is not None and locked_until > now:
                     detail.update(locked_until=locked_until)
@@ -77,6 +77,10 @@ class SignIn:
                         client_ip=client.ip, user_agent=client.user_agent, **detail)
             return PrimaryResult(None, "invalid")
         assert user is not None and user.password_hash is not None
+        if user.blocked(now):
+            audit.write("primary", "blocked", now=now, actor=user.username, username=user.username,
+                        client_ip=client.ip, user_agent=client.user_agent, primary="forms")
+            return PrimaryResult(user, "blocked")
         if self.rt.passwords.needs_rehash(user.password_hash):
             store.update_user(user.id, now=now, password_hash=self.rt.passwords.hash(password))
         audit.write("primary", "success", now=now, actor=user.username, username=user.username,
@@ -90,10 +94,11 @@ class SignIn:
             self.rt.audit.write("primary", "unknown_user", now=now, actor=username, username=None,
                                 client_ip=client.ip, user_agent=client.user_agent, primary="remote_user")
             return PrimaryResult(None, "invalid")
-        if user.locked(now):
-            self.rt.audit.write("primary", "locked", now=now, actor=username, username=username,
+        if user.locked(now) or user.blocked(now):
+            reason = "blocked" if user.blocked(now) else "locked"
+            self.rt.audit.write("primary", reason, now=now, actor=username, username=username,
                                 client_ip=client.ip, user_agent=client.user_agent, primary="remote_user")
-            return PrimaryResult(user, "locked")
+            return PrimaryResult(user, reason)
         self.rt.audit.write("primary", "success", now=now, actor=username, username=username, client_ip=client.ip,
                             user_agent=client.user_agent, primary="remote_user")
         return PrimaryResult(user, "ok")
@@ -110,6 +115,17 @@ class SignIn:
         """An MFA-exempt user finished signing in: the failure counter starts again."""
         self.rt.store.reset_failures(user.id)
 
+    def use_bypass(self, user: UserRecord, client: Client, now: float) -> bool:
+        """Consume a pending one-time bypass of the second factor (once, atomically); True if there was one."""
+        if user.bypass_until is None or user.bypass_until <= now:
+            return False
+        if not self.rt.store.consume_bypass(user.id, now=now):
+            return False
+        self.rt.store.reset_failures(user.id)
+        self.rt.audit.write("second_factor", "bypassed", now=now, actor=user.username, username=user.username,
+                            client_ip=client.ip, user_agent=client.user_agent, method="bypass")
+        return True
+
     # -- second factor ---------------------------------------------------------------------------------------
     def methods(self, user: UserRecord) -> list[MethodRecord]:
         return [m for m in self.rt.store.list_methods(user.id) if self.rt.factors.get(m.kind) is not None]
@@ -120,6 +136,8 @@ class SignIn:
         fresh = self.rt.store.get_user(user.username)
         if fresh is None:
             return FactorResult("rejected")
+        if fresh.blocked(now):
+            return FactorResult("blocked")
         if fresh.locked(now):
             self.rt.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent)
@@ -144,7 +162,7 @@ class SignIn:
             self.rt.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
             return FactorResult("accepted")
-        count, locked_until = self._fail(fresh, now)
+        count, locked_until = self.fail(fresh, now)
         self.rt.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=used or kind, count=count)
         if locked_until is not None and locked_until > now:
@@ -178,6 +196,8 @@ class SignIn:
         method = self.rt.store.get_method(method_id)
         if fresh is None or method is None or method.user_id != fresh.id or method.confirmed:
             return FactorResult("rejected")
+        if fresh.blocked(now):
+            return FactorResult("blocked")
         if fresh.locked(now):
             return FactorResult("locked", fresh.locked_until)
         factor = self.rt.factors.get(method.kind)
@@ -186,7 +206,7 @@ class SignIn:
         result: Verification = factor.enroll_finish(
             fresh, method, response, FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent))
         if not result.accepted:
-            count, locked_until = self._fail(fresh, now)
+            count, locked_until = self.fail(fresh, now)
             self.rt.audit.write("enroll", "failure", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind, count=count)
             if locked_until is not None and locked_until > now:
@@ -197,13 +217,19 @@ class SignIn:
         if fresh.state == "enabled":
             # Registration complete: the user is now enforced (DESIGN.md section 4).
             self.rt.store.update_user(fresh.id, now=now, state="enforced")
+            # The primary password stops working on the Basic path: tell every process's Basic cache.
+            self.rt.store.add_revocation(fresh.username, now=now, session_id=f"pw:{fresh.username}")
             detail.update(state="enforced", previous_state="enabled")
         self.rt.audit.write("enroll", "success", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, **detail)
         return FactorResult("accepted")
 
     # -- lockout ---------------------------------------------------------------------------------------------
-    def _fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
+    def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
+        """Count one failed attempt (any path). When it starts a lockout, tell every process's Basic cache."""
         lo = self.rt.config.lockout
-        return self.rt.store.record_failure(user.id, now=now, max_failures=lo.max_failures,
-                                            reset_after=lo.reset_after, lock_for=lo.lock_for)
+        count, locked_until = self.rt.store.record_failure(user.id, now=now, max_failures=lo.max_failures,
+                                                           reset_after=lo.reset_after, lock_for=lo.lock_for)
+        if locked_until is not None and locked_until > now and not user.locked(now):
+            self.rt.store.add_revocation(user.username, now=now, session_id=f"lock:{user.username}")
+        return count, locked_until

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text)
+                        String, Table, Text, UniqueConstraint)
 
 metadata = MetaData()
 
@@ -21,6 +21,9 @@ users = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),  # reset only by a successful sign-in
     Column("last_failed_at", Float),
     Column("locked_until", Float),
+    Column("blocked_until", Float),  # blocked users are refused everywhere until then (or unblocked)
+    Column("blocked_reason", String(300)),
+    Column("bypass_until", Float),  # a one-time bypass of the second factor, consumed at the next sign-in
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -62,4 +65,18 @@ audit = Table(
     Column("detail", Text),
     Index("ix_mfa_audit_user_at", "username", "at"),
     Index("ix_mfa_audit_at", "at"),
+)
+
+app_passwords = Table(
+    "mfa_app_passwords", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("lookup", String(32), nullable=False),  # truncated SHA-256 of the password: finds the row to verify
+    Column("password_hash", String(255), nullable=False),  # argon2id
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("last_used_ip", String(64)),
+    UniqueConstraint("user_id", "label", name="uq_mfa_app_passwords_label"),
+    Index("ix_mfa_app_passwords_lookup", "user_id", "lookup"),
 )

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, case, create_engine, delete, event, f
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import schema
-from .schema import audit, methods, revocations, users
+from .schema import app_passwords, audit, methods, revocations, users
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -61,9 +61,15 @@ class UserRecord:
     consecutive_failures: int
     created_at: float
     updated_at: float
+    blocked_until: float | None = None
+    blocked_reason: str | None = None
+    bypass_until: float | None = None
 
     def locked(self, now: float) -> bool:
         return self.locked_until is not None and self.locked_until > now
+
+    def blocked(self, now: float) -> bool:
+        return self.blocked_until is not None and self.blocked_until > now
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,26 @@ class MethodRecord:
     last_step: int | None
     created_at: float
     last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppPasswordRecord:
+    id: int
+    user_id: int
+    label: str
+    lookup: str
+    password_hash: str
+    created_at: float
+    last_used_at: float | None
+    last_used_ip: str | None
+
+
+class AppPasswordLimit(ValueError):
+    """The user already has the configured maximum number of app passwords."""
+
+
+class LabelTaken(ValueError):
+    """The user already has an app password with this label."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +213,8 @@ class Store:
                           password_hash=row.password_hash, failed_count=row.failed_count,
                           last_failed_at=row.last_failed_at, locked_until=row.locked_until,
                           consecutive_failures=row.consecutive_failures, created_at=row.created_at,
-                          updated_at=row.updated_at)
+                          updated_at=row.updated_at, blocked_until=row.blocked_until,
+                          blocked_reason=row.blocked_reason, bypass_until=row.bypass_until)
 
     def create_user(self, username: str, *, now: float, email: str | None = None, display_name: str | None = None,
                     groups: Sequence[str] = (), is_admin: bool = False, state: str = "enabled",
@@ -227,8 +254,72 @@ class Store:
     def delete_user(self, user_id: int) -> bool:
         def run(c: Connection) -> int:
             c.execute(delete(methods).where(methods.c.user_id == user_id))
+            c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id))
             return int(c.execute(delete(users).where(users.c.id == user_id)).rowcount)
         return self._run(run) == 1
+
+    def set_block(self, user_id: int, *, now: float, until: float | None, reason: str | None) -> bool:
+        stmt = (update(users).where(users.c.id == user_id)
+                .values(blocked_until=until, blocked_reason=reason, updated_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def set_bypass(self, user_id: int, *, now: float, until: float | None) -> bool:
+        stmt = update(users).where(users.c.id == user_id).values(bypass_until=until, updated_at=now)
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def consume_bypass(self, user_id: int, *, now: float) -> bool:
+        """Use up a one-time bypass, if one is pending and unexpired: one conditional UPDATE, so it works once."""
+        stmt = (update(users).where(users.c.id == user_id, users.c.bypass_until > now)
+                .values(bypass_until=None, updated_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    # -- app passwords -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _app_password(row: Any) -> AppPasswordRecord:
+        return AppPasswordRecord(id=row.id, user_id=row.user_id, label=row.label, lookup=row.lookup,
+                                 password_hash=row.password_hash, created_at=row.created_at,
+                                 last_used_at=row.last_used_at, last_used_ip=row.last_used_ip)
+
+    def add_app_password(self, user_id: int, label: str, lookup: str, password_hash: str, *, now: float,
+                         limit: int) -> int:
+        """Store a new app password unless the user has ``limit`` already or the label is taken."""
+        def run(c: Connection) -> int:
+            count = c.execute(select(func.count()).select_from(app_passwords)
+                              .where(app_passwords.c.user_id == user_id)).scalar_one()
+            if count >= limit:
+                raise AppPasswordLimit(f"the user already has {count} app passwords (the limit is {limit})")
+            stmt = insert(app_passwords).values(user_id=user_id, label=label, lookup=lookup,
+                                                password_hash=password_hash, created_at=now)
+            return int(c.execute(stmt.returning(app_passwords.c.id)).scalar_one())
+        try:
+            return self._run(run)
+        except IntegrityError:
+            raise LabelTaken(label) from None
+
+    def list_app_passwords(self, user_id: int) -> list[AppPasswordRecord]:
+        stmt = select(app_passwords).where(app_passwords.c.user_id == user_id).order_by(app_passwords.c.id)
+        return [self._app_password(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def find_app_passwords(self, user_id: int, lookup: str) -> list[AppPasswordRecord]:
+        stmt = select(app_passwords).where(app_passwords.c.user_id == user_id, app_passwords.c.lookup == lookup)
+        return [self._app_password(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def touch_app_password(self, app_password_id: int, *, now: float, client_ip: str) -> None:
+        stmt = (update(app_passwords).where(app_passwords.c.id == app_password_id)
+                .values(last_used_at=now, last_used_ip=client_ip[:64]))
+        self._run(lambda c: c.execute(stmt))
+
+    def delete_app_passwords(self, user_id: int, label: str | None = None) -> list[int]:
+        """Delete one app password by label, or all of the user's; returns the ids deleted."""
+        def run(c: Connection) -> list[int]:
+            where = [app_passwords.c.user_id == user_id]
+            if label is not None:
+                where.append(app_passwords.c.label == label)
+            ids = [int(r[0]) for r in c.execute(select(app_passwords.c.id).where(*where)).all()]
+            if ids:
+                c.execute(delete(app_passwords).where(app_passwords.c.id.in_(ids)))
+            return ids
+        return self._run(run)
 
     # -- failed attempts (atomic) ----------------------------------------------------------------------------
     def record_failure(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
@@ -352,5 +443,5 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AuditRecord", "MethodRecord", "RevocationRecord", "SchemaOutOfDate", "Store", "StoreUnavailable",
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "LabelTaken", "AuditRecord", "MethodRecord", "RevocationRecord", "SchemaOutOfDate", "Store", "StoreUnavailable",
            "UserExists", "UserRecord", "schema"]

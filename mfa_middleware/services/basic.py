@@ -1,0 +1,123 @@
+"""The HTTP Basic path: verify app passwords (or, where the user's state allows, the primary password), with a
+verified-credential cache so a client that repeats the same credential does not pay argon2 each time.
+
+Rules:
+
+- The cache key is an HMAC-SHA256 of the username and password under a random per-process key; the
+  password itself is never kept. An entry lives at most ``[basic] cache_ttl``.
+- An entry is dropped, and the credential verified again against the store, when anything revoked it since it
+  was verified: the app password (marker ``ap:<id>``), the user's primary password on the Basic path
+  (``pw:<user>``, written when the user registers a method or changes state), a lockout (``lock:<user>``), or
+  any user-wide revocation (block, reset, password change, revoke-sessions). Revocations reach every process
+  within the revocation interval.
+- State table (DESIGN.md section 4): the primary password is accepted for ``disabled`` users and for
+  ``enabled`` users with no registered method; an ``enforced`` user gets "app password required".
+- A wrong credential for a known user counts one failure on the same atomic counter as the forms and the
+  second factor; a locked or blocked account is refused before any password is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from ..core.basic import BasicCredentials, BasicFailure, VerifiedCredential
+from ..core.decision import RevocationView
+from ..primary.usernames import canonical_username
+from ..store import StoreUnavailable, UserRecord
+from . import app_passwords
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+
+def primary_marker(username: str) -> str:
+    return f"pw:{username}"
+
+
+def lock_marker(username: str) -> str:
+    return f"lock:{username}"
+
+
+class BasicAuthenticator:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._key = secrets.token_bytes(32)
+        self._cache: OrderedDict[bytes, VerifiedCredential] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def authenticate(self, creds: BasicCredentials, *, client_ip: str, user_agent: str, now: float,
+                     view: RevocationView) -> VerifiedCredential | BasicFailure:
+        key = hmac.new(self._key, creds.username.encode() + b"\x00" + creds.password.encode(),
+                       hashlib.sha256).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            if (now - hit.verified_at < self.rt.config.basic.cache_ttl
+                    and not view.stale_credential(hit.username, hit.marker, hit.verified_at)
+                    and not view.stale_credential(hit.username, lock_marker(hit.username), hit.verified_at)):
+                return hit
+            with self._lock:
+                self._cache.pop(key, None)
+        try:
+            result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now)
+        except StoreUnavailable:
+            return BasicFailure("unavailable")
+        size = self.rt.config.basic.cache_size
+        if isinstance(result, VerifiedCredential) and size:
+            with self._lock:
+                self._cache[key] = result
+                while len(self._cache) > size:
+                    self._cache.popitem(last=False)
+        return result
+
+    def _verify(self, creds: BasicCredentials, *, client_ip: str, user_agent: str,
+                now: float) -> VerifiedCredential | BasicFailure:
+        rt = self.rt
+        name = canonical_username(creds.username)
+        user = rt.store.get_user(name) if name else None
+        if user is None:
+            rt.passwords.verify(None, creds.password)  # the same work as for a known user
+            rt.audit.write("basic", "failure", now=now, actor="anonymous", username=None, client_ip=client_ip,
+                           user_agent=user_agent, reason="invalid")
+            return BasicFailure("invalid")
+        if user.blocked(now) or user.locked(now):
+            reason = "blocked" if user.blocked(now) else "locked"
+            rt.passwords.verify(None, creds.password)
+            rt.audit.write("basic", reason, now=now, actor=user.username, username=user.username,
+                           client_ip=client_ip, user_agent=user_agent)
+            return BasicFailure(reason)
+        normalized = app_passwords.normalize(creds.password)
+        if normalized is not None:
+            for candidate in rt.store.find_app_passwords(user.id, app_passwords.lookup_of(normalized)):
+                if rt.passwords.verify(candidate.password_hash, normalized):
+                    rt.store.touch_app_password(candidate.id, now=now, client_ip=client_ip)
+                    rt.audit.write("basic", "success", now=now, actor=user.username, username=user.username,
+                                   client_ip=client_ip, user_agent=user_agent, credential="app_password",
+                                   label=candidate.label)
+                    return VerifiedCredential(user.username, user.groups, user.is_admin, "app_password",
+                                              app_passwords.marker(candidate.id), now)
+        if user.password_hash is not None and rt.passwords.verify(user.password_hash, creds.password):
+            if not self.primary_allowed(user):
+                rt.audit.write("basic", "app_password_required", now=now, actor=user.username,
+                               username=user.username, client_ip=client_ip, user_agent=user_agent)
+                return BasicFailure("app_password_required")
+            rt.audit.write("basic", "success", now=now, actor=user.username, username=user.username,
+                           client_ip=client_ip, user_agent=user_agent, credential="primary")
+            return VerifiedCredential(user.username, user.groups, user.is_admin, "primary",
+                                      primary_marker(user.username), now)
+        count, locked_until = rt.signin.fail(user, now)
+        rt.audit.write("basic", "failure", now=now, actor=user.username, username=user.username,
+                       client_ip=client_ip, user_agent=user_agent, reason="invalid", count=count)
+        if locked_until is not None and locked_until > now:
+            return BasicFailure("locked")
+        return BasicFailure("invalid")
+
+    def primary_allowed(self, user: UserRecord) -> bool:
+        """DESIGN.md section 4: disabled users, and enabled users who have not registered a method."""
+        if user.state == "disabled":
+            return True
+        return user.state == "enabled" and not self.rt.store.list_methods(user.id)
