@@ -330,15 +330,83 @@ def user_show(state: _State, name: str) -> None:
 
 
 @user.command("set-state")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.argument("new_state", metavar="STATE", type=click.Choice(USER_STATES))
+@click.option("--file", "names_file", type=click.File("r", encoding="utf-8"),
+              help="Set the state of every user named in this file (one per line; '-' for standard input).")
 @click.pass_obj
-def user_set_state(state: _State, name: str, new_state: str) -> None:
-    """Set a user's MFA state: disabled, enabled or enforced."""
+def user_set_state(state: _State, name: str | None, new_state: str, names_file: Any) -> None:
+    """Set the MFA state of one user (NAME) or many (--file): disabled, enabled or enforced."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .services.accounts import AccountError
+
+    if (name is None) == (names_file is None):
+        raise click.UsageError("give either NAME or --file FILE")
+    rt = state.runtime()
+    if name is not None:
+        with _errors():
+            record = rt.accounts.set_state(name, new_state, actor=_actor())
+        console.print(f"{record.username} is now [bold]{record.state}[/].")
+        return
+    names = [line.strip() for line in names_file if line.strip() and not line.lstrip().startswith("#")]
+    failures: list[tuple[str, str]] = []
+    columns = (TextColumn("Setting state"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with _errors(), Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task("users", total=len(names))
+        for each in names:
+            try:
+                rt.accounts.set_state(each, new_state, actor=_actor())
+            except AccountError as exc:
+                failures.append((each, str(exc)))
+            progress.advance(task)
+    console.print(f"{len(names) - len(failures)} of {len(names)} user(s) are now [bold]{new_state}[/].")
+    if failures:
+        table = Table(title="Not changed", header_style="bold")
+        table.add_column("Name")
+        table.add_column("Why")
+        for each, why in failures:
+            table.add_row(each, why)
+        console.print(table)
+        raise SystemExit(1)
+
+
+@user.command("block")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 3650),
+              help="Unblock automatically after this many days.")
+@click.pass_obj
+def user_block(state: _State, name: str, reason: str, days: int) -> None:
+    """Refuse a user everywhere (sign-in, second factor, app passwords) and end their sessions."""
     rt = state.runtime()
     with _errors():
-        record = rt.accounts.set_state(name, new_state, actor=_actor())
-    console.print(f"{record.username} is now [bold]{record.state}[/].")
+        record = rt.accounts.block(name, actor=_actor(), reason=reason, days=days)
+    console.print(f"{record.username} is blocked until {_fmt_time(record.blocked_until)}.")
+
+
+@user.command("unblock")
+@click.argument("name")
+@click.pass_obj
+def user_unblock(state: _State, name: str) -> None:
+    """Lift a block."""
+    rt = state.runtime()
+    with _errors():
+        rt.accounts.unblock(name, actor=_actor())
+    console.print(f"{name} is unblocked.")
+
+
+@user.command("bypass")
+@click.argument("name")
+@click.option("--seconds", required=True, type=click.IntRange(1, 86400), help="Expires unused after this long.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@click.pass_obj
+def user_bypass(state: _State, name: str, seconds: int, reason: str) -> None:
+    """Let a user skip the second factor once (lost phone), at their next sign-in within SECONDS."""
+    rt = state.runtime()
+    with _errors():
+        until = rt.accounts.bypass(name, actor=_actor(), seconds=seconds, reason=reason)
+    console.print(f"{name} may sign in once without a second factor until {_fmt_time(until)}.")
 
 
 @user.command("reset-mfa")
@@ -403,6 +471,64 @@ def user_delete(state: _State, name: str, yes: bool) -> None:
     with _errors():
         rt.accounts.delete(name, actor=_actor())
     console.print(f"Deleted {name}.")
+
+
+@admin.group("app-password")
+def app_password() -> None:
+    """App passwords for non-browser clients (mail, sync tools, scripts)."""
+
+
+@app_password.command("create")
+@click.argument("name")
+@click.option("--label", required=True, help="Device name, e.g. \"Outlook on laptop\".")
+@click.pass_obj
+def app_password_create(state: _State, name: str, label: str) -> None:
+    """Create an app password; prints the password alone on standard output."""
+    rt = state.runtime()
+    with _errors():
+        user = rt.accounts.get(name)
+        _record, password = rt.app_passwords.create(user, label, actor=_actor())
+    click.echo(password)
+
+
+@app_password.command("list")
+@click.argument("name")
+@click.pass_obj
+def app_password_list(state: _State, name: str) -> None:
+    """List a user's app passwords (never the passwords themselves)."""
+    rt = state.runtime()
+    with _errors():
+        items = rt.app_passwords.list(rt.accounts.get(name))
+    table = Table(title=f"{len(items)} app password(s) of {name}", header_style="bold")
+    for col in ("Label", "Created", "Last used", "Last client"):
+        table.add_column(col)
+    for item in items:
+        table.add_row(item.label, _fmt_time(item.created_at), _fmt_time(item.last_used_at), item.last_used_ip or "-")
+    console.print(table)
+
+
+@app_password.command("revoke")
+@click.argument("name")
+@click.argument("label")
+@click.pass_obj
+def app_password_revoke(state: _State, name: str, label: str) -> None:
+    """Revoke one app password by its label."""
+    rt = state.runtime()
+    with _errors():
+        rt.app_passwords.revoke(rt.accounts.get(name), label, actor=_actor())
+    console.print(f"Revoked {label!r} of {name}; every server refuses it within "
+                  f"{rt.config.session.revocation_interval:g} s.")
+
+
+@app_password.command("revoke-all")
+@click.argument("name")
+@click.pass_obj
+def app_password_revoke_all(state: _State, name: str) -> None:
+    """Revoke every app password of a user (lost or stolen device)."""
+    rt = state.runtime()
+    with _errors():
+        count = rt.app_passwords.revoke(rt.accounts.get(name), None, actor=_actor())
+    console.print(f"Revoked {count} app password(s) of {name}.")
 
 
 @admin.command("audit")

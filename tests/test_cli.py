@@ -152,8 +152,8 @@ def test_db_upgrade_migrates_and_is_idempotent(runner: CliRunner, fresh_config: 
     first = ok(run(runner, fresh_config, "db", "upgrade"))
     second = ok(run(runner, fresh_config, "db", "upgrade"))
 
-    assert "schema revision 0001" in first.output
-    assert "schema revision 0001" in second.output
+    assert "schema revision 0002" in first.output
+    assert "schema revision 0002" in second.output
     store = Store(load_config(fresh_config).database)
     try:
         store.check_schema()
@@ -488,7 +488,7 @@ def test_admin_flow_on_each_engine(runner: CliRunner, tmp_path: Path, database_u
     try:
         assert d.user("bob").state == "enforced"
         assert {e.actor for e in d.store.list_audit()} == {ACTOR}
-        assert [r.username for r in d.store.revocations_since(0, newer_than=0)] == ["alice"]
+        assert [r.username for r in d.store.revocations_since(0, newer_than=0) if r.session_id is None] == ["alice"]
     finally:
         d.close()
 
