@@ -126,6 +126,11 @@ class PagesApp:
         html = self.jinja.get_template(template).render(**values)
         return Response(html, status=status, content_type="text/html; charset=utf-8")
 
+    def message_html(self, title: str, message: str) -> str:
+        """A full message page (for replies the adapters send without a request context)."""
+        return self.jinja.get_template("message.html").render(title=title, message=message,
+                                                              site_name=self.rt.config.site_name, prefix=self.prefix)
+
     def unavailable(self, ctx: PageContext) -> Response:
         return self.render(ctx, "message.html", status=503, title="Sign-in is unavailable",
                            message="The sign-in service cannot reach its user store right now. "
@@ -139,7 +144,8 @@ class PagesApp:
         raw = ctx.request.values.get("next") if ctx.request.method == "POST" else ctx.request.args.get("next")
         target = safe_next(raw, "/")
         if target == self.prefix or target.startswith(self.prefix + "/"):
-            return "/"
+            # Only the account pages are worth coming back to; never login, logout or a form endpoint.
+            return target if target in (self.prefix + "/", self.prefix + "/app-passwords") else "/"
         return target
 
     def form(self, ctx: PageContext) -> dict[str, str]:

@@ -28,19 +28,27 @@ class RevocationCache:
         self._sessions: dict[str, float] = {}
         self._last_id = 0
         self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
-        self._last_attempt = -1e18
+        self._failed_at: float | None = None
 
     @property
     def grace(self) -> float:
         return self.interval * 3
 
     def view(self, now: float) -> RevocationView:
-        """The current snapshot, refreshed first when it is older than the interval."""
+        """The current snapshot, refreshed first when it is older than the interval.
+
+        While one thread refreshes, the others keep using the snapshot they have, as long as it is within the
+        grace period; past it (at start-up, or after an idle spell) they wait for the refresh rather than
+        answer 503 for a store that is fine. A store that just failed is not asked again for a second.
+        """
         view = self._view
-        if now - view.fetched_at < self.interval or now - self._last_attempt < min(1.0, self.interval):
+        age = now - view.fetched_at
+        if age < self.interval:
             return view
-        if not self._lock.acquire(blocking=view.fetched_at < 0):
-            return view  # another thread is refreshing; use the snapshot we have
+        if self._failed_at is not None and now - self._failed_at < min(1.0, self.interval):
+            return view
+        if not self._lock.acquire(blocking=age > self.grace):
+            return view  # another thread is refreshing and our snapshot is still good enough
         try:
             if now - self._view.fetched_at >= self.interval:
                 self._refresh(now)
@@ -54,11 +62,12 @@ class RevocationCache:
             return self._view
 
     def _refresh(self, now: float) -> None:
-        self._last_attempt = now
         try:
             rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon)
         except StoreUnavailable:
+            self._failed_at = now
             return
+        self._failed_at = None
         for row in rows:
             self._last_id = max(self._last_id, row.id)
             if row.session_id:

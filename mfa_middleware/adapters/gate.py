@@ -1,0 +1,181 @@
+"""The gate: what every adapter (WSGI, ASGI, forward-auth) does with a request, written once.
+
+An adapter hands over the request line, the peer address, a header lookup and the server's ``REMOTE_USER``
+(if it has one); the gate normalises the path, works out the client address and scheme through trusted
+proxies, matches the policy, verifies the session cookie or the Basic credential, asks the pure core for a
+decision, and returns a :class:`GateResult`: forward to the app (with an identity and maybe a refreshed
+cookie), hand the request to the sign-in pages, or send a ready-made :class:`Reply`. Adapters only translate
+this into their own calls, so the same scenario gives the same outcome everywhere.
+
+Trust model: nothing from the client is trusted by default. ``X-Forwarded-For``/``-Proto`` count only when the
+direct peer is a configured trusted proxy; ``REMOTE_USER`` counts only when the server set it and
+``remote_user`` is a configured primary method.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..core.basic import BasicFailure, parse_basic
+from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity, Pass, Redirect, Unavailable,
+                             decide, decide_basic)
+from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_json
+from ..core.paths import normalize_path
+from ..primary.remote_user import map_remote_user
+from ..runtime import Runtime
+from .cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+
+log = logging.getLogger("mfa_middleware")
+NO_STORE = [("Cache-Control", "no-store"), ("Vary", "Cookie")]
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           503: "Service Unavailable"}
+
+
+class Headers(Protocol):
+    def get(self, name: str) -> str | None:
+        """The value of request header ``name`` (lower case, e.g. ``"x-forwarded-for"``), or None."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {REASONS.get(self.status, 'Error')}"
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    path: str | None
+    https: bool
+    client_ip: str
+    to_pages: bool = False
+    forward: bool = False
+    identity: Identity | None = None
+    refresh_cookie: str | None = None  # Set-Cookie value to add to the app's response
+    reply: Reply | None = None
+
+
+class Gate:
+    def __init__(self, runtime: Runtime, render_message: Callable[[str, str], str]) -> None:
+        self.rt = runtime
+        self.render_message = render_message
+        self.prefix = runtime.config.prefix
+        self._prefix_slash = self.prefix + "/"
+        self._names = (cookie_names(runtime.config.session, False), cookie_names(runtime.config.session, True))
+        self._trusted = runtime.trusted_proxies
+        self._remote_user_trusted = "remote_user" in runtime.config.primary.methods
+
+    def https(self, scheme: str, peer: str, headers: Headers) -> bool:
+        if scheme == "https":
+            return True
+        if self._trusted:
+            proto = headers.get("x-forwarded-proto")
+            if proto and is_trusted_peer(peer, self._trusted):
+                return proto.split(",")[-1].strip().lower() == "https"
+        return False
+
+    def check(self, *, method: str, raw_path: str, query: str, scheme: str, peer: str, headers: Headers,
+              remote_user: str | None) -> GateResult:
+        """Decide one request. ``raw_path`` is the path as a WSGI server hands it over (percent-decoded once,
+        latin-1 text standing for bytes); ``remote_user`` is what the server itself authenticated, if anything."""
+        rt = self.rt
+        https = self.https(scheme, peer, headers)
+        client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted) if self._trusted else peer
+        path = normalize_path(raw_path)
+        if path is None:
+            return GateResult(None, https, client_ip,
+                              reply=self.message(400, "Bad request", "The request path could not be understood.",
+                                                 headers))
+        if path == self.prefix or path.startswith(self._prefix_slash):
+            return GateResult(path, https, client_ip, to_pages=True)
+
+        now = rt.clock()
+        requirement = rt.policy.match(method, path)
+        names = self._names[https]
+        token = read_cookie(headers.get("cookie") or "", names.session)
+        accept = headers.get("accept") or ""
+        facts = RequestFacts(
+            method=method, path=path, query=query, scheme="https" if https else "http",
+            host=headers.get("host") or "", client_ip=client_ip, session_cookie=token,
+            authorization=headers.get("authorization"),
+            wants_json=wants_json(accept, headers.get("x-requested-with") or ""), wants_html="text/html" in accept,
+            user_agent=headers.get("user-agent") or "")
+        view = rt.revocations.view(now)
+        decision: Decision
+        if requirement.basic and (facts.authorization is not None or (token is None and not facts.wants_html)):
+            creds = parse_basic(facts.authorization)
+            verdict = (rt.basic.authenticate(creds, client_ip=client_ip, user_agent=facts.user_agent, now=now,
+                                             view=view) if creds is not None else BasicFailure("malformed"))
+            decision = decide_basic(facts, requirement, verdict, now, view, rt.decision_settings)
+        else:
+            session = rt.codec.load_session(token) if token else None
+            mapped = None
+            if self._remote_user_trusted and remote_user:
+                mapped = map_remote_user(remote_user, rt.config.primary)
+            decision = decide(facts, requirement, session, now, view, rt.decision_settings, mapped)
+
+        if isinstance(decision, Pass):
+            refresh = None
+            if decision.refreshed is not None:
+                refresh = set_cookie_header(names.session, rt.codec.dump_session(decision.refreshed),
+                                            secure=names.secure)
+            return GateResult(path, https, client_ip, forward=True, identity=decision.identity,
+                              refresh_cookie=refresh)
+        return GateResult(path, https, client_ip, reply=self.reply_for(decision, names.session, names.secure,
+                                                                       facts.wants_json, headers))
+
+    def reply_for(self, decision: Decision, cookie: str, secure: bool, as_json: bool, headers: Headers) -> Reply:
+        extra: list[tuple[str, str]] = []
+        if getattr(decision, "clear_session", False):
+            extra.append(("Set-Cookie", clear_cookie_header(cookie, secure=secure)))
+        if isinstance(decision, Redirect):
+            return Reply(302, [("Location", decision.location), ("Content-Type", "text/plain"),
+                               ("Content-Length", "0"), *NO_STORE, *extra], b"")
+        if isinstance(decision, Challenge):
+            body = json.dumps({"error": "authentication_required", "message": decision.reason,
+                               "login_url": decision.login_url}).encode()
+            return Reply(401, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                               *NO_STORE, *extra], body)
+        if isinstance(decision, BasicChallenge):
+            body = (decision.reason + "\n").encode()
+            return Reply(401, [("WWW-Authenticate", f'Basic realm="{self.rt.config.basic.realm}", charset="UTF-8"'),
+                               ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                               *NO_STORE], body)
+        if isinstance(decision, Deny):
+            title = "Access denied" if decision.status == 403 else "Bad request"
+            return self.message(decision.status, title, decision.reason, headers, as_json)
+        assert isinstance(decision, Unavailable), decision
+        log.error("answering 503: %s", decision.reason)
+        reply = self.message(503, "Service unavailable",
+                             "Sign-in is unavailable right now. Try again in a few minutes.", headers, as_json)
+        return Reply(503, [*reply.headers, ("Retry-After", "30")], reply.body)
+
+    def message(self, status: int, title: str, message: str, headers: Headers,
+                as_json: bool | None = None) -> Reply:
+        if as_json is None:
+            as_json = wants_json(headers.get("accept") or "", headers.get("x-requested-with") or "")
+        if as_json:
+            body = json.dumps({"error": title.lower().replace(" ", "_"), "message": message}).encode()
+            kind = "application/json"
+        else:
+            body = self.render_message(title, message).encode()
+            kind = "text/html; charset=utf-8"
+        return Reply(status, [("Content-Type", kind), ("Content-Length", str(len(body))), *NO_STORE], body)
+
+
+def refreshed_headers(headers: list[tuple[str, str]], cookie: str) -> list[tuple[str, str]]:
+    """The app's response headers plus our refreshed cookie; such a response must never be stored by a
+    shared cache, so the app's Cache-Control is replaced and Cookie is added to Vary."""
+    vary = [v for k, v in headers if k.lower() == "vary"]
+    kept = [(k, v) for k, v in headers if k.lower() not in ("cache-control", "vary")]
+    return [*kept, ("Set-Cookie", cookie), ("Cache-Control", "private, no-store"),
+            ("Vary", ", ".join([*vary, "Cookie"]))]
