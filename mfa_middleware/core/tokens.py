@@ -8,6 +8,10 @@ Rules:
   The absolute and inactivity timeouts are checked here against the ``now`` the caller passes in.
 - The pending sign-in token names the user and what is left to do; it never holds a password.
 - Malformed, tampered, wrong-purpose or wrongly-typed tokens all decode to ``None``; nothing raises.
+- A session token whose signature has been verified once is remembered (a bounded first-in-first-out map keyed by the exact token
+  string), so a browser repeating the same cookie costs a dictionary lookup, not an HMAC and a JSON parse.
+  Only tokens this process verified as correctly signed are remembered; expiry and revocation are still
+  checked on every request by the callers, from the payload.
 
 Nothing here reads a clock, a store or a request: callers pass ``now`` and get frozen values back.
 """
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +32,7 @@ SALT_PENDING = "mfa_middleware.pending-sign-in"
 SALT_CSRF = "mfa_middleware.csrf"
 
 MAX_TOKEN_LENGTH = 4096
+VERIFIED_CACHE_SIZE = 10_000
 
 
 def new_session_id() -> str:
@@ -114,9 +121,12 @@ def _is_time(value: object) -> bool:
 class TokenCodec:
     """Signs and verifies the tokens of one configuration (one serializer per purpose)."""
 
-    def __init__(self, secret_keys: tuple[str, ...]) -> None:
+    def __init__(self, secret_keys: tuple[str, ...], verified_cache_size: int = VERIFIED_CACHE_SIZE) -> None:
         if not secret_keys:
             raise ValueError("at least one secret key is needed")
+        self._verified: OrderedDict[str, Session] = OrderedDict()
+        self._verified_size = verified_cache_size
+        self._verified_lock = threading.Lock()
         keys = list(secret_keys)  # itsdangerous verifies with each and signs with the last
         kwargs = {"digest_method": hashlib.sha256}
         self.session_serializer = URLSafeSerializer(keys, salt=SALT_SESSION, signer_kwargs=kwargs)
@@ -136,7 +146,18 @@ class TokenCodec:
         return str(self.session_serializer.dumps(session.to_payload()))
 
     def load_session(self, token: str | None) -> Session | None:
-        return Session.from_payload(self._loads(self.session_serializer, token))
+        if token is None:
+            return None
+        known = self._verified.get(token)
+        if known is not None:
+            return known
+        session = Session.from_payload(self._loads(self.session_serializer, token))
+        if session is not None and self._verified_size:
+            with self._verified_lock:
+                self._verified[token] = session
+                if len(self._verified) > self._verified_size:
+                    self._verified.popitem(last=False)
+        return session
 
     def dump_pending(self, pending: PendingSignIn) -> str:
         return str(self.pending_serializer.dumps(pending.to_payload()))

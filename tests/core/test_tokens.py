@@ -101,3 +101,25 @@ def test_csrf_bound_to_its_cookie() -> None:
     assert not codec.check_csrf(token, None)
     assert not codec.check_csrf(None, "sid1")
     assert not codec.check_csrf(TokenCodec((OLD,)).make_csrf("sid1"), "sid1")
+
+
+def test_verified_session_tokens_are_remembered_but_only_valid_ones() -> None:
+    codec = TokenCodec((NEW,), verified_cache_size=2)
+    calls = []
+    real = codec.session_serializer.loads
+
+    def counting(token: str) -> object:
+        calls.append(token)
+        return real(token)
+
+    codec.session_serializer.loads = counting  # type: ignore[method-assign]
+    token = codec.dump_session(SESSION)
+    assert codec.load_session(token) == SESSION and codec.load_session(token) == SESSION
+    assert len(calls) == 1  # the second time costs no HMAC
+    bad = token[:-2] + "xx"
+    assert codec.load_session(bad) is None and codec.load_session(bad) is None
+    assert len(calls) == 3  # a bad token is checked every time, never remembered
+    others = [codec.dump_session(replace(SESSION, sid=f"s{i}")) for i in range(3)]
+    for other in others:
+        codec.load_session(other)
+    assert len(codec._verified) == 2  # bounded
