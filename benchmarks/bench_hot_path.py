@@ -128,13 +128,15 @@ def signed_in_cookie(mw: MFAMiddleware, now: float) -> str:
 
 def browser_environ(mw: MFAMiddleware, token: str) -> Environ:
     name = cookie_names(mw.runtime.config.session, https=False).session
-    builder = EnvironBuilder(path=PATH, base_url="http://app.example", headers={
-        "Cookie": f"{name}={token}",
-        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-        "Accept-Language": "en-GB,en;q=0.9",
-        "Accept-Encoding": "gzip, deflate, br",
-    }, environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    headers = [
+        ("Cookie", f"{name}={token}"),
+        ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"),
+        ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        ("Accept-Language", "en-GB,en;q=0.9"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+    ]
+    builder = EnvironBuilder(path=PATH, base_url="http://app.example", headers=headers,
+                             environ_base={"REMOTE_ADDR": "192.0.2.10"})
     try:
         return dict(builder.get_environ())
     finally:
