@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..core.basic import BasicFailure, parse_basic
+from ..core.basic import BasicFailure, VerifiedCredential, parse_basic
 from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity, Pass, Redirect, Unavailable,
                              decide, decide_basic)
 from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_json
@@ -62,6 +62,8 @@ class GateResult:
     identity: Identity | None = None
     refresh_cookie: str | None = None  # Set-Cookie value to add to the app's response
     reply: Reply | None = None
+    #: set by ``check(may_block=False)``: deciding needs I/O (a store query or argon2); call again in a thread
+    blocking: bool = False
 
 
 class Gate:
@@ -84,9 +86,10 @@ class Gate:
         return False
 
     def check(self, *, method: str, raw_path: str, query: str, scheme: str, peer: str, headers: Headers,
-              remote_user: str | None) -> GateResult:
+              remote_user: str | None, may_block: bool = True) -> GateResult:
         """Decide one request. ``raw_path`` is the path as a WSGI server hands it over (percent-decoded once,
-        latin-1 text standing for bytes); ``remote_user`` is what the server itself authenticated, if anything."""
+        latin-1 text standing for bytes); ``remote_user`` is what the server itself authenticated, if anything.
+        With ``may_block=False`` (an event loop), a decision that needs I/O returns ``blocking=True`` instead."""
         rt = self.rt
         https = self.https(scheme, peer, headers)
         client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted) if self._trusted else peer
@@ -109,12 +112,23 @@ class Gate:
             authorization=headers.get("authorization"),
             wants_json=wants_json(accept, headers.get("x-requested-with") or ""), wants_html="text/html" in accept,
             user_agent=headers.get("user-agent") or "")
+        if not may_block and rt.revocations.due(now):
+            return GateResult(path, https, client_ip, blocking=True)
         view = rt.revocations.view(now)
         decision: Decision
         if requirement.basic and (facts.authorization is not None or (token is None and not facts.wants_html)):
             creds = parse_basic(facts.authorization)
-            verdict = (rt.basic.authenticate(creds, client_ip=client_ip, user_agent=facts.user_agent, now=now,
-                                             view=view) if creds is not None else BasicFailure("malformed"))
+            verdict: VerifiedCredential | BasicFailure
+            if creds is None:
+                verdict = BasicFailure("malformed")
+            elif may_block:
+                verdict = rt.basic.authenticate(creds, client_ip=client_ip, user_agent=facts.user_agent, now=now,
+                                                view=view)
+            else:
+                hit = rt.basic.cached(creds, now=now, view=view)
+                if hit is None:
+                    return GateResult(path, https, client_ip, blocking=True)
+                verdict = hit
             decision = decide_basic(facts, requirement, verdict, now, view, rt.decision_settings)
         else:
             session = rt.codec.load_session(token) if token else None

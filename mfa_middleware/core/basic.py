@@ -80,6 +80,8 @@ class VerifiedCredential:
     kind: str  # "app_password" | "primary"
     marker: str  # revocation marker: "ap:<id>" or "pw:<user>"
     verified_at: float
+    email: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,11 +52,13 @@ class Identity:
     session_id: str
     exempt: bool
     admin: bool
+    email: str | None = None
+    name: str | None = None
 
     @classmethod
     def from_session(cls, s: Session) -> Identity:
         return cls(username=s.username, groups=s.groups, level=s.level, methods=s.methods, primary_at=s.primary_at,
-                   mfa_at=s.mfa_at, session_id=s.sid, exempt=s.exempt, admin=s.admin)
+                   mfa_at=s.mfa_at, session_id=s.sid, exempt=s.exempt, admin=s.admin, email=s.email, name=s.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,5 +240,6 @@ def decide_basic(facts: RequestFacts, requirement: Requirement, verdict: Verifie
         level, methods = 1, ("basic",)
     identity = Identity(username=verdict.username, groups=verdict.groups, level=level, methods=methods,
                         primary_at=verdict.verified_at, mfa_at=verdict.verified_at if level == 2 else None,
-                        session_id="basic:" + verdict.marker, exempt=level == 1, admin=verdict.admin)
+                        session_id="basic:" + verdict.marker, exempt=level == 1, admin=verdict.admin,
+                        email=verdict.email, name=verdict.name)
     return Pass(identity)

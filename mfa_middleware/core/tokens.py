@@ -54,11 +54,18 @@ class Session:
     last_seen: float  # the inactivity timeout counts from here
     exempt: bool  # the user was MFA-exempt (state `disabled`) when signing in
     admin: bool = False
+    email: str | None = None
+    name: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"s": self.sid, "u": self.username, "g": list(self.groups), "l": self.level, "m": list(self.methods),
-                "p": self.primary_at, "a": self.mfa_at, "i": self.issued_at, "t": self.last_seen,
-                "x": 1 if self.exempt else 0, "d": 1 if self.admin else 0}
+        payload = {"s": self.sid, "u": self.username, "g": list(self.groups), "l": self.level,
+                   "m": list(self.methods), "p": self.primary_at, "a": self.mfa_at, "i": self.issued_at,
+                   "t": self.last_seen, "x": 1 if self.exempt else 0, "d": 1 if self.admin else 0}
+        if self.email:
+            payload["e"] = self.email
+        if self.name:
+            payload["n"] = self.name
+        return payload
 
     @classmethod
     def from_payload(cls, data: Any) -> Session | None:
@@ -66,7 +73,10 @@ class Session:
             sid, username, groups, level, methods = data["s"], data["u"], data["g"], data["l"], data["m"]
             primary_at, mfa_at, issued_at, last_seen = data["p"], data["a"], data["i"], data["t"]
             exempt, admin = data["x"], data["d"]
-        except (KeyError, TypeError):
+            email, name = data.get("e"), data.get("n")
+        except (KeyError, TypeError, AttributeError):
+            return None
+        if not (email is None or isinstance(email, str)) or not (name is None or isinstance(name, str)):
             return None
         if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(groups, list)
                 and all(isinstance(g, str) for g in groups) and type(level) is int and level in (1, 2)
@@ -77,7 +87,8 @@ class Session:
             return None
         return cls(sid=sid, username=username, groups=tuple(groups), level=level, methods=tuple(methods),
                    primary_at=float(primary_at), mfa_at=None if mfa_at is None else float(mfa_at),
-                   issued_at=float(issued_at), last_seen=float(last_seen), exempt=bool(exempt), admin=bool(admin))
+                   issued_at=float(issued_at), last_seen=float(last_seen), exempt=bool(exempt), admin=bool(admin),
+                   email=email, name=name)
 
 
 @dataclass(frozen=True, slots=True)

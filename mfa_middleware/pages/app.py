@@ -192,7 +192,8 @@ class PagesApp:
                       primary_at: float, exempt: bool) -> None:
         session = Session(sid=new_session_id(), username=user.username, groups=user.groups, level=level,
                           methods=methods, primary_at=primary_at, mfa_at=ctx.now if level == 2 else None,
-                          issued_at=ctx.now, last_seen=ctx.now, exempt=exempt, admin=user.is_admin)
+                          issued_at=ctx.now, last_seen=ctx.now, exempt=exempt, admin=user.is_admin,
+                          email=user.email, name=user.display_name)
         # The browser might still hold an older session (step-up): end it server-side.
         old = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
         if old is not None:

@@ -50,18 +50,30 @@ class BasicAuthenticator:
         self._cache: OrderedDict[bytes, VerifiedCredential] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _key_of(self, creds: BasicCredentials) -> bytes:
+        return hmac.new(self._key, creds.username.encode() + b"\x00" + creds.password.encode(),
+                        hashlib.sha256).digest()
+
+    def cached(self, creds: BasicCredentials, *, now: float, view: RevocationView) -> VerifiedCredential | None:
+        """The cached verification of ``creds`` if it is still good (no I/O), else None."""
+        key = self._key_of(creds)
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        if (now - hit.verified_at < self.rt.config.basic.cache_ttl
+                and not view.stale_credential(hit.username, hit.marker, hit.verified_at)
+                and not view.stale_credential(hit.username, lock_marker(hit.username), hit.verified_at)):
+            return hit
+        with self._lock:
+            self._cache.pop(key, None)
+        return None
+
     def authenticate(self, creds: BasicCredentials, *, client_ip: str, user_agent: str, now: float,
                      view: RevocationView) -> VerifiedCredential | BasicFailure:
-        key = hmac.new(self._key, creds.username.encode() + b"\x00" + creds.password.encode(),
-                       hashlib.sha256).digest()
-        hit = self._cache.get(key)
+        hit = self.cached(creds, now=now, view=view)
         if hit is not None:
-            if (now - hit.verified_at < self.rt.config.basic.cache_ttl
-                    and not view.stale_credential(hit.username, hit.marker, hit.verified_at)
-                    and not view.stale_credential(hit.username, lock_marker(hit.username), hit.verified_at)):
-                return hit
-            with self._lock:
-                self._cache.pop(key, None)
+            return hit
+        key = self._key_of(creds)
         try:
             result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now)
         except StoreUnavailable:
@@ -99,7 +111,7 @@ class BasicAuthenticator:
                                    client_ip=client_ip, user_agent=user_agent, credential="app_password",
                                    label=candidate.label)
                     return VerifiedCredential(user.username, user.groups, user.is_admin, "app_password",
-                                              app_passwords.marker(candidate.id), now)
+                                              app_passwords.marker(candidate.id), now, user.email, user.display_name)
         if user.password_hash is not None and rt.passwords.verify(user.password_hash, creds.password):
             if not self.primary_allowed(user):
                 rt.audit.write("basic", "app_password_required", now=now, actor=user.username,
@@ -108,7 +120,7 @@ class BasicAuthenticator:
             rt.audit.write("basic", "success", now=now, actor=user.username, username=user.username,
                            client_ip=client_ip, user_agent=user_agent, credential="primary")
             return VerifiedCredential(user.username, user.groups, user.is_admin, "primary",
-                                      primary_marker(user.username), now)
+                                      primary_marker(user.username), now, user.email, user.display_name)
         count, locked_until = rt.signin.fail(user, now)
         rt.audit.write("basic", "failure", now=now, actor=user.username, username=user.username,
                        client_ip=client_ip, user_agent=user_agent, reason="invalid", count=count)

@@ -34,6 +34,13 @@ class RevocationCache:
     def grace(self) -> float:
         return self.interval * 3
 
+    def due(self, now: float) -> bool:
+        """Whether :meth:`view` would query the store now (async adapters then call it in a thread)."""
+        age = now - self._view.fetched_at
+        if age < self.interval:
+            return False
+        return self._failed_at is None or now - self._failed_at >= min(1.0, self.interval)
+
     def view(self, now: float) -> RevocationView:
         """The current snapshot, refreshed first when it is older than the interval.
 
