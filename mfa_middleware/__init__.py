@@ -1,14 +1,18 @@
 """mfa_middleware: multi-factor authentication in front of existing WSGI apps.
 
-    from mfa_middleware import MFAMiddleware
+    from mfa_middleware import MFAMiddleware          # WSGI
     app = MFAMiddleware(app, "mfa.toml")
+
+    from mfa_middleware import ASGIMFAMiddleware      # ASGI
+    app = ASGIMFAMiddleware(app, "mfa.toml")
 """
 
 from __future__ import annotations
 
+from .adapters.asgi import ASGIMFAMiddleware
 from .adapters.wsgi import MFAMiddleware
 from .config import Config, ConfigError, load_config
 from .core.decision import Identity
 
-__all__ = ["Config", "ConfigError", "Identity", "MFAMiddleware", "load_config"]
+__all__ = ["ASGIMFAMiddleware", "Config", "ConfigError", "Identity", "MFAMiddleware", "load_config"]
 __version__ = "0.1.0"
