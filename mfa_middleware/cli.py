@@ -581,6 +581,46 @@ def demo(host: str, port: int, data_dir: str | None) -> None:
 
 
 @main.command()
+@click.option("--config", "config_path", envvar="MFA_CONFIG", required=True, type=click.Path(dir_okay=False),
+              help="Configuration file (or set MFA_CONFIG).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9091, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Worker threads answering requests.")
+def serve(config_path: str, host: str, port: int, workers: int) -> None:
+    """Run the sign-in pages and the forward-auth endpoints for nginx, Traefik and Caddy (waitress)."""
+    import logging
+
+    import waitress  # type: ignore[import-untyped]
+
+    from .adapters.forward_auth import ForwardAuthApp
+    from .runtime import Runtime
+    from .store import SchemaOutOfDate, StoreUnavailable
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    runtime = Runtime(config)
+    try:
+        runtime.store.check_schema()
+    except (SchemaOutOfDate, StoreUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = ForwardAuthApp(runtime)
+    prefix = config.prefix
+    err_console.print(f"mfa_middleware forward-auth on http://{host}:{port}{prefix}/  "
+                      f"(nginx: {prefix}/auth/nginx, Traefik/Caddy: {prefix}/auth/forward; {workers} workers)")
+    if not config.trusted_proxies:
+        err_console.print("[yellow]warning:[/] no trusted_proxies in the config: every authorization request "
+                          "will be refused. List your proxy's address, e.g. trusted_proxies = [\"127.0.0.1\"].")
+    try:
+        waitress.serve(app, host=host, port=port, threads=workers, ident="mfa_middleware")
+    finally:
+        runtime.close()
+
+
+@main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 def check(path: str) -> None:
     """Validate a configuration file."""

@@ -31,8 +31,8 @@ from .cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_
 
 log = logging.getLogger("mfa_middleware")
 NO_STORE = [("Cache-Control", "no-store"), ("Vary", "Cookie")]
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           503: "Service Unavailable"}
+REASONS = {200: "OK", 302: "Found", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 413: "Content Too Large", 429: "Too Many Requests", 503: "Service Unavailable"}
 
 
 class Headers(Protocol):

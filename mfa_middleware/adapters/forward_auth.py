@@ -1,0 +1,134 @@
+"""Forward authentication: protect apps in any language behind nginx ``auth_request`` or Traefik/Caddy
+``forwardAuth``. ``mfa-middleware serve`` runs this app: the sign-in pages plus two authorization endpoints.
+
+``GET /_mfa/auth/nginx`` (for nginx ``auth_request``) and ``GET /_mfa/auth/forward`` (for Traefik
+``forwardAuth`` and Caddy ``forward_auth``) decide whether the ORIGINAL request may pass:
+
+- the original method, host and URI are read from ``X-Original-Method``/``X-Original-URI`` (nginx) or
+  ``X-Forwarded-Method``/``X-Forwarded-Uri``/``X-Forwarded-Host``/``X-Forwarded-Proto`` (Traefik, Caddy), and
+  the client address from ``X-Forwarded-For``, ONLY when the peer is one of ``trusted_proxies``. Any other peer
+  gets 403 whatever it sends: it could otherwise ask about any URI it likes. With no trusted proxies
+  configured the endpoints refuse everything and say so.
+- the session cookie and ``Authorization`` header of the original request (forwarded by the proxy) are checked
+  by the same gate as the in-process adapters, so the outcome is the same for the same request.
+
+Answers: 200 with ``Remote-User``, ``Remote-Groups``, ``Remote-Email``, ``Remote-Name`` (and a refreshed
+``Set-Cookie`` when due) when the request may pass; 401 for API and Basic clients (with the gate's body and
+``WWW-Authenticate``); for a browser that must sign in, ``/auth/forward`` answers 302 to the sign-in page and
+``/auth/nginx`` answers 401 with the sign-in address in ``Location`` (nginx turns it into a redirect with
+``error_page 401 =302 $mfa_login``); 403 for refused or unparseable requests; 503 when the store is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from ..core.facts import is_trusted_peer
+from ..pages.app import PagesApp
+from ..runtime import Runtime
+from .gate import Gate, Reply
+from .wsgi import EnvironHeaders, StartResponse
+
+log = logging.getLogger("mfa_middleware.forward_auth")
+
+
+class ForwardHeaders:
+    """The original request's headers as the proxy forwarded them; the original host comes from
+    ``X-Forwarded-Host`` when present."""
+
+    __slots__ = ("inner", "host")
+
+    def __init__(self, inner: EnvironHeaders, host: str | None) -> None:
+        self.inner = inner
+        self.host = host
+
+    def get(self, name: str) -> str | None:
+        if name == "host" and self.host:
+            return self.host
+        return self.inner.get(name)
+
+
+class ForwardAuthApp:
+    """A WSGI app: the authorization endpoints under ``<prefix>/auth/``, the sign-in pages under the prefix."""
+
+    def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
+        self.rt = runtime
+        self.pages = PagesApp(runtime, template_dirs)
+        self.gate = Gate(runtime, self.pages.message_html)
+        self.prefix = runtime.config.prefix
+        self.endpoints = {f"{self.prefix}/auth/nginx": "nginx", f"{self.prefix}/auth/forward": "forward"}
+        if not runtime.trusted_proxies:
+            log.warning("no trusted_proxies configured: the forward-auth endpoints will refuse every request")
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        for key in ("HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER"):
+            environ.pop(key, None)
+        kind = self.endpoints.get(environ.get("PATH_INFO", ""))
+        if kind is not None:
+            return self.authorize(kind, environ, start_response)
+        result = self.gate.check(method=environ.get("REQUEST_METHOD", "GET").upper(),
+                                 raw_path=environ.get("PATH_INFO", ""), query=environ.get("QUERY_STRING", ""),
+                                 scheme=environ.get("wsgi.url_scheme", "http"), peer=environ.get("REMOTE_ADDR") or "",
+                                 headers=EnvironHeaders(environ), remote_user=None)
+        if result.to_pages:
+            assert result.path is not None
+            environ["PATH_INFO"] = result.path
+            environ["mfa.client_ip"] = result.client_ip
+            if result.https:
+                environ["wsgi.url_scheme"] = "https"
+            return self.pages(environ, start_response)
+        body = b"Not found: this server only answers authorization requests and serves the sign-in pages.\n"
+        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def authorize(self, kind: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        headers = EnvironHeaders(environ)
+        peer = environ.get("REMOTE_ADDR") or ""
+        if not is_trusted_peer(peer, self.rt.trusted_proxies):
+            return self._send(start_response, Reply(403, [("Content-Type", "text/plain")],
+                                                    b"Forbidden: this peer is not a configured trusted proxy.\n"))
+        method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
+        uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or "/"
+        if not uri.startswith("/"):  # some proxies send a full URL
+            parts = urlsplit(uri)
+            uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        path, _, query = uri.partition("?")
+        proto = (headers.get("x-forwarded-proto") or environ.get("wsgi.url_scheme", "http")).split(",")[-1].strip()
+        result = self.gate.check(
+            method=method.strip().upper()[:16], raw_path=unquote_to_bytes(path).decode("latin-1"), query=query,
+            scheme="https" if proto.lower() == "https" else "http", peer=peer,
+            headers=ForwardHeaders(headers, headers.get("x-forwarded-host")), remote_user=None)
+        if result.to_pages:
+            return self._send(start_response, Reply(200, [("Content-Type", "text/plain")], b""))
+        if result.forward:
+            out = [("Content-Type", "text/plain"), ("Cache-Control", "no-store")]
+            identity = result.identity
+            if identity is not None:
+                out += [("Remote-User", identity.username), ("Remote-Groups", ",".join(identity.groups)),
+                        ("Remote-Email", identity.email or ""), ("Remote-Name", _header_safe(identity.name or ""))]
+            if result.refresh_cookie is not None:
+                out.append(("Set-Cookie", result.refresh_cookie))
+            return self._send(start_response, Reply(200, out, b""))
+        reply = result.reply
+        assert reply is not None
+        if reply.status == 302 and kind == "nginx":
+            # nginx auth_request accepts only 2xx, 401 and 403: a browser redirect travels as 401 + Location.
+            reply = Reply(401, reply.headers, reply.body)
+        elif reply.status == 400:
+            reply = Reply(403, reply.headers, reply.body)
+        return self._send(start_response, reply)
+
+    @staticmethod
+    def _send(start_response: StartResponse, reply: Reply) -> Iterable[bytes]:
+        headers = [(k, v) for k, v in reply.headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(reply.body))))
+        start_response(reply.status_line, headers)
+        return [reply.body]
+
+
+def _header_safe(value: str) -> str:
+    """Header values are latin-1 on the wire: keep what fits, replace the rest."""
+    return value.encode("latin-1", "replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
