@@ -154,8 +154,7 @@ class ASGIMFAMiddleware:
         async def refreshing_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
-                message = {**message, "headers": [(k.encode("latin-1"), v.encode("latin-1"))
-                                                  for k, v in refreshed_headers(pairs, cookie)]}
+                message = {**message, "headers": encode_headers(refreshed_headers(pairs, cookie))}
             await send(message)
 
         await self.app(inner, receive, refreshing_send)
@@ -188,8 +187,7 @@ class ASGIMFAMiddleware:
 
     @staticmethod
     async def _send_reply(send: Send, reply: Reply) -> None:
-        await send({"type": "http.response.start", "status": reply.status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]})
+        await send({"type": "http.response.start", "status": reply.status, "headers": encode_headers(reply.headers)})
         await send({"type": "http.response.body", "body": reply.body})
 
     async def _pages(self, scope: Scope, receive: Receive, send: Send, result: GateResult,
@@ -209,8 +207,7 @@ class ASGIMFAMiddleware:
         environ = self._environ(scope, result, raw_headers, bytes(body))
         status, headers, chunks = await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(run_wsgi, self.pages, environ))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+        await send({"type": "http.response.start", "status": status, "headers": encode_headers(headers)})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
 
     @staticmethod
@@ -250,6 +247,11 @@ class ASGIMFAMiddleware:
                     text = environ[wsgi_key] + ("; " if name == "COOKIE" else ", ") + text
                 environ[wsgi_key] = text
         return environ
+
+
+def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs: lower-case names, latin-1 bytes."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 def run_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]],
