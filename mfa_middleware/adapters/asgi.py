@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..config import Config, load_config
+from ..config import Config
 from ..core.decision import Identity
-from ..runtime import Runtime
-from .gate import Gate, GateResult, Reply, refreshed_headers
+from .gate import GateResult, Reply, assemble, refreshed_headers
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -109,13 +108,9 @@ class ASGIMFAMiddleware:
     def __init__(self, app: ASGIApp, config: Config | str | os.PathLike[str], *,
                  clock: Callable[[], float] = time.time, store: Store | None = None,
                  password_hasher: PasswordHasher | None = None, template_dirs: Iterable[str] = ()) -> None:
-        from ..pages.app import PagesApp
-
-        cfg = config if isinstance(config, Config) else load_config(config)
         self.app = app
-        self.runtime = Runtime(cfg, clock=clock, store=store, password_hasher=password_hasher)
-        self.pages = PagesApp(self.runtime, template_dirs)
-        self.gate = Gate(self.runtime, self.pages.message_html)
+        self.runtime, self.pages, self.gate = assemble(config, clock=clock, store=store,
+                                                       password_hasher=password_hasher, template_dirs=template_dirs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -22,9 +22,8 @@ from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, load_config
-from ..runtime import Runtime
-from .gate import Gate, refreshed_headers
+from ..config import Config
+from .gate import assemble, refreshed_headers
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
@@ -43,13 +42,9 @@ class MFAMiddleware:
     def __init__(self, app: WSGIApp, config: Config | str | os.PathLike[str], *,
                  clock: Callable[[], float] = time.time, store: Store | None = None,
                  password_hasher: PasswordHasher | None = None, template_dirs: Iterable[str] = ()) -> None:
-        from ..pages.app import PagesApp
-
-        cfg = config if isinstance(config, Config) else load_config(config)
         self.app = app
-        self.runtime = Runtime(cfg, clock=clock, store=store, password_hasher=password_hasher)
-        self.pages = PagesApp(self.runtime, template_dirs)
-        self.gate = Gate(self.runtime, self.pages.message_html)
+        self.runtime, self.pages, self.gate = assemble(config, clock=clock, store=store,
+                                                       password_hasher=password_hasher, template_dirs=template_dirs)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         for key in _STRIP_HEADERS:

@@ -74,8 +74,9 @@ class Policy:
             _CompiledRule(
                 pattern=re.compile(glob_to_regex(r.path) if r.path is not None else str(r.path_regex), flags),
                 methods=frozenset(r.methods),
-                requirement=Requirement(policy=r.policy, rule_index=r.index, users=frozenset(u.lower() for u in r.users),
-                                        groups=frozenset(r.groups), exempt=r.exempt, basic=r.basic),
+                requirement=Requirement(policy=r.policy, rule_index=r.index,
+                                        users=frozenset(u.lower() for u in r.users), groups=frozenset(r.groups),
+                                        exempt=r.exempt, basic=r.basic),
             )
             for r in rules
         )

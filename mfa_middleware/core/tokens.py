@@ -8,8 +8,9 @@ Rules:
   The absolute and inactivity timeouts are checked here against the ``now`` the caller passes in.
 - The pending sign-in token names the user and what is left to do; it never holds a password.
 - Malformed, tampered, wrong-purpose or wrongly-typed tokens all decode to ``None``; nothing raises.
-- A session token whose signature has been verified once is remembered (a bounded first-in-first-out map keyed by the exact token
-  string), so a browser repeating the same cookie costs a dictionary lookup, not an HMAC and a JSON parse.
+- A session token whose signature has been verified once is remembered (a bounded first-in-first-out map keyed
+  by the exact token string), so a browser repeating the same cookie costs a dictionary lookup, not an HMAC and
+  a JSON parse.
   Only tokens this process verified as correctly signed are remembered; expiry and revocation are still
   checked on every request by the callers, from the payload.
 
@@ -82,8 +83,8 @@ class Session:
                 and all(isinstance(g, str) for g in groups) and type(level) is int and level in (1, 2)
                 and isinstance(methods, list)
                 and all(isinstance(m, str) for m in methods) and _is_time(primary_at) and _is_time(issued_at)
-                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at)) and type(exempt) is int and exempt in (0, 1)
-                and type(admin) is int and admin in (0, 1)):
+                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at))
+                and type(exempt) is int and exempt in (0, 1) and type(admin) is int and admin in (0, 1)):
             return None
         return cls(sid=sid, username=username, groups=tuple(groups), level=level, methods=tuple(methods),
                    primary_at=float(primary_at), mfa_at=None if mfa_at is None else float(mfa_at),

@@ -33,7 +33,7 @@ from ..core.paths import safe_next
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
 from ..runtime import Runtime
-from ..services.signin import Client
+from ..services.signin import Client, FactorResult
 from ..store import SchemaOutOfDate, StoreUnavailable, UserRecord
 
 log = logging.getLogger("mfa_middleware.pages")
@@ -336,17 +336,9 @@ class PagesApp:
                 return self.csrf_refused(ctx)
             result = self.rt.signin.verify(user, {"code": ctx.request.form.get("code", "")[:64]}, ctx.client,
                                            ctx.now)
-            if result.accepted:
-                used = tuple(dict.fromkeys(m.kind for m in methods))[:1]
-                self.start_session(ctx, user, level=2, methods=(pending.primary_method, *used),
-                                   primary_at=pending.primary_at, exempt=False)
-                self.finish_pending(ctx, pending)
-                return self.redirect(pending.next)
-            if result.outcome == "locked":
-                self.clear(ctx, ctx.names.pending)
-                return self.locked(ctx, result.locked_until)
-            if result.outcome == "blocked":
-                return self.blocked(ctx)
+            done = self.second_factor_done(ctx, pending, user, result)
+            if done is not None:
+                return done
             error = ("That code has already been used. Wait for the next code in your app."
                      if result.outcome == "replayed" else
                      "That code didn't work. Check that the time on your phone is right and enter the newest code.")
@@ -357,6 +349,21 @@ class PagesApp:
         return self.render(ctx, "verify.html", status=status, title="Verify your identity",
                            csrf=self.rt.codec.make_csrf(pending.sid), prompt=prompt, error=error,
                            method_label=factor.label, username=user.username)
+
+    def second_factor_done(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord,
+                           result: FactorResult) -> Response | None:
+        """The response that ends a second-factor step (signed in, locked or blocked), or None to ask again."""
+        if result.accepted:
+            self.start_session(ctx, user, level=2, methods=(pending.primary_method, result.method or "unknown"),
+                               primary_at=pending.primary_at, exempt=False)
+            self.finish_pending(ctx, pending)
+            return self.redirect(pending.next)
+        if result.outcome == "locked":
+            self.clear(ctx, ctx.names.pending)
+            return self.locked(ctx, result.locked_until)
+        if result.outcome == "blocked":
+            return self.blocked(ctx)
+        return None
 
     def _factor_ctx(self, ctx: PageContext) -> Any:
         from ..factors import FactorContext
@@ -388,18 +395,9 @@ class PagesApp:
                 result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
                                                       {"code": ctx.request.form.get("code", "")[:64]},
                                                       ctx.client, ctx.now)
-                if result.accepted:
-                    method = self.rt.store.get_method(pending.enrollment_id)
-                    kind = method.kind if method else "totp"
-                    self.start_session(ctx, user, level=2, methods=(pending.primary_method, kind),
-                                       primary_at=pending.primary_at, exempt=False)
-                    self.finish_pending(ctx, pending)
-                    return self.redirect(pending.next)
-                if result.outcome == "locked":
-                    self.clear(ctx, ctx.names.pending)
-                    return self.locked(ctx, result.locked_until)
-                if result.outcome == "blocked":
-                    return self.blocked(ctx)
+                done = self.second_factor_done(ctx, pending, user, result)
+                if done is not None:
+                    return done
                 again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
                 if again is None:
                     return self.redirect(self.url("enroll"))

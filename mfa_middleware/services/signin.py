@@ -45,6 +45,7 @@ class PrimaryResult:
 class FactorResult:
     outcome: str  # accepted | rejected | replayed | locked | blocked | pending | fraud
     locked_until: float | None = None
+    method: str | None = None  # the kind of method that was accepted
 
     @property
     def accepted(self) -> bool:
@@ -161,7 +162,7 @@ class SignIn:
             self.rt.store.reset_failures(fresh.id)
             self.rt.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
-            return FactorResult("accepted")
+            return FactorResult("accepted", method=used)
         count, locked_until = self.fail(fresh, now)
         self.rt.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=used or kind, count=count)
@@ -222,7 +223,7 @@ class SignIn:
             detail.update(state="enforced", previous_state="enabled")
         self.rt.audit.write("enroll", "success", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, **detail)
-        return FactorResult("accepted")
+        return FactorResult("accepted", method=method.kind)
 
     # -- lockout ---------------------------------------------------------------------------------------------
     def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:

@@ -443,5 +443,6 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AppPasswordLimit", "AppPasswordRecord", "LabelTaken", "AuditRecord", "MethodRecord", "RevocationRecord", "SchemaOutOfDate", "Store", "StoreUnavailable",
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "LabelTaken", "MethodRecord", "RevocationRecord",
+           "SchemaOutOfDate", "Store", "StoreUnavailable",
            "UserExists", "UserRecord", "schema"]
