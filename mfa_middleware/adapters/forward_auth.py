@@ -14,14 +14,18 @@
 
 Answers: 200 with ``Remote-User``, ``Remote-Groups``, ``Remote-Email``, ``Remote-Name`` (and a refreshed
 ``Set-Cookie`` when due) when the request may pass; 401 for API and Basic clients (with the gate's body and
-``WWW-Authenticate``); for a browser that must sign in, ``/auth/forward`` answers 302 to the sign-in page and
-``/auth/nginx`` answers 401 with the sign-in address in ``Location`` (nginx turns it into a redirect with
-``error_page 401 =302 $mfa_login``); 403 for refused or unparseable requests; 503 when the store is down.
+``WWW-Authenticate``); for a browser that must sign in, ``/auth/forward`` answers 302 to the sign-in page (an
+absolute URL on the original host, so the proxy need not rewrite it) and ``/auth/nginx`` answers 401 with the
+sign-in address in ``Location`` (``samples/nginx/nginx.conf`` turns only that case into a redirect, so API
+clients keep their 401); 403 for refused or unparseable requests, and for a trusted proxy that does not say
+which URI it asks about (a misconfiguration, logged); 503 when the store is down. The four ``Remote-*`` headers
+are always sent, empty when nobody is signed in, so a proxy that copies them never passes on the client's own.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
@@ -91,7 +95,13 @@ class ForwardAuthApp:
             return self._send(start_response, Reply(403, [("Content-Type", "text/plain")],
                                                     b"Forbidden: this peer is not a configured trusted proxy.\n"))
         method = headers.get("x-original-method") or headers.get("x-forwarded-method") or "GET"
-        uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri") or "/"
+        uri = headers.get("x-original-uri") or headers.get("x-forwarded-uri")
+        if not uri:
+            log.error("authorization request from %s without X-Original-URI or X-Forwarded-Uri: check the proxy "
+                      "configuration", peer)
+            return self._send(start_response, Reply(403, [("Content-Type", "text/plain")],
+                                                    b"Forbidden: the proxy did not say which URI to authorize "
+                                                    b"(X-Original-URI or X-Forwarded-Uri).\n"))
         if not uri.startswith("/"):  # some proxies send a full URL
             parts = urlsplit(uri)
             uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -101,14 +111,13 @@ class ForwardAuthApp:
             method=method.strip().upper()[:16], raw_path=unquote_to_bytes(path).decode("latin-1"), query=query,
             scheme="https" if proto.lower() == "https" else "http", peer=peer,
             headers=ForwardHeaders(headers, headers.get("x-forwarded-host")), remote_user=None)
-        if result.to_pages:
-            return self._send(start_response, Reply(200, [("Content-Type", "text/plain")], b""))
-        if result.forward:
-            out = [("Content-Type", "text/plain"), ("Cache-Control", "no-store")]
+        if result.to_pages or result.forward:
             identity = result.identity
-            if identity is not None:
-                out += [("Remote-User", identity.username), ("Remote-Groups", ",".join(identity.groups)),
-                        ("Remote-Email", identity.email or ""), ("Remote-Name", _header_safe(identity.name or ""))]
+            out = [("Content-Type", "text/plain"), ("Cache-Control", "no-store"),
+                   ("Remote-User", identity.username if identity else ""),
+                   ("Remote-Groups", ",".join(identity.groups) if identity else ""),
+                   ("Remote-Email", (identity.email or "") if identity else ""),
+                   ("Remote-Name", _header_safe(identity.name or "") if identity else "")]
             if result.refresh_cookie is not None:
                 out.append(("Set-Cookie", result.refresh_cookie))
             return self._send(start_response, Reply(200, out, b""))
@@ -117,6 +126,14 @@ class ForwardAuthApp:
         if reply.status == 302 and kind == "nginx":
             # nginx auth_request accepts only 2xx, 401 and 403: a browser redirect travels as 401 + Location.
             reply = Reply(401, reply.headers, reply.body)
+        elif reply.status == 302:
+            # Traefik resolves a relative Location against the auth server: send an absolute one on the
+            # original host (both read from the trusted proxy's headers).
+            host = headers.get("x-forwarded-host") or headers.get("host") or ""
+            if _HOST.match(host):
+                scheme = "https" if result.https else "http"
+                reply = Reply(302, [(k, f"{scheme}://{host}{v}" if k == "Location" else v) for k, v in reply.headers],
+                              reply.body)
         elif reply.status == 400:
             reply = Reply(403, reply.headers, reply.body)
         return self._send(start_response, reply)
@@ -127,6 +144,10 @@ class ForwardAuthApp:
         headers.append(("Content-Length", str(len(reply.body))))
         start_response(reply.status_line, headers)
         return [reply.body]
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 def _header_safe(value: str) -> str:
