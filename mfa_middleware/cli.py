@@ -330,26 +330,39 @@ def user_show(state: _State, name: str) -> None:
 
 
 @user.command("set-state")
-@click.argument("name", required=False)
-@click.argument("new_state", metavar="STATE", type=click.Choice(USER_STATES))
-@click.option("--file", "names_file", type=click.File("r", encoding="utf-8"),
+@click.argument("args", nargs=-1, metavar="[NAME] STATE")
+@click.option("--file", "names_file", type=click.Path(dir_okay=False, allow_dash=True),
               help="Set the state of every user named in this file (one per line; '-' for standard input).")
 @click.pass_obj
-def user_set_state(state: _State, name: str | None, new_state: str, names_file: Any) -> None:
-    """Set the MFA state of one user (NAME) or many (--file): disabled, enabled or enforced."""
+def user_set_state(state: _State, args: tuple[str, ...], names_file: str | None) -> None:
+    """Set the MFA state of one user (NAME STATE) or many (--file FILE STATE): disabled, enabled or enforced."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .services.accounts import AccountError
 
-    if (name is None) == (names_file is None):
-        raise click.UsageError("give either NAME or --file FILE")
+    if names_file is None and len(args) != 2:
+        raise click.UsageError("give either NAME or --file FILE: `set-state NAME STATE` or `set-state --file FILE "
+                               "STATE`")
+    if names_file is not None and len(args) != 1:
+        raise click.UsageError("give either NAME or --file FILE, not both: `set-state --file FILE STATE`")
+    new_state = args[-1]
+    if new_state not in USER_STATES:
+        raise click.BadParameter(f"{new_state!r} is not one of {', '.join(USER_STATES)}", param_hint="STATE")
     rt = state.runtime()
-    if name is not None:
+    if names_file is None:
         with _errors():
-            record = rt.accounts.set_state(name, new_state, actor=_actor())
+            record = rt.accounts.set_state(args[0], new_state, actor=_actor())
         console.print(f"{record.username} is now [bold]{record.state}[/].")
         return
-    names = [line.strip() for line in names_file if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        if names_file == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(names_file, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read {names_file}: {exc}") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     failures: list[tuple[str, str]] = []
     columns = (TextColumn("Setting state"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with _errors(), Progress(*columns, console=err_console, transient=False) as progress:
