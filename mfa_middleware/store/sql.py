@@ -324,7 +324,8 @@ class Store:
     # -- failed attempts (atomic) ----------------------------------------------------------------------------
     def record_failure(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
                        lock_for: float) -> tuple[int, float | None]:
-        """Count one failed attempt in a single UPDATE; lock the account when the limit is reached.
+        """Count one failed attempt in a single UPDATE; lock the account when the limit is reached. An attempt
+        made while the account is locked is not counted.
 
         The windowed counter starts again after ``reset_after`` without failures; the consecutive counter
         only resets on success and locks the account for good at :data:`HARD_FAILURE_LIMIT`.
@@ -338,11 +339,22 @@ class Store:
             (new_count >= max_failures, now + lock_for),
             else_=users.c.locked_until,
         )
-        stmt = (update(users).where(users.c.id == user_id)
+        # Attempts that arrive while the account is locked are not counted: the condition is part of the same
+        # UPDATE, so however many requests race, the counter stops exactly at the limit.
+        stmt = (update(users)
+                .where(users.c.id == user_id, or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
                 .values(failed_count=new_count, consecutive_failures=new_consecutive, last_failed_at=now,
                         locked_until=locked)
                 .returning(users.c.failed_count, users.c.locked_until))
-        row = self._run(lambda c: c.execute(stmt).first())
+
+        def run(c: Connection) -> Any:
+            row = c.execute(stmt).first()
+            if row is None:  # already locked (or no such user): report the lock as it stands
+                row = c.execute(select(users.c.failed_count, users.c.locked_until)
+                                .where(users.c.id == user_id)).first()
+            return row
+
+        row = self._run(run)
         if row is None:
             return 0, None
         return int(row[0]), row[1]

@@ -306,13 +306,17 @@ def test_record_failure_counts_and_locks_at_max_failures(store: Store, alice: Us
     assert not user.locked(START + 320)
 
 
-def test_failures_beyond_the_limit_extend_the_lock(store: Store, alice: UserRecord) -> None:
+def test_failures_while_locked_are_not_counted(store: Store, alice: UserRecord) -> None:
     for i in range(3):
         fail(store, alice.id, START + i)
+    lock = _user(store).locked_until
 
     count, locked_until = fail(store, alice.id, START + 50)
 
-    assert (count, locked_until) == (4, START + 350)
+    assert (count, locked_until) == (3, lock)
+    assert _user(store).consecutive_failures == 3
+    # Once the lock has passed, counting resumes (a new window: the last failure is long ago).
+    assert fail(store, alice.id, (lock or 0) + 1) == (1, lock)
 
 
 @pytest.mark.parametrize(("gap", "count"), [
@@ -332,14 +336,14 @@ def test_the_window_starts_again_after_reset_after(store: Store, alice: UserReco
     assert user.consecutive_failures == 2  # never reset by time
 
 
-def test_a_reset_window_keeps_an_existing_lock(store: Store, alice: UserRecord) -> None:
+def test_a_failure_during_the_lock_keeps_the_lock(store: Store, alice: UserRecord) -> None:
     for i in range(3):
         fail(store, alice.id, START + i)
     lock = _user(store).locked_until
 
-    count, locked_until = fail(store, alice.id, START + 100)
+    count, locked_until = fail(store, alice.id, START + 100)  # past the 60 s window, still inside the lock
 
-    assert (count, locked_until) == (1, lock)
+    assert (count, locked_until) == (3, lock)
 
 
 def test_the_consecutive_limit_locks_for_good_even_when_the_window_keeps_resetting(
