@@ -67,6 +67,8 @@ class LockoutConfig:
     max_failures: int = 10
     reset_after: float = 15 * 60
     lock_for: float = 15 * 60
+    max_failures_per_client: int = 100  # from one client address, over all accounts (0: off)
+    client_lock_for: float = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         max_failures=lo.integer("max_failures", 10, 1, 100),
         reset_after=lo.duration("reset_after", 15 * 60),
         lock_for=lo.duration("lock_for", 15 * 60),
+        max_failures_per_client=lo.integer("max_failures_per_client", 100, 0, 1_000_000),
+        client_lock_for=lo.duration("client_lock_for", 15 * 60),
     )
     lo.finish()
 

@@ -538,3 +538,21 @@ def test_unreadable_session_cookie_is_cleared(mw: MFAMiddleware) -> None:
     response = Browser(mw).get_with_cookie_header("/hello", "mfa_session=garbage.value.sig")
     assert response.status_code == 302
     assert any(h.startswith("mfa_session=;") and "Max-Age=0" in h for h in response.headers.getlist("Set-Cookie"))
+
+
+def test_password_spraying_from_one_address_is_stopped(sqlite_url: str, clock: Clock) -> None:
+    mw = make_middleware(sqlite_url, clock, lockout={"max_failures_per_client": 5, "client_lock_for": "10m"})
+    for i in range(8):
+        mw.runtime.accounts.add(f"user{i}", actor="test", password=PASSWORD)
+    sprayer = Browser(mw)
+    sprayer.remote_addr = "203.0.113.9"
+    statuses = [sprayer.login(f"user{i}", "Winter2026!").status_code for i in range(6)]
+    assert statuses == [401] * 5 + [429]  # one wrong password per account, but five from one address
+    assert sprayer.login("user7", PASSWORD).status_code == 429  # even the right password, from that address
+    elsewhere = Browser(mw)
+    elsewhere.remote_addr = "198.51.100.20"
+    assert elsewhere.login("user7", PASSWORD).status_code == 303  # other addresses are not affected
+    assert all(mw.runtime.store.get_user(f"user{i}").failed_count == 1 for i in range(5))  # type: ignore[union-attr]
+    clock.advance(601)
+    assert sprayer.login("user7", PASSWORD).status_code == 303
+    mw.runtime.close()

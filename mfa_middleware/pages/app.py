@@ -251,7 +251,7 @@ class PagesApp:
             if result.ok and result.user is not None:
                 return self.after_primary(ctx, result.user, "remote_user", target)
             if result.reason == "locked":
-                return self.locked(ctx, result.user.locked_until if result.user else None)
+                return self.locked(ctx, result.locked_until)
             if result.reason == "blocked":
                 return self.blocked(ctx)
             if "forms" not in self.rt.config.primary.methods:
@@ -272,7 +272,7 @@ class PagesApp:
                 return self.login_form(ctx, anon, target, username, "Enter your username and password.", 400)
             result = self.rt.signin.forms(username, password, ctx.client, ctx.now)
             if result.reason == "locked":
-                return self.locked(ctx, result.user.locked_until if result.user else None)
+                return self.locked(ctx, result.locked_until)
             if result.reason == "blocked":
                 return self.blocked(ctx)
             if not result.ok or result.user is None:

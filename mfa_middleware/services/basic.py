@@ -30,6 +30,7 @@ from ..core.decision import RevocationView
 from ..primary.usernames import canonical_username
 from ..store import StoreUnavailable, UserRecord
 from . import app_passwords
+from .signin import Client
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -89,9 +90,16 @@ class BasicAuthenticator:
     def _verify(self, creds: BasicCredentials, *, client_ip: str, user_agent: str,
                 now: float) -> VerifiedCredential | BasicFailure:
         rt = self.rt
+        client = Client(client_ip, user_agent)
+        if rt.signin.client_locked(client, now) is not None:
+            rt.passwords.verify(None, creds.password)
+            rt.audit.write("basic", "client_locked", now=now, actor="anonymous", username=None, client_ip=client_ip,
+                           user_agent=user_agent)
+            return BasicFailure("locked")
         name = canonical_username(creds.username)
         user = rt.store.get_user(name) if name else None
         if user is None:
+            rt.signin.fail_client(client, now)
             rt.passwords.verify(None, creds.password)  # the same work as for a known user
             rt.audit.write("basic", "failure", now=now, actor="anonymous", username=None, client_ip=client_ip,
                            user_agent=user_agent, reason="invalid")
@@ -121,6 +129,7 @@ class BasicAuthenticator:
                            client_ip=client_ip, user_agent=user_agent, credential="primary")
             return VerifiedCredential(user.username, user.groups, user.is_admin, "primary",
                                       primary_marker(user.username), now, user.email, user.display_name)
+        rt.signin.fail_client(client, now)
         count, locked_until = rt.signin.fail(user, now)
         rt.audit.write("basic", "failure", now=now, actor=user.username, username=user.username,
                        client_ip=client_ip, user_agent=user_agent, reason="invalid", count=count)

@@ -35,6 +35,7 @@ class Client:
 class PrimaryResult:
     user: UserRecord | None
     reason: str  # ok | invalid | locked | blocked
+    locked_until: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -59,6 +60,12 @@ class SignIn:
     # -- primary -------------------------------------------------------------------------------------------
     def forms(self, username: str, password: str, client: Client, now: float) -> PrimaryResult:
         store, audit = self.rt.store, self.rt.audit
+        client_lock = self.client_locked(client, now)
+        if client_lock is not None:
+            self.rt.passwords.verify(None, password)
+            audit.write("primary", "client_locked", now=now, actor="anonymous", username=None, client_ip=client.ip,
+                        user_agent=client.user_agent, primary="forms")
+            return PrimaryResult(None, "locked", client_lock)
         name = canonical_username(username)
         user = store.get_user(name) if name else None
         logged_name = name if user else None
@@ -66,9 +73,10 @@ class SignIn:
             self.rt.passwords.verify(None, password)  # same work as any other answer
             audit.write("primary", "locked", now=now, actor=user.username, username=user.username,
                         client_ip=client.ip, user_agent=client.user_agent, primary="forms")
-            return PrimaryResult(user, "locked")
+            return PrimaryResult(user, "locked", user.locked_until)
         if not self.rt.passwords.verify(user.password_hash if user else None, password):
             detail: dict[str, object] = {"primary": "forms"}
+            self.fail_client(client, now)
             if user is not None:
                 count, locked_until = self.fail(user, now)
                 detail.update(count=count)
@@ -99,7 +107,7 @@ class SignIn:
             reason = "blocked" if user.blocked(now) else "locked"
             self.rt.audit.write("primary", reason, now=now, actor=username, username=username,
                                 client_ip=client.ip, user_agent=client.user_agent, primary="remote_user")
-            return PrimaryResult(user, reason)
+            return PrimaryResult(user, reason, user.locked_until)
         self.rt.audit.write("primary", "success", now=now, actor=username, username=username, client_ip=client.ip,
                             user_agent=client.user_agent, primary="remote_user")
         return PrimaryResult(user, "ok")
@@ -139,10 +147,11 @@ class SignIn:
             return FactorResult("rejected")
         if fresh.blocked(now):
             return FactorResult("blocked")
-        if fresh.locked(now):
+        client_lock = self.client_locked(client, now)
+        if fresh.locked(now) or client_lock is not None:
             self.rt.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent)
-            return FactorResult("locked", fresh.locked_until)
+            return FactorResult("locked", fresh.locked_until if fresh.locked(now) else client_lock)
         ctx = FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent)
         outcome = Outcome.REJECTED
         used: str | None = None
@@ -163,6 +172,7 @@ class SignIn:
             self.rt.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
             return FactorResult("accepted", method=used)
+        self.fail_client(client, now)
         count, locked_until = self.fail(fresh, now)
         self.rt.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=used or kind, count=count)
@@ -207,6 +217,7 @@ class SignIn:
         result: Verification = factor.enroll_finish(
             fresh, method, response, FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent))
         if not result.accepted:
+            self.fail_client(client, now)
             count, locked_until = self.fail(fresh, now)
             self.rt.audit.write("enroll", "failure", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind, count=count)
@@ -226,6 +237,18 @@ class SignIn:
         return FactorResult("accepted", method=method.kind)
 
     # -- lockout ---------------------------------------------------------------------------------------------
+    def client_locked(self, client: Client, now: float) -> float | None:
+        """Until when this client address is refused (too many failures over all accounts), or None."""
+        if not self.rt.config.lockout.max_failures_per_client:
+            return None
+        return self.rt.store.client_locked_until(client.ip, now)
+
+    def fail_client(self, client: Client, now: float) -> None:
+        lo = self.rt.config.lockout
+        if lo.max_failures_per_client:
+            self.rt.store.record_client_failure(client.ip, now=now, max_failures=lo.max_failures_per_client,
+                                                reset_after=lo.reset_after, lock_for=lo.client_lock_for)
+
     def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
         """Count one failed attempt (any path). When it starts a lockout, tell every process's Basic cache."""
         lo = self.rt.config.lockout

@@ -80,3 +80,11 @@ app_passwords = Table(
     UniqueConstraint("user_id", "label", name="uq_mfa_app_passwords_label"),
     Index("ix_mfa_app_passwords_lookup", "user_id", "lookup"),
 )
+
+client_failures = Table(
+    "mfa_client_failures", metadata,
+    Column("client_ip", String(64), primary_key=True),
+    Column("failed_count", Integer, nullable=False, default=0),
+    Column("last_failed_at", Float, nullable=False),
+    Column("locked_until", Float),
+)

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, case, create_engine, delete, event, f
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import schema
-from .schema import app_passwords, audit, methods, revocations, users
+from .schema import app_passwords, audit, client_failures, methods, revocations, users
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -358,6 +358,45 @@ class Store:
         if row is None:
             return 0, None
         return int(row[0]), row[1]
+
+    def record_client_failure(self, client_ip: str, *, now: float, max_failures: int, reset_after: float,
+                              lock_for: float) -> tuple[int, float | None]:
+        """Count one failed attempt from a client address (insert or update in one statement); lock the address
+        at ``max_failures`` in a window. Attempts while it is locked are not counted."""
+        ip = client_ip[:64] or "unknown"
+        table = client_failures
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        upsert: Any = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        stale = table.c.last_failed_at < now - reset_after
+        new_count = case((stale, 1), else_=table.c.failed_count + 1)
+        stmt = upsert(table).values(client_ip=ip, failed_count=1, last_failed_at=now,
+                                    locked_until=now + lock_for if max_failures <= 1 else None).on_conflict_do_update(
+            index_elements=[table.c.client_ip],
+            set_={"failed_count": new_count, "last_failed_at": now,
+                  "locked_until": case((new_count >= max_failures, now + lock_for), else_=table.c.locked_until)},
+            where=or_(table.c.locked_until.is_(None), table.c.locked_until <= now),
+        ).returning(table.c.failed_count, table.c.locked_until)
+
+        def run(c: Connection) -> Any:
+            row = c.execute(stmt).first()
+            if row is None:
+                row = c.execute(select(table.c.failed_count, table.c.locked_until)
+                                .where(table.c.client_ip == ip)).first()
+            return row
+
+        row = self._run(run)
+        return (0, None) if row is None else (int(row[0]), row[1])
+
+    def client_locked_until(self, client_ip: str, now: float) -> float | None:
+        ip = client_ip[:64] or "unknown"
+        stmt = select(client_failures.c.locked_until).where(client_failures.c.client_ip == ip)
+        value = self._run(lambda c: c.execute(stmt).scalar_one_or_none())
+        return float(value) if value is not None and value > now else None
+
+    def clear_client_failures(self, client_ip: str) -> None:
+        stmt = delete(client_failures).where(client_failures.c.client_ip == client_ip[:64])
+        self._run(lambda c: c.execute(stmt))
 
     def reset_failures(self, user_id: int) -> None:
         stmt = (update(users).where(users.c.id == user_id)

@@ -499,3 +499,33 @@ def test_totp_seeds_are_stored_encrypted(runtime: Runtime) -> None:
     assert method is not None and method.secret is not None
     assert runtime.box.decrypt(method.secret) == seed
     assert all(seed not in str(row.detail) for row in runtime.store.list_audit())
+
+
+def test_client_failures_count_lock_and_window(store: Store) -> None:
+    kw = {"max_failures": 3, "reset_after": 60.0, "lock_for": 300.0}
+    assert store.record_client_failure("192.0.2.7", now=START, **kw) == (1, None)
+    assert store.record_client_failure("192.0.2.7", now=START + 1, **kw) == (2, None)
+    assert store.record_client_failure("192.0.2.7", now=START + 2, **kw) == (3, START + 302)
+    assert store.client_locked_until("192.0.2.7", START + 3) == START + 302
+    assert store.client_locked_until("192.0.2.8", START + 3) is None  # another address is not affected
+    assert store.record_client_failure("192.0.2.7", now=START + 10, **kw) == (3, START + 302)  # not counted
+    assert store.client_locked_until("192.0.2.7", START + 303) is None  # the lock passes
+    assert store.record_client_failure("192.0.2.7", now=START + 400, **kw)[0] == 1  # a new window
+
+
+def test_concurrent_client_failures_stop_at_the_limit(store: Store) -> None:
+    import threading
+
+    barrier = threading.Barrier(20)
+
+    def attempt() -> None:
+        barrier.wait()
+        store.record_client_failure("198.51.100.1", now=START, max_failures=5, reset_after=60, lock_for=300)
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.record_client_failure("198.51.100.1", now=START, max_failures=5, reset_after=60,
+                                       lock_for=300) == (5, START + 300)
