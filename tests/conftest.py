@@ -32,9 +32,13 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's headless Chromium driven by Playwright, shared by the session."""
+    """Debian's headless Chromium driven by Playwright, shared by one test module.
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the main thread while it
+    is started, which would break every later test that calls ``asyncio.run`` (ASGI) or that Django checks
+    for an async context."""
     with chromium_browser() as launched:
         yield launched
 
