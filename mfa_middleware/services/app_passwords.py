@@ -101,6 +101,8 @@ class AppPasswords:
                user_agent: str | None = None) -> int:
         """Revoke one app password by label (or all when ``label`` is None); returns how many."""
         now = self.rt.clock()
+        if label is not None:
+            label = check_label(label)  # the same tidying as at creation
         ids = self.rt.store.delete_app_passwords(user.id, label)
         if label is not None and not ids:
             raise AccountError(f"{user.username} has no app password named {label!r} "

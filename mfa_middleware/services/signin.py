@@ -256,4 +256,5 @@ class SignIn:
                                                            reset_after=lo.reset_after, lock_for=lo.lock_for)
         if locked_until is not None and locked_until > now and not user.locked(now):
             self.rt.store.add_revocation(user.username, now=now, session_id=f"lock:{user.username}")
+            self.rt.revocations.refresh(now)  # this process holds the lockout at once; the others within the interval
         return count, locked_until

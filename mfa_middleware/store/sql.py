@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, case, create_engine, delete, event, func, insert, or_, select, update
+from sqlalchemy import (Connection, Engine, case, create_engine, delete, event, func, insert, literal, or_, select,
+                        update)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from . import schema
@@ -283,14 +284,23 @@ class Store:
     def add_app_password(self, user_id: int, label: str, lookup: str, password_hash: str, *, now: float,
                          limit: int) -> int:
         """Store a new app password unless the user has ``limit`` already or the label is taken."""
+        count = (select(func.count()).select_from(app_passwords).where(app_passwords.c.user_id == user_id)
+                 .scalar_subquery())
+        row = select(literal(user_id), literal(label), literal(lookup), literal(password_hash), literal(now)).where(
+            count < limit)
+        # The count and the insert are one statement, so concurrent creates cannot pass the limit together
+        # (on PostgreSQL the user's row is locked first, as READ COMMITTED would let two counts see the same).
+        stmt = (insert(app_passwords)
+                .from_select(["user_id", "label", "lookup", "password_hash", "created_at"], row)
+                .returning(app_passwords.c.id))
+
         def run(c: Connection) -> int:
-            count = c.execute(select(func.count()).select_from(app_passwords)
-                              .where(app_passwords.c.user_id == user_id)).scalar_one()
-            if count >= limit:
-                raise AppPasswordLimit(f"the user already has {count} app passwords (the limit is {limit})")
-            stmt = insert(app_passwords).values(user_id=user_id, label=label, lookup=lookup,
-                                                password_hash=password_hash, created_at=now)
-            return int(c.execute(stmt.returning(app_passwords.c.id)).scalar_one())
+            c.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
+            new_id = c.execute(stmt).scalar_one_or_none()
+            if new_id is None:
+                raise AppPasswordLimit(f"the user already has {limit} app passwords (the limit is {limit})")
+            return int(new_id)
+
         try:
             return self._run(run)
         except IntegrityError:
