@@ -115,12 +115,9 @@ class Gate:
         names = self._names[https]
         token = read_cookie(headers.get("cookie") or "", names.session)
         accept = headers.get("accept") or ""
-        facts = RequestFacts(
-            method=method, path=path, query=query, scheme="https" if https else "http",
-            host=headers.get("host") or "", client_ip=client_ip, session_cookie=token,
-            authorization=headers.get("authorization"),
-            wants_json=wants_json(accept, headers.get("x-requested-with") or ""), wants_html="text/html" in accept,
-            user_agent=headers.get("user-agent") or "")
+        facts = RequestFacts(method, path, query, "https" if https else "http", client_ip, token,
+                             headers.get("authorization"), wants_json(accept, headers.get("x-requested-with") or ""),
+                             "text/html" in accept)
         if not may_block and rt.revocations.due(now):
             return GateResult(path, https, client_ip, blocking=True)
         view = rt.revocations.view(now)
@@ -131,7 +128,8 @@ class Gate:
             if creds is None:
                 verdict = BasicFailure("malformed")
             elif may_block:
-                verdict = rt.basic.authenticate(creds, client_ip=client_ip, user_agent=facts.user_agent, now=now,
+                verdict = rt.basic.authenticate(creds, client_ip=client_ip,
+                                                user_agent=(headers.get("user-agent") or "")[:300], now=now,
                                                 view=view)
             else:
                 hit = rt.basic.cached(creds, now=now, view=view)

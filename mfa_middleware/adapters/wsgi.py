@@ -19,8 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..config import Config
 from .gate import assemble, refreshed_headers
@@ -80,9 +79,10 @@ class MFAMiddleware:
         return self.app(environ, refreshing_start_response)
 
 
-_ENVIRON_KEYS = MappingProxyType({h: "HTTP_" + h.upper().replace("-", "_") for h in (
+_ENVIRON_KEYS: Final = {h: "HTTP_" + h.upper().replace("-", "_") for h in (
     "cookie", "accept", "authorization", "host", "user-agent", "x-requested-with", "x-forwarded-for",
-    "x-forwarded-proto")})
+    "x-forwarded-proto", "x-forwarded-host", "x-forwarded-uri", "x-forwarded-method", "x-original-uri",
+    "x-original-method")}  # a constant: never changed after import
 
 
 class EnvironHeaders:

@@ -57,8 +57,8 @@ class Identity:
 
     @classmethod
     def from_session(cls, s: Session) -> Identity:
-        return cls(username=s.username, groups=s.groups, level=s.level, methods=s.methods, primary_at=s.primary_at,
-                   mfa_at=s.mfa_at, session_id=s.sid, exempt=s.exempt, admin=s.admin, email=s.email, name=s.name)
+        return cls(s.username, s.groups, s.level, s.methods, s.primary_at, s.mfa_at, s.sid, s.exempt, s.admin,
+                   s.email, s.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,20 +175,21 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
         return Unavailable("The sign-in service cannot reach its store.")
     if valid is not None and revocations.revokes(valid):
         valid, reason = None, "Your session has ended. Sign in again."
-    target = target_of(facts)
     if valid is None:
         stale = facts.session_cookie is not None  # expired, revoked, tampered or unreadable: clear it
+        login = sign_in_url(settings.prefix, "login", target_of(facts))
         if facts.wants_json:
-            return Challenge(sign_in_url(settings.prefix, "login", target), reason, clear_session=stale)
-        return Redirect(sign_in_url(settings.prefix, "login", target), clear_session=stale)
+            return Challenge(login, reason, clear_session=stale)
+        return Redirect(login, clear_session=stale)
 
     if not requirement.admits(valid.username, valid.groups):
         return Deny(403, "Your account is not allowed to open this address.")
     if policy == "two_factor" and valid.level < 2:
         if not (valid.exempt and requirement.exempt):
+            step_up = sign_in_url(settings.prefix, "step-up", target_of(facts))
             if facts.wants_json:
-                return Challenge(sign_in_url(settings.prefix, "step-up", target), "A second factor is required.")
-            return Redirect(sign_in_url(settings.prefix, "step-up", target))
+                return Challenge(step_up, "A second factor is required.")
+            return Redirect(step_up)
 
     refreshed = None
     if now - valid.last_seen >= settings.refresh_after:

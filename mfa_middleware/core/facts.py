@@ -20,12 +20,10 @@ class RequestFacts:
     path: str | None  # normalised; None when the path could not be parsed
     query: str
     scheme: str
-    host: str
     client_ip: str
     session_cookie: str | None
     authorization: str | None
     wants_json: bool
-    user_agent: str
     wants_html: bool = False
 
 

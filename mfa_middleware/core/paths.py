@@ -27,10 +27,13 @@ _DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00|25)", re.IGNORECASE)
 
 def normalize_path(raw: str) -> str | None:
     """Return the canonical form of a decoded request path, or ``None`` when it must be refused."""
-    try:
-        path = raw.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return None
+    if raw.isascii():
+        path = raw
+    else:
+        try:
+            path = raw.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return None
     if not path:
         return "/"
     if not path.startswith("/") or _FORBIDDEN.search(path) or _DOUBLE_ENCODED.search(path):

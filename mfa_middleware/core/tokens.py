@@ -70,26 +70,32 @@ class Session:
 
     @classmethod
     def from_payload(cls, data: Any) -> Session | None:
+        """The session in a verified payload, or None when any field is missing or of the wrong type."""
+        if type(data) is not dict:
+            return None
         try:
             sid, username, groups, level, methods = data["s"], data["u"], data["g"], data["l"], data["m"]
             primary_at, mfa_at, issued_at, last_seen = data["p"], data["a"], data["i"], data["t"]
             exempt, admin = data["x"], data["d"]
-            email, name = data.get("e"), data.get("n")
-        except (KeyError, TypeError, AttributeError):
+        except KeyError:
             return None
-        if not (email is None or isinstance(email, str)) or not (name is None or isinstance(name, str)):
+        email, name = data.get("e"), data.get("n")
+        if (type(sid) is not str or type(username) is not str or not username or type(groups) is not list
+                or type(methods) is not list or type(level) is not int or level not in (1, 2)
+                or type(exempt) is not int or exempt not in (0, 1) or type(admin) is not int or admin not in (0, 1)
+                or not (_is_time(primary_at) and _is_time(issued_at) and _is_time(last_seen))
+                or (mfa_at is not None and not _is_time(mfa_at))
+                or (email is not None and type(email) is not str) or (name is not None and type(name) is not str)):
             return None
-        if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(groups, list)
-                and all(isinstance(g, str) for g in groups) and type(level) is int and level in (1, 2)
-                and isinstance(methods, list)
-                and all(isinstance(m, str) for m in methods) and _is_time(primary_at) and _is_time(issued_at)
-                and _is_time(last_seen) and (mfa_at is None or _is_time(mfa_at))
-                and type(exempt) is int and exempt in (0, 1) and type(admin) is int and admin in (0, 1)):
-            return None
-        return cls(sid=sid, username=username, groups=tuple(groups), level=level, methods=tuple(methods),
-                   primary_at=float(primary_at), mfa_at=None if mfa_at is None else float(mfa_at),
-                   issued_at=float(issued_at), last_seen=float(last_seen), exempt=bool(exempt), admin=bool(admin),
-                   email=email, name=name)
+        for item in groups:
+            if type(item) is not str:
+                return None
+        for item in methods:
+            if type(item) is not str:
+                return None
+        return cls(sid, username, tuple(groups), level, tuple(methods), float(primary_at),
+                   None if mfa_at is None else float(mfa_at), float(issued_at), float(last_seen), exempt == 1,
+                   admin == 1, email, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +133,8 @@ class PendingSignIn:
 
 
 def _is_time(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    kind = type(value)
+    return (kind is float or kind is int) and value >= 0  # type: ignore[operator]
 
 
 class TokenCodec:
@@ -144,6 +151,8 @@ class TokenCodec:
         self.session_serializer = URLSafeSerializer(keys, salt=SALT_SESSION, signer_kwargs=kwargs)
         self.pending_serializer = URLSafeSerializer(keys, salt=SALT_PENDING, signer_kwargs=kwargs)
         self.csrf_serializer = URLSafeSerializer(keys, salt=SALT_CSRF, signer_kwargs=kwargs)
+        # Built once: the serializer would build a new signer for every cookie it checks.
+        self._session_signer = self.session_serializer.make_signer(SALT_SESSION)
 
     @staticmethod
     def _loads(serializer: URLSafeSerializer, token: str | None) -> Any:
@@ -163,7 +172,13 @@ class TokenCodec:
         known = self._verified.get(token)
         if known is not None:
             return known
-        session = Session.from_payload(self._loads(self.session_serializer, token))
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
+        try:
+            payload = self.session_serializer.load_payload(self._session_signer.unsign(token))
+        except (BadData, ValueError, TypeError, UnicodeError):
+            return None
+        session = Session.from_payload(payload)
         if session is not None and self._verified_size:
             with self._verified_lock:
                 self._verified[token] = session
