@@ -556,3 +556,8 @@ def test_password_spraying_from_one_address_is_stopped(sqlite_url: str, clock: C
     clock.advance(601)
     assert sprayer.login("user7", PASSWORD).status_code == 303
     mw.runtime.close()
+
+
+def test_server_remote_user_never_reaches_the_app_without_a_session(mw: MFAMiddleware) -> None:
+    response = Browser(mw).get("/public/x", environ_overrides={"REMOTE_USER": "mallory"})
+    assert response.text == "app path=/public/x user=- level=-"

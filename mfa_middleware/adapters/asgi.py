@@ -43,7 +43,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_PAGE_BODY = 64 * 1024
-_STRIP = (b"remote-user", b"x-remote-user")
+_STRIP = (b"remote-user", b"x-remote-user", b"remote_user", b"x_remote_user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,18 @@ class ASGIMFAMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send, result: GateResult,
                          raw_headers: list[tuple[bytes, bytes]]) -> None:
         if result.forward and not result.to_pages:
-            await self.app(self._inner_scope(scope, result, raw_headers), receive, send)
+            cookie = result.refresh_cookie
+            if cookie is None:
+                await self.app(self._inner_scope(scope, result, raw_headers), receive, send)
+                return
+
+            async def refreshing_send(message: Message) -> None:
+                if message["type"] == "websocket.accept":  # the handshake response carries the new cookie
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      *encode_headers([("Set-Cookie", cookie)])]}
+                await send(message)
+
+            await self.app(self._inner_scope(scope, result, raw_headers), receive, refreshing_send)
             return
         # Not authenticated (or not allowed): refuse the handshake before accepting it.
         message = await receive()

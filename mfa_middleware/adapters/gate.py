@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ..core.basic import BasicFailure, VerifiedCredential, parse_basic
 from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity, Pass, Redirect, Unavailable,
@@ -61,8 +61,9 @@ class Reply:
         return f"{self.status} {REASONS.get(self.status, 'Error')}"
 
 
-@dataclass(frozen=True, slots=True)
-class GateResult:
+class GateResult(NamedTuple):
+    """What to do with one request (a NamedTuple: immutable and cheap, as one is built per request)."""
+
     path: str | None
     https: bool
     client_ip: str

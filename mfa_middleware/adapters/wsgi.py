@@ -69,6 +69,10 @@ class MFAMiddleware:
         if identity is not None:
             environ["REMOTE_USER"] = identity.username
             environ["mfa.identity"] = identity
+        else:
+            # A bypass route with nobody signed in: a user the server authenticated on its own (without MFA)
+            # must not reach the app as signed in (Django's RemoteUserMiddleware would log them in).
+            environ.pop("REMOTE_USER", None)
         cookie = result.refresh_cookie
         if cookie is None:
             return self.app(environ, start_response)

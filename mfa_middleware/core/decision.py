@@ -29,6 +29,7 @@ The function gets facts and ``now`` and returns a frozen value. It reads no cloc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import quote
@@ -57,8 +58,14 @@ class Identity:
 
     @classmethod
     def from_session(cls, s: Session) -> Identity:
-        return cls(s.username, s.groups, s.level, s.methods, s.primary_at, s.mfa_at, s.sid, s.exempt, s.admin,
-                   s.email, s.name)
+        return _identity_of(s)
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity_of(s: Session) -> Identity:
+    """One Identity per session value: a browser repeating its cookie gets the same (immutable) object."""
+    return Identity(s.username, s.groups, s.level, s.methods, s.primary_at, s.mfa_at, s.sid, s.exempt, s.admin,
+                    s.email, s.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,13 +9,14 @@ so a client cannot choose the address that audit rows and lockout see.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
+class RequestFacts(NamedTuple):
+    """Immutable, like the core's other values; a NamedTuple because one is built for every request."""
+
     method: str
     path: str | None  # normalised; None when the path could not be parsed
     query: str

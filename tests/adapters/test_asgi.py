@@ -160,3 +160,22 @@ def test_pages_run_through_the_adapter(parts: tuple[ASGIMFAMiddleware, Recorder,
     scope = http_scope("/_mfa/login", [])
     scope["method"] = "POST"
     assert run(mw, scope, big)[0]["status"] == 413
+
+
+def test_websocket_accept_carries_a_refreshed_cookie(parts: tuple[ASGIMFAMiddleware, Recorder, str],
+                                                     clock: Clock) -> None:
+    mw, _, token = parts
+    clock.advance(120)
+    sent = run(mw, ws_scope("/chat", [(b"cookie", f"mfa_session={token}".encode())]),
+               [{"type": "websocket.connect"}])
+    accept = sent[0]
+    assert accept["type"] == "websocket.accept"
+    assert any(k == b"set-cookie" and v.startswith(b"mfa_session=") for k, v in accept["headers"])
+
+
+def test_underscore_remote_user_headers_are_removed(parts: tuple[ASGIMFAMiddleware, Recorder, str]) -> None:
+    mw, app, token = parts
+    scope = http_scope("/hello", [(b"cookie", f"mfa_session={token}".encode()), (b"remote_user", b"mallory"),
+                                  (b"x-remote-user", b"mallory")])
+    run(mw, scope, [])
+    assert all(k not in (b"remote_user", b"x-remote-user") for k, _ in app.scopes[-1]["headers"])
