@@ -278,14 +278,14 @@ def user_list(state: _State) -> None:
     rt = state.runtime()
     with _errors():
         users = rt.store.list_users()
-        counts = {u.id: len(rt.store.list_methods(u.id)) for u in users}
+        counts = rt.store.count_methods()
     now = time.time()
     table = Table(title=f"{len(users)} user(s)", header_style="bold")
     for col in ("Username", "State", "Groups", "Admin", "Methods", "Locked", "Created"):
         table.add_column(col)
     for u in users:
         table.add_row(u.username, u.state, ", ".join(u.groups) or "-", "yes" if u.is_admin else "",
-                      str(counts[u.id]), _fmt_time(u.locked_until) if u.locked(now) else "",
+                      str(counts.get(u.id, 0)), _fmt_time(u.locked_until) if u.locked(now) else "",
                       _fmt_time(u.created_at))
     console.print(table)
 

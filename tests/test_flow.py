@@ -561,3 +561,12 @@ def test_password_spraying_from_one_address_is_stopped(sqlite_url: str, clock: C
 def test_server_remote_user_never_reaches_the_app_without_a_session(mw: MFAMiddleware) -> None:
     response = Browser(mw).get("/public/x", environ_overrides={"REMOTE_USER": "mallory"})
     assert response.text == "app path=/public/x user=- level=-"
+
+
+def test_old_revocations_are_pruned(mw: MFAMiddleware, clock: Clock) -> None:
+    store = mw.runtime.store
+    store.add_revocation("alice", now=clock.now - 13 * 3600, session_id="ancient")
+    store.add_revocation("alice", now=clock.now, session_id="recent")
+    mw.runtime.revocations.refresh(clock.now)
+    left = {r.session_id for r in store.revocations_since(0, newer_than=0)}
+    assert "recent" in left and "ancient" not in left

@@ -18,6 +18,9 @@ from ..core.decision import RevocationView
 from ..store import Store, StoreUnavailable
 
 
+PRUNE_EVERY = 3600.0
+
+
 class RevocationCache:
     def __init__(self, store: Store, *, interval: float, horizon: float) -> None:
         self.store = store
@@ -29,6 +32,7 @@ class RevocationCache:
         self._last_id = 0
         self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
         self._failed_at: float | None = None
+        self._pruned_at = -1e18
 
     @property
     def grace(self) -> float:
@@ -75,6 +79,13 @@ class RevocationCache:
             self._failed_at = now
             return
         self._failed_at = None
+        if now - self._pruned_at > PRUNE_EVERY:
+            # Rows older than the longest session cannot end anything any more.
+            self._pruned_at = now
+            try:
+                self.store.prune_revocations(now - self.horizon)
+            except StoreUnavailable:
+                pass
         for row in rows:
             self._last_id = max(self._last_id, row.id)
             if row.session_id:

@@ -428,6 +428,12 @@ class Store:
                                       created_at=now).returning(methods.c.id)
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
 
+    def count_methods(self) -> dict[int, int]:
+        """Confirmed methods per user id, in one query (for listings)."""
+        stmt = (select(methods.c.user_id, func.count()).where(methods.c.confirmed.is_(True))
+                .group_by(methods.c.user_id))
+        return {int(r[0]): int(r[1]) for r in self._run(lambda c: c.execute(stmt).all())}
+
     def get_method(self, method_id: int) -> MethodRecord | None:
         row = self._run(lambda c: c.execute(select(methods).where(methods.c.id == method_id)).first())
         return None if row is None else self._method(row)

@@ -529,3 +529,10 @@ def test_concurrent_client_failures_stop_at_the_limit(store: Store) -> None:
         t.join()
     assert store.record_client_failure("198.51.100.1", now=START, max_failures=5, reset_after=60,
                                        lock_for=300) == (5, START + 300)
+
+
+def test_count_methods_in_one_query(store: Store, alice: UserRecord) -> None:
+    store.add_method(alice.id, "totp", "phone", b"x", now=START, confirmed=True)
+    store.add_method(alice.id, "totp", "tablet", b"y", now=START, confirmed=True)
+    store.add_method(alice.id, "totp", "pending", b"z", now=START)
+    assert store.count_methods() == {alice.id: 2}
