@@ -12,39 +12,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
 from click.testing import CliRunner, Result
 from sqlalchemy.pool import QueuePool
 
-import mfa_middleware.runtime
 from mfa_middleware.cli import admin
 from mfa_middleware.runtime import Runtime
 from mfa_middleware.services import app_passwords
-from tests.test_cli import ACTOR, OPERATOR, PASSWORD, Db, add_user, fails, ok, run
+from tests.cli.test_cli import ACTOR, PASSWORD, Db, add_user, fails, ok, run
 
 APP_PASSWORD = re.compile(r"[a-z]{16}")
-
-
-@pytest.fixture(autouse=True)
-def cli_runtimes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Runtime]]:
-    """Every Runtime the CLI builds, so tests can check that each command closed its store."""
-    built: list[Runtime] = []
-
-    class TrackedRuntime(Runtime):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    monkeypatch.setattr(mfa_middleware.runtime, "Runtime", TrackedRuntime)
-    yield built
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner(env={"LOGNAME": OPERATOR, "COLUMNS": "200", "MFA_CONFIG": None, "NO_COLOR": "1"})
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy.pool import QueuePool
 
-import mfa_middleware.runtime
 from mfa_middleware.cli import admin, main
 from mfa_middleware.config import load_config
 from mfa_middleware.runtime import Runtime
@@ -24,27 +22,6 @@ from mfa_middleware.store.sql import AuditRecord, UserRecord
 OPERATOR = "helpdesk"
 ACTOR = f"cli:{OPERATOR}"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(autouse=True)
-def cli_runtimes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Runtime]]:
-    """Every Runtime the CLI builds, so tests can check that each command closed its store."""
-    built: list[Runtime] = []
-
-    class TrackedRuntime(Runtime):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    monkeypatch.setattr(mfa_middleware.runtime, "Runtime", TrackedRuntime)
-    yield built
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    # LOGNAME is what getpass.getuser() reads first: the actor in the audit rows becomes "cli:helpdesk".
-    # A wide terminal keeps rich from wrapping table cells.
-    return CliRunner(env={"LOGNAME": OPERATOR, "COLUMNS": "200", "MFA_CONFIG": None, "NO_COLOR": "1"})
 
 
 def run(runner: CliRunner, config: Path | None, *args: str, input: str | None = None) -> Result:
