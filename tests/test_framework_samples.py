@@ -618,3 +618,28 @@ def test_real_server_sign_in_reaches_the_framework_user(server: RunningServer) -
         assert me.status == 200 and json.loads(me.body)["username"] == USERNAME, me.body
     sign_out(client)
     assert_middleware_redirect(client.get("/"), "/")
+
+
+def test_real_websocket_through_uvicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Starlette sample under uvicorn: an anonymous WebSocket handshake gets 403 (closed before accept);
+    with the session cookie of a full sign-in it is accepted and greets the user."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    prepare_store("starlette", tmp_path, monkeypatch)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+    spec = ServerSpec("starlette", uvicorn_argv, (("Application startup complete.", 1),))
+    with running(spec, SAMPLES_DIR / "starlette", env, tmp_path / "server.log") as base:
+        ws_url = base.replace("http://", "ws://") + "/ws/echo"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url, open_timeout=10).close()
+        assert refused.value.response.status_code == 403
+        with pytest.raises(InvalidStatus):
+            connect(ws_url, additional_headers={"Remote-User": USERNAME}, open_timeout=10).close()
+        client = SocketAgent(base)
+        signed_in(client, "/")
+        cookie = f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"
+        with connect(ws_url, additional_headers={"Cookie": cookie}, open_timeout=10) as ws:
+            assert ws.recv(timeout=10) == f"hello {USERNAME}"
+            ws.send("ping")
+            assert ws.recv(timeout=10) == f"{USERNAME}: ping"
