@@ -652,8 +652,8 @@ def test_forms_lockout_refuses_cached_app_password(pair: tuple[MFAMiddleware, MF
     credential = basic_header("carol", new_app_password(first, "carol"))
     assert api(first, "/dav/x", credential).status_code == 200
     attacker = Browser(second)
-    for guess in range(3):  # max_failures = 3
-        assert attacker.login("carol", f"guess {guess}").status_code == 401
+    statuses = [attacker.login("carol", f"guess {guess}").status_code for guess in range(3)]  # max_failures = 3
+    assert statuses == [401, 401, 429]  # the third failure locks, and says so
     assert user(second, "carol").locked(clock.now)
     locked = attacker.login("carol", "guess 4")
     assert locked.status_code == 429 and "Account locked" in locked.text

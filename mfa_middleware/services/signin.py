@@ -84,6 +84,8 @@ class SignIn:
                     detail.update(locked_until=locked_until)
             audit.write("primary", "failure", now=now, actor=logged_name or "anonymous", username=logged_name,
                         client_ip=client.ip, user_agent=client.user_agent, **detail)
+            if "locked_until" in detail:  # this failure started the lockout: say so now, not on the next try
+                return PrimaryResult(user, "locked", float(detail["locked_until"]))  # type: ignore[arg-type]
             return PrimaryResult(None, "invalid")
         assert user is not None and user.password_hash is not None
         if user.blocked(now):
