@@ -6,89 +6,18 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from sqlalchemy.pool import QueuePool
 
 from mfa_middleware.cli import admin, main
 from mfa_middleware.config import load_config
 from mfa_middleware.runtime import Runtime
 from mfa_middleware.store import Store
-from mfa_middleware.store.sql import AuditRecord, UserRecord
-
-OPERATOR = "helpdesk"
-ACTOR = f"cli:{OPERATOR}"
-PASSWORD = "correct horse battery staple"
-
-
-def run(runner: CliRunner, config: Path | None, *args: str, input: str | None = None) -> Result:
-    argv = (["--config", str(config)] if config is not None else []) + list(args)
-    return runner.invoke(admin, argv, input=input, catch_exceptions=False)
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def fails(result: Result, *fragments: str, code: int = 1) -> Result:
-    """A clean failure: the exit code, each fragment in the message, and no traceback."""
-    assert result.exit_code == code, result.output
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    assert isinstance(result.exception, SystemExit)
-    return result
-
-
-class Db:
-    """Reads the store the CLI writes to (through the same configuration file)."""
-
-    def __init__(self, config: Path) -> None:
-        self.store = Store(load_config(config).database)
-
-    def close(self) -> None:
-        self.store.close()
-
-    def user(self, name: str) -> UserRecord:
-        user = self.store.get_user(name)
-        assert user is not None, f"no user {name}"
-        return user
-
-    def audit(self, event: str, username: str | None = None) -> list[AuditRecord]:
-        return [e for e in self.store.list_audit(username=username, limit=1000) if e.event == event]
-
-
-@pytest.fixture
-def fresh_config(runner: CliRunner, tmp_path: Path) -> Path:
-    """A configuration written by `mfa-admin init`, with an SQLite store not migrated yet."""
-    path = tmp_path / "mfa.toml"
-    ok(runner.invoke(admin, ["init", str(path), "--database", "sqlite:///mfa.db"]))
-    return path
-
-
-@pytest.fixture
-def config(runner: CliRunner, fresh_config: Path) -> Path:
-    """A configuration whose store is migrated (`mfa-admin db upgrade`)."""
-    ok(run(runner, fresh_config, "db", "upgrade"))
-    return fresh_config
-
-
-@pytest.fixture
-def db(config: Path) -> Iterator[Db]:
-    d = Db(config)
-    try:
-        yield d
-    finally:
-        d.close()
-
-
-def add_user(runner: CliRunner, config: Path, name: str, *options: str) -> Result:
-    return ok(run(runner, config, "user", "add", name, "--password-stdin", *options, input=PASSWORD + "\n"))
-
+from tests.cli.helpers import ACTOR, OPERATOR, PASSWORD, Db, add_user, fails, ok, run
 
 # -- init -----------------------------------------------------------------------------------------------------
 def test_init_writes_a_private_config_that_loads(runner: CliRunner, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,29 +18,11 @@ from argon2 import PasswordHasher
 from click.testing import CliRunner, Result
 from sqlalchemy.pool import QueuePool
 
-from mfa_middleware.cli import admin
 from mfa_middleware.runtime import Runtime
 from mfa_middleware.services import app_passwords
-from tests.cli.test_cli import ACTOR, PASSWORD, Db, add_user, fails, ok, run
+from tests.cli.helpers import ACTOR, PASSWORD, Db, add_user, fails, ok, run
 
 APP_PASSWORD = re.compile(r"[a-z]{16}")
-
-
-@pytest.fixture
-def config(runner: CliRunner, tmp_path: Path) -> Path:
-    path = tmp_path / "mfa.toml"
-    ok(runner.invoke(admin, ["init", str(path), "--database", "sqlite:///mfa.db"]))
-    ok(run(runner, path, "db", "upgrade"))
-    return path
-
-
-@pytest.fixture
-def db(config: Path) -> Iterator[Db]:
-    d = Db(config)
-    try:
-        yield d
-    finally:
-        d.close()
 
 
 @pytest.fixture
