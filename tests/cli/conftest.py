@@ -12,8 +12,8 @@ from click.testing import CliRunner
 import mfa_middleware.runtime
 from mfa_middleware.cli import admin
 from mfa_middleware.runtime import Runtime
-
 from tests.cli.helpers import OPERATOR, Db, ok, run
+
 
 @pytest.fixture(autouse=True)
 def cli_runtimes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Runtime]]:
