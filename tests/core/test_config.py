@@ -10,7 +10,7 @@ from cryptography.fernet import Fernet
 from mfa_middleware import ConfigError, load_config
 
 KEY = Fernet.generate_key().decode()
-GOOD = f'''
+GOOD = '''
 secret_keys = ["env:MFA_SECRET_KEY"]
 encryption_key = "env:MFA_ENCRYPTION_KEY"
 database = "sqlite:///var/mfa.db"
