@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from mfa_middleware import MFAMiddleware
 from mfa_middleware.core.tokens import Session, TokenCodec
 from mfa_middleware.services.signin import Client
-from tests.support.mfa import (FAST_HASHER, SECRET_KEY, Browser, Clock, csrf_of, echo_app, make_config,
+from tests.support.mfa import (FAST_HASHER, SECRET_KEY, Browser, Clock, csrf_of, echo_app, make_config, secret_of,
                                make_middleware)
 
 PASSWORD = "correct horse battery"
@@ -571,3 +571,38 @@ def test_old_revocations_are_pruned(mw: MFAMiddleware, clock: Clock) -> None:
     mw.runtime.revocations.refresh(clock.now)
     left = {r.session_id for r in store.revocations_since(0, newer_than=0)}
     assert "recent" in left and "ancient" not in left
+
+
+def test_enrollment_can_go_on_to_create_an_app_password(mw: MFAMiddleware, clock: Clock) -> None:
+    browser = Browser(mw)
+    browser.login("alice", PASSWORD, "/hello")
+    start = browser.get("/_mfa/enroll")
+    browser.post("/_mfa/enroll", {"action": "start", "method": "totp", "csrf_token": csrf_of(start.text)})
+    page = browser.get("/_mfa/enroll")
+    assert 'name="then"' in page.text and "create an app password" in page.text
+    code = pyotp.TOTP(secret_of(page.text)).at(clock.now)
+    done = browser.post("/_mfa/enroll", {"action": "confirm", "code": code, "then": "app-passwords",
+                                         "csrf_token": csrf_of(page.text)})
+    assert done.headers["Location"] == "/_mfa/app-passwords?next=/hello"
+    offer = browser.get(done.headers["Location"])
+    assert offer.status_code == 200 and "Device name" in offer.text and 'href="/hello">Continue' in offer.text
+    created = browser.post("/_mfa/app-passwords?next=/hello", {"action": "create", "label": "Mail on phone",
+                                                               "csrf_token": csrf_of(offer.text)})
+    assert 'id="app-password"' in created.text and 'href="/hello">Continue' in created.text
+    assert browser.get("/hello").status_code == 200
+
+
+def test_enrollment_offer_is_not_shown_to_administrators(sqlite_url: str, clock: Clock) -> None:
+    mw = make_middleware(sqlite_url, clock)
+    mw.runtime.accounts.add("root", actor="test", password=PASSWORD, is_admin=True)
+    browser = Browser(mw)
+    browser.login("root", PASSWORD)
+    start = browser.get("/_mfa/enroll")
+    browser.post("/_mfa/enroll", {"action": "start", "method": "totp", "csrf_token": csrf_of(start.text)})
+    page = browser.get("/_mfa/enroll")
+    assert 'name="then"' not in page.text
+    code = pyotp.TOTP(secret_of(page.text)).at(clock.now)
+    done = browser.post("/_mfa/enroll", {"action": "confirm", "code": code, "then": "app-passwords",
+                                         "csrf_token": csrf_of(page.text)})
+    assert done.headers["Location"] == "/"  # the forged choice is ignored for an administrator
+    mw.runtime.close()

@@ -351,12 +351,15 @@ class PagesApp:
                            method_label=factor.label, username=user.username)
 
     def second_factor_done(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord,
-                           result: FactorResult) -> Response | None:
-        """The response that ends a second-factor step (signed in, locked or blocked), or None to ask again."""
+                           result: FactorResult, then: str | None = None) -> Response | None:
+        """The response that ends a second-factor step (signed in, locked or blocked), or None to ask again.
+        ``then="app-passwords"`` (offered at the end of enrollment) goes on to create an app password first."""
         if result.accepted:
             self.start_session(ctx, user, level=2, methods=(pending.primary_method, result.method or "unknown"),
                                primary_at=pending.primary_at, exempt=False)
             self.finish_pending(ctx, pending)
+            if then == "app-passwords" and self.rt.app_passwords.may_create(user):
+                return self.redirect(self.url("app-passwords", pending.next))
             return self.redirect(pending.next)
         if result.outcome == "locked":
             self.clear(ctx, ctx.names.pending)
@@ -395,7 +398,7 @@ class PagesApp:
                 result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
                                                       {"code": ctx.request.form.get("code", "")[:64]},
                                                       ctx.client, ctx.now)
-                done = self.second_factor_done(ctx, pending, user, result)
+                done = self.second_factor_done(ctx, pending, user, result, ctx.request.form.get("then"))
                 if done is not None:
                     return done
                 again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
@@ -403,13 +406,15 @@ class PagesApp:
                     return self.redirect(self.url("enroll"))
                 return self.render(ctx, "enroll_totp.html", status=401, title="Set up your authenticator app",
                                    csrf=csrf, view=again, username=user.username,
+                                   offer_app_passwords=self.rt.app_passwords.may_create(user),
                                    error="That code didn't work. Enter the code your app shows now.")
             return self.redirect(self.url("enroll"))
         if pending.enrollment_id is not None:
             shown = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
             if shown is not None:
                 return self.render(ctx, "enroll_totp.html", title="Set up your authenticator app", csrf=csrf,
-                                   view=shown, username=user.username, error=None)
+                                   view=shown, username=user.username, error=None,
+                                   offer_app_passwords=self.rt.app_passwords.may_create(user))
         return self.render(ctx, "enroll_start.html", title="More information required", csrf=csrf,
                            username=user.username, factors=list(self.rt.factors))
 
@@ -507,7 +512,9 @@ class PagesApp:
             except AccountError as exc:
                 error, status = str(exc)[:1].upper() + str(exc)[1:], 400
         fmt = "%Y-%m-%d %H:%M UTC"
+        target = ctx.request.args.get("next")
         return self.render(ctx, "app_passwords.html", status=status, title="App passwords", csrf=csrf, user=user,
+                           continue_to=self.next_of(ctx) if target else None,
                            items=self.rt.app_passwords.list(user), created=created, error=error,
                            allowed=self.rt.app_passwords.may_create(user),
                            limit=self.rt.config.basic.max_app_passwords,
