@@ -263,11 +263,9 @@ def user_add(state: _State, name: str, email: str | None, display_name: str | No
     """Add a user (new users are `enabled`: they set up MFA at their next sign-in)."""
     password = _read_password(password_stdin, no_password)
     rt = state.runtime()
-    from .services.accounts import parse_groups
-
     with _errors():
         record = rt.accounts.add(name, actor=_actor(), password=password, email=email, display_name=display_name,
-                                 groups=parse_groups(groups), is_admin=is_admin, state=user_state)
+                                 groups=groups, is_admin=is_admin, state=user_state)
     console.print(f"Added [bold]{record.username}[/] ({record.state}).")
 
 

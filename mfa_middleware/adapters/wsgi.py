@@ -15,7 +15,6 @@ in-process revocation cache.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
     from ..store import Store
 
-log = logging.getLogger("mfa_middleware")
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _STRIP_HEADERS = ("HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER")

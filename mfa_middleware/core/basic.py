@@ -36,14 +36,6 @@ class BasicCredentials:
         return f"BasicCredentials(username={self.username!r}, password='***')"
 
 
-def is_basic(authorization: str | None) -> bool:
-    """Whether an Authorization header uses the Basic scheme (whatever else is wrong with it)."""
-    if not authorization:
-        return False
-    scheme = authorization.lstrip().split(" ", 1)[0]
-    return scheme.lower() == "basic"
-
-
 def parse_basic(authorization: str | None) -> BasicCredentials | None:
     """The credentials of a well-formed ``Authorization: Basic`` header, else ``None``."""
     if not authorization or len(authorization) > MAX_HEADER:

@@ -32,6 +32,7 @@ from ..adapters.cookies import CookieNames, clear_cookie_header, cookie_names, r
 from ..core.paths import safe_next
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
+from ..factors import FactorContext
 from ..runtime import Runtime
 from ..services.signin import Client, FactorResult
 from ..store import SchemaOutOfDate, StoreUnavailable, UserRecord
@@ -147,9 +148,6 @@ class PagesApp:
             # Only the account pages are worth coming back to; never login, logout or a form endpoint.
             return target if target in (self.prefix + "/", self.prefix + "/app-passwords") else "/"
         return target
-
-    def form(self, ctx: PageContext) -> dict[str, str]:
-        return {k: v for k, v in ctx.request.form.items()}
 
     def csrf_ok(self, ctx: PageContext, binding: str | None) -> bool:
         return self.rt.codec.check_csrf(ctx.request.form.get("csrf_token"), binding)
@@ -368,9 +366,7 @@ class PagesApp:
             return self.blocked(ctx)
         return None
 
-    def _factor_ctx(self, ctx: PageContext) -> Any:
-        from ..factors import FactorContext
-
+    def _factor_ctx(self, ctx: PageContext) -> FactorContext:
         return FactorContext(now=ctx.now, client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
 
     def page_enroll(self, ctx: PageContext) -> Response:

@@ -55,9 +55,11 @@ class BasicAuthenticator:
         return hmac.new(self._key, creds.username.encode() + b"\x00" + creds.password.encode(),
                         hashlib.sha256).digest()
 
-    def cached(self, creds: BasicCredentials, *, now: float, view: RevocationView) -> VerifiedCredential | None:
+    def cached(self, creds: BasicCredentials, *, now: float, view: RevocationView,
+               key: bytes | None = None) -> VerifiedCredential | None:
         """The cached verification of ``creds`` if it is still good (no I/O), else None."""
-        key = self._key_of(creds)
+        if key is None:
+            key = self._key_of(creds)
         hit = self._cache.get(key)
         if hit is None:
             return None
@@ -71,10 +73,10 @@ class BasicAuthenticator:
 
     def authenticate(self, creds: BasicCredentials, *, client_ip: str, user_agent: str, now: float,
                      view: RevocationView) -> VerifiedCredential | BasicFailure:
-        hit = self.cached(creds, now=now, view=view)
+        key = self._key_of(creds)
+        hit = self.cached(creds, now=now, view=view, key=key)
         if hit is not None:
             return hit
-        key = self._key_of(creds)
         try:
             result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now)
         except StoreUnavailable:

@@ -404,10 +404,6 @@ class Store:
         value = self._run(lambda c: c.execute(stmt).scalar_one_or_none())
         return float(value) if value is not None and value > now else None
 
-    def clear_client_failures(self, client_ip: str) -> None:
-        stmt = delete(client_failures).where(client_failures.c.client_ip == client_ip[:64])
-        self._run(lambda c: c.execute(stmt))
-
     def reset_failures(self, user_id: int) -> None:
         stmt = (update(users).where(users.c.id == user_id)
                 .where(or_(users.c.failed_count != 0, users.c.consecutive_failures != 0,

@@ -8,7 +8,7 @@ from base64 import b64encode
 import pytest
 
 from mfa_middleware.core import basic as basic_module
-from mfa_middleware.core.basic import MAX_HEADER, BasicCredentials, is_basic, parse_basic
+from mfa_middleware.core.basic import MAX_HEADER, BasicCredentials, parse_basic
 
 
 def b64(raw: bytes) -> str:
@@ -131,15 +131,3 @@ def test_repr_hides_the_password() -> None:
     assert "s3cret" not in str(creds)
     assert "s3cret" not in f"{creds!r} {[creds]} {creds}"
     assert "alice" in repr(creds)
-
-
-@pytest.mark.parametrize(("authorization", "expected"), [
-    pytest.param(None, False, id="none"),
-    pytest.param("", False, id="empty"),
-    pytest.param("Basic", True, id="scheme-alone"),
-    pytest.param("bAsIc !!!!", True, id="malformed-but-basic"),
-    pytest.param("Bearer abc", False, id="bearer"),
-    pytest.param("Basically abc", False, id="longer-word"),
-])
-def test_is_basic(authorization: str | None, expected: bool) -> None:
-    assert is_basic(authorization) is expected
