@@ -100,36 +100,37 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class PendingSignIn:
-    """Between the primary step and the second factor: who, how, since when, and where to go next.
+    """Between the primary step and the second factor: who, how, since when, where to go next, and which
+    enrollment is in flight.
 
-    ``stage`` is ``"verify"`` (the user has a method: ask for it) or ``"enroll"`` (set one up now).
+    It holds no stage: what the sign-in may do next is derived at every request from the user's current record
+    (``core/signin_flow.py``), so an old pending cookie cannot carry a stage that no longer applies.
     """
 
     sid: str
     username: str
     primary_method: str
     primary_at: float
-    stage: str
     next: str
     enrollment_id: int | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {"s": self.sid, "u": self.username, "pm": self.primary_method, "p": self.primary_at,
-                "st": self.stage, "n": self.next, "e": self.enrollment_id}
+                "n": self.next, "e": self.enrollment_id}
 
     @classmethod
     def from_payload(cls, data: Any) -> PendingSignIn | None:
         try:
-            sid, username, pm, primary_at, stage, nxt, enrollment = (
-                data["s"], data["u"], data["pm"], data["p"], data["st"], data["n"], data["e"])
+            sid, username, pm, primary_at, nxt, enrollment = (
+                data["s"], data["u"], data["pm"], data["p"], data["n"], data["e"])
         except (KeyError, TypeError):
             return None
-        if not (isinstance(sid, str) and isinstance(username, str) and username and isinstance(pm, str)
-                and _is_time(primary_at) and stage in ("verify", "enroll") and isinstance(nxt, str)
+        if not (isinstance(sid, str) and sid and isinstance(username, str) and username and isinstance(pm, str)
+                and _is_time(primary_at) and isinstance(nxt, str)
                 and (enrollment is None or (isinstance(enrollment, int) and not isinstance(enrollment, bool)))):
             return None
-        return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), stage=stage,
-                   next=nxt, enrollment_id=enrollment)
+        return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
+                   enrollment_id=enrollment)
 
 
 def _is_time(value: object) -> bool:

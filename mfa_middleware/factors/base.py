@@ -46,6 +46,9 @@ class FactorContext:
     now: float
     client_ip: str
     user_agent: str
+    #: enrollment may confirm a method only while the user has no other confirmed one (a sign-in's enrollment);
+    #: adding a method to an account that has one passes False, from a full session with a fresh second factor
+    first_method_only: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,8 @@ class TotpFactor:
         step = self._match(method, response.get("code", ""), ctx.now)
         if step is None:
             return Verification(Outcome.REJECTED)
-        if not self.store.confirm_method(method.id, user.id, step=step, now=ctx.now):
+        if not self.store.confirm_method(method.id, user.id, step=step, now=ctx.now,
+                                         only_if_first=ctx.first_method_only):
             return Verification(Outcome.REPLAYED)
         return Verification(Outcome.ACCEPTED, step)
 

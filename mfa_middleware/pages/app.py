@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..adapters.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..core.paths import safe_next
+from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
 from ..factors import FactorContext
@@ -170,10 +171,10 @@ class PagesApp:
         return s
 
     def pending(self, ctx: PageContext) -> PendingSignIn | None:
+        """The signed pending sign-in, if it is well formed and within the sign-in timeout. Whether it still
+        stands (revoked, user gone, blocked...) is the state machine's question: see :meth:`sign_in_step`."""
         p = self.rt.codec.load_pending(ctx.cookie(ctx.names.pending))
         if p is None or pending_expired(p, ctx.now, self.rt.config.session.sign_in_timeout):
-            return None
-        if p.sid in self.rt.revocations.view(ctx.now).revoked_sessions:
             return None
         return p
 
@@ -206,12 +207,14 @@ class PagesApp:
 
     def after_primary(self, ctx: PageContext, user: UserRecord, primary: str, target: str) -> Response:
         """The password (or Windows sign-in) was accepted: finish, or go on to the second factor."""
-        stage = self.rt.signin.next_stage(user)
         self.clear(ctx, ctx.names.anonymous)
-        if stage == "done":
+        stage = stage_of(self.rt.signin.facts(user, ctx.now), exempt_ok=True)
+        if stage is Stage.EXEMPT:
             self.rt.signin.complete_exempt(user, ctx.client, ctx.now)
             self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=True)
             return self.redirect(target)
+        if stage not in PAGES:
+            return self.off_track(ctx, stage, user)
         if self.rt.signin.use_bypass(user, ctx.client, ctx.now):
             # A helpdesk granted a one-time bypass of the second factor (lost phone): used up now.
             self.start_session(ctx, user, level=2, methods=(primary, "bypass"), primary_at=ctx.now, exempt=False)
@@ -222,9 +225,43 @@ class PagesApp:
             self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=False)
             return self.redirect(target)
         pending = PendingSignIn(sid=new_session_id(), username=user.username, primary_method=primary,
-                                primary_at=ctx.now, stage=stage, next=target)
+                                primary_at=ctx.now, next=target)
         self.set_pending(ctx, pending)
-        return self.redirect(self.url(stage))
+        return self.redirect(self.url(PAGES[stage]))
+
+    def sign_in_step(self, ctx: PageContext, page: Stage,
+                     event: Event) -> tuple[PendingSignIn, UserRecord] | Response:
+        """The pending sign-in and its user, when the state machine, asked with the user's CURRENT record, puts
+        the sign-in at ``page`` and lets it take ``event``; else the response that puts the browser back on track
+        (the page of the stage it is really at, or the page saying the sign-in has ended)."""
+        pending = self.pending(ctx)
+        if pending is None:
+            return self.off_track(ctx, Stage.ENDED, None)
+        user = self.rt.store.get_user(pending.username)
+        facts = self.rt.signin.facts(user, ctx.now, since=pending.primary_at, sign_in_id=pending.sid)
+        try:
+            stage = advance(facts, event)
+        except IllegalMove as exc:
+            if exc.stage not in PAGES:
+                return self.off_track(ctx, exc.stage, user)
+            if event is not Event.SHOW:  # an old form, or a cookie from before the user's record changed
+                log.warning("sign-in of %s refused: %s", pending.username, exc)
+            return self.redirect(self.url(PAGES[exc.stage]))
+        if stage is not page:
+            return self.redirect(self.url(PAGES[stage]))
+        assert user is not None
+        return pending, user
+
+    def off_track(self, ctx: PageContext, stage: Stage, user: UserRecord | None) -> Response:
+        """The answer for a sign-in that cannot go on: ended (expired, revoked, user gone), blocked or locked."""
+        self.clear(ctx, ctx.names.pending)
+        if stage is Stage.BLOCKED:
+            return self.blocked(ctx)
+        if stage is Stage.LOCKED:
+            return self.locked(ctx, user.locked_until if user is not None else None)
+        return self.render(ctx, "message.html", status=401, title="Sign-in expired",
+                           message="Your sign-in took too long, has already been used or was ended. Sign in again.",
+                           link=self.url("login"), link_text="Sign in")
 
     # -- pages -------------------------------------------------------------------------------------------------
     def page_static(self, ctx: PageContext, filename: str) -> Response:
@@ -301,35 +338,21 @@ class PagesApp:
         return self.render(ctx, "message.html", status=403, title="Account blocked",
                            message="Sign-in for this account has been blocked. Contact your helpdesk.")
 
-    def pending_user(self, ctx: PageContext, stage: str) -> tuple[PendingSignIn, UserRecord] | Response:
-        pending = self.pending(ctx)
-        if pending is None:
-            self.clear(ctx, ctx.names.pending)
-            return self.render(ctx, "message.html", status=401, title="Sign-in expired",
-                               message="Your sign-in took too long or has already been used. Sign in again.",
-                               link=self.url("login"), link_text="Sign in")
-        user = self.rt.store.get_user(pending.username)
-        if user is None:
-            self.clear(ctx, ctx.names.pending)
-            return self.redirect(self.url("login"))
-        if pending.stage != stage:
-            return self.redirect(self.url(pending.stage))
-        return pending, user
-
     def page_verify(self, ctx: PageContext) -> Response:
-        found = self.pending_user(ctx, "verify")
+        event = Event.ANSWER if ctx.request.method == "POST" else Event.SHOW
+        found = self.sign_in_step(ctx, Stage.VERIFY, event)
         if isinstance(found, Response):
             return found
         pending, user = found
         methods = self.rt.signin.methods(user)
         if not methods:
-            pending = PendingSignIn(sid=pending.sid, username=user.username, primary_method=pending.primary_method,
-                                    primary_at=pending.primary_at, stage="enroll", next=pending.next)
-            self.set_pending(ctx, pending)
-            return self.redirect(self.url("enroll"))
+            # Confirmed methods exist, but none of a kind this site offers (its configuration changed).
+            return self.render(ctx, "message.html", status=403, title="No usable verification method",
+                               message="None of your verification methods can be used on this site. "
+                                       "Contact your helpdesk.")
         error = None
         status = 200
-        if ctx.request.method == "POST":
+        if event is Event.ANSWER:
             if not self.csrf_ok(ctx, pending.sid):
                 return self.csrf_refused(ctx)
             result = self.rt.signin.verify(user, {"code": ctx.request.form.get("code", "")[:64]}, ctx.client,
@@ -353,6 +376,14 @@ class PagesApp:
         """The response that ends a second-factor step (signed in, locked or blocked), or None to ask again.
         ``then="app-passwords"`` (offered at the end of enrollment) goes on to create an app password first."""
         if result.accepted:
+            # A revocation (password change, revoke-sessions, block) may have landed while the answer was
+            # checked: the machine is asked once more before a session is issued.
+            user_now = self.rt.store.get_user(user.username)
+            facts = self.rt.signin.facts(user_now, ctx.now, since=pending.primary_at, sign_in_id=pending.sid)
+            if stage_of(facts) in (Stage.ENDED, Stage.BLOCKED):
+                return self.off_track(ctx, stage_of(facts), user_now)
+            assert user_now is not None
+            user = user_now
             self.start_session(ctx, user, level=2, methods=(pending.primary_method, result.method or "unknown"),
                                primary_at=pending.primary_at, exempt=False)
             self.finish_pending(ctx, pending)
@@ -370,7 +401,9 @@ class PagesApp:
         return FactorContext(now=ctx.now, client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
 
     def page_enroll(self, ctx: PageContext) -> Response:
-        found = self.pending_user(ctx, "enroll")
+        action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else ""
+        event = {"start": Event.ENROLL_START, "confirm": Event.ENROLL_CONFIRM}.get(action, Event.SHOW)
+        found = self.sign_in_step(ctx, Stage.ENROLL, event)
         if isinstance(found, Response):
             return found
         pending, user = found
@@ -378,19 +411,16 @@ class PagesApp:
         if ctx.request.method == "POST":
             if not self.csrf_ok(ctx, pending.sid):
                 return self.csrf_refused(ctx)
-            action = ctx.request.form.get("action", "")
-            if action == "start":
+            if event is Event.ENROLL_START:
                 kind = ctx.request.form.get("method", "totp")
                 if self.rt.factors.get(kind) is None:
                     return self.render(ctx, "message.html", status=400, title="Unknown method",
                                        message="That verification method is not offered here.",
                                        link=self.url("enroll"), link_text="Back")
                 view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now)
-                self.set_pending(ctx, PendingSignIn(
-                    sid=pending.sid, username=user.username, primary_method=pending.primary_method,
-                    primary_at=pending.primary_at, stage="enroll", next=pending.next, enrollment_id=view.method_id))
+                self.set_pending(ctx, replace(pending, enrollment_id=view.method_id))
                 return self.redirect(self.url("enroll"))
-            if action == "confirm" and pending.enrollment_id is not None:
+            if event is Event.ENROLL_CONFIRM and pending.enrollment_id is not None:
                 result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
                                                       {"code": ctx.request.form.get("code", "")[:64]},
                                                       ctx.client, ctx.now)
@@ -424,26 +454,29 @@ class PagesApp:
         user = self.rt.store.get_user(session.username)
         if user is None:
             return self.redirect(self.url("login", target))
-        stage = self.rt.signin.next_stage(user)
-        if stage == "done":
-            stage = "enroll"  # an exempt user on a rule that refuses exemptions must register a method
+        # Exemption never applies here: the step-up exists because the target asks for a second factor. A user
+        # with a method (exempt or not) is asked for it; only a user without one enrolls.
+        stage = stage_of(self.rt.signin.facts(user, ctx.now))
+        if stage not in PAGES:
+            return self.off_track(ctx, stage, user)
         pending = PendingSignIn(sid=new_session_id(), username=user.username, primary_method=session.methods[0],
-                                primary_at=session.primary_at, stage=stage, next=target)
+                                primary_at=session.primary_at, next=target)
         self.set_pending(ctx, pending)
-        return self.redirect(self.url(stage))
+        return self.redirect(self.url(PAGES[stage]))
 
     def page_logout(self, ctx: PageContext) -> Response:
         session = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
         pending = self.rt.codec.load_pending(ctx.cookie(ctx.names.pending))
         holder = session or pending
-        binding = holder.sid if holder else None
         if ctx.request.method == "GET":
             if holder is None:
                 return self.render(ctx, "message.html", title="Signed out", message="You are not signed in.",
                                    link=self.url("login"), link_text="Sign in")
             return self.render(ctx, "logout.html", title="Sign out", csrf=self.rt.codec.make_csrf(holder.sid),
                                username=holder.username)
-        if not self.csrf_ok(ctx, binding):
+        # "Cancel and sign out" on a step-up page carries a token bound to the pending sign-in while the browser
+        # also holds its session: a token bound to either of the browser's own cookies is accepted.
+        if not any(self.csrf_ok(ctx, item.sid) for item in (session, pending) if item is not None):
             return self.csrf_refused(ctx)
         for item in (session, pending):
             if item is not None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core.signin_flow import MISSING, UserFacts
 from ..factors import EnrollmentView, FactorContext, Interaction, Outcome, Verification
 from ..primary.usernames import canonical_username
 from ..store import MethodRecord, UserRecord
@@ -114,13 +115,18 @@ class SignIn:
                             user_agent=client.user_agent, primary="remote_user")
         return PrimaryResult(user, "ok")
 
-    def next_stage(self, user: UserRecord) -> str:
-        """After the primary step: ``done`` (MFA-exempt), ``verify`` (has a method) or ``enroll``."""
-        if user.state == "disabled":
-            return "done"
-        if self.rt.store.list_methods(user.id):
-            return "verify"
-        return "enroll"
+    def facts(self, user: UserRecord | None, now: float, *, since: float | None = None,
+              sign_in_id: str | None = None) -> UserFacts:
+        """What the sign-in state machine needs to know about ``user`` now (``core/signin_flow.py``). With
+        ``since``/``sign_in_id`` (a sign-in in progress), whether a revocation was written since its primary step,
+        read from the store so that it holds at once on every server."""
+        if user is None:
+            return MISSING
+        revoked = False
+        if since is not None and sign_in_id is not None:
+            revoked = self.rt.store.sign_in_revoked(user.username, since=since, session_id=sign_in_id)
+        return UserFacts(exists=True, state=user.state, confirmed_methods=len(self.rt.store.list_methods(user.id)),
+                         blocked=user.blocked(now), locked=user.locked(now), revoked=revoked)
 
     def complete_exempt(self, user: UserRecord, client: Client, now: float) -> None:
         """An MFA-exempt user finished signing in: the failure counter starts again."""

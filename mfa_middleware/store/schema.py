@@ -50,6 +50,7 @@ revocations = Table(
     Column("not_before", Float, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_mfa_revocations_created", "created_at"),
+    Index("ix_mfa_revocations_user", "username", "not_before"),
 )
 
 audit = Table(

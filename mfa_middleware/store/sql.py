@@ -440,12 +440,25 @@ class Store:
             stmt = stmt.where(methods.c.confirmed.is_(True))
         return [self._method(r) for r in self._run(lambda c: c.execute(stmt).all())]
 
-    def confirm_method(self, method_id: int, user_id: int, *, step: int | None, now: float) -> bool:
-        """Mark an enrollment as confirmed (and consume the confirming step), once."""
-        stmt = (update(methods)
-                .where(methods.c.id == method_id, methods.c.user_id == user_id, methods.c.confirmed.is_(False))
-                .values(confirmed=True, last_step=step, last_used_at=now))
-        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+    def confirm_method(self, method_id: int, user_id: int, *, step: int | None, now: float,
+                       only_if_first: bool = False) -> bool:
+        """Mark an enrollment as confirmed (and consume the confirming step), once.
+
+        ``only_if_first``: confirm only while the user has no other confirmed method (enrollment during a sign-in).
+        The user's row is locked first, so two sign-ins confirming at once cannot both add a first method.
+        """
+        conditions = [methods.c.id == method_id, methods.c.user_id == user_id, methods.c.confirmed.is_(False)]
+        if only_if_first:
+            others = select(methods.c.id).where(methods.c.user_id == user_id, methods.c.confirmed.is_(True))
+            conditions.append(~others.exists())
+        stmt = update(methods).where(*conditions).values(confirmed=True, last_step=step, last_used_at=now)
+
+        def run(c: Connection) -> bool:
+            if only_if_first:
+                c.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
+            return bool(c.execute(stmt).rowcount == 1)
+
+        return self._run(run)
 
     def consume_step(self, method_id: int, step: int, *, now: float) -> bool:
         """Accept TOTP time step ``step`` for a method at most once, in one conditional UPDATE.
@@ -478,6 +491,17 @@ class Store:
         rows = self._run(lambda c: c.execute(stmt).all())
         return [RevocationRecord(id=r.id, username=r.username, session_id=r.session_id, not_before=r.not_before)
                 for r in rows]
+
+    def sign_in_revoked(self, username: str, *, since: float, session_id: str) -> bool:
+        """Whether a sign-in that passed its primary step at ``since`` was revoked since: by a user-wide
+        revocation written at or after that time, or by a revocation of its own id. Read from the store, not from
+        the per-process cache, so a revocation ends sign-ins in progress at once on every server."""
+        stmt = (select(revocations.c.id)
+                .where(revocations.c.username == username,
+                       or_(revocations.c.session_id.is_(None), revocations.c.session_id == session_id),
+                       or_(revocations.c.not_before >= since, revocations.c.session_id == session_id))
+                .limit(1))
+        return self._run(lambda c: c.execute(stmt).first()) is not None
 
     def last_revocation_id(self) -> int:
         stmt = select(func.max(revocations.c.id))

@@ -14,7 +14,7 @@ OLD, NEW = "old-key-" + "o" * 32, "new-key-" + "n" * 32
 NOW = 1_800_000_000.0
 SESSION = Session(sid="sid1", username="alice", groups=("admins",), level=2, methods=("forms", "totp"),
                   primary_at=NOW, mfa_at=NOW, issued_at=NOW, last_seen=NOW, exempt=False)
-PENDING = PendingSignIn(sid="p1", username="alice", primary_method="forms", primary_at=NOW, stage="verify",
+PENDING = PendingSignIn(sid="p1", username="alice", primary_method="forms", primary_at=NOW,
                         next="/x")
 
 
