@@ -8,7 +8,7 @@ request exactly as it decides the GET: an attacker who sends HEAD must not fall 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import httpx
@@ -35,7 +35,7 @@ CASES = [
 Send = Callable[[str, str], int]
 
 
-async def _asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _asgi_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else b"page"})
 
