@@ -63,7 +63,8 @@ default_policy = "deny"
 # prefix = "/_mfa"
 # site_name = "Contoso sign-in"
 
-# Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+# Addresses (or networks) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+# Tell the server too: waitress deletes these headers otherwise (README, "Behind a proxy").
 # trusted_proxies = ["127.0.0.1"]
 
 [session]
