@@ -63,7 +63,8 @@ default_policy = "deny"
 # prefix = "/_mfa"
 # site_name = "Contoso sign-in"
 
-# Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+# Addresses (or networks) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed.
+# Tell the server too: waitress deletes these headers otherwise (README, "Behind a proxy").
 # trusted_proxies = ["127.0.0.1"]
 
 [session]
@@ -606,6 +607,7 @@ def serve(config_path: str, host: str, port: int, workers: int) -> None:
 
     from .adapters.forward_auth import ForwardAuthApp
     from .runtime import Runtime
+    from .servers import FORWARD_AUTH_WAITRESS_OPTIONS
     from .store import SchemaOutOfDate, StoreUnavailable
 
     try:
@@ -626,7 +628,11 @@ def serve(config_path: str, host: str, port: int, workers: int) -> None:
         err_console.print("[yellow]warning:[/] no trusted_proxies in the config: every authorization request "
                           "will be refused. List your proxy's address, e.g. trusted_proxies = [\"127.0.0.1\"].")
     try:
-        waitress.serve(app, host=host, port=port, threads=workers, ident="mfa_middleware")
+        # waitress 3 deletes X-Forwarded-* before the app sees them unless told otherwise, and its own
+        # trusted_proxy would rewrite REMOTE_ADDR, which the authorization endpoints check against
+        # trusted_proxies: keep both as they arrive; the app's own trust check decides (mfa_middleware.servers).
+        waitress.serve(app, host=host, port=port, threads=workers, ident="mfa_middleware",
+                       **FORWARD_AUTH_WAITRESS_OPTIONS)
     finally:
         runtime.close()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -113,7 +114,7 @@ def test_httpplatform_web_config() -> None:
     catch_all_handler(root, "httpPlatformHandler")
     platform = one(root, "system.webServer/httpPlatform")
     assert PureWindowsPath(platform.get("processPath", "")).name.lower() == "waitress-serve.exe"
-    arguments = platform.get("arguments", "").split()
+    arguments = shlex.split(platform.get("arguments", ""))
     assert "--port=%HTTP_PLATFORM_PORT%" in arguments, arguments
     assert "--host=127.0.0.1" in arguments, "waitress must listen on loopback only: IIS is its only client"
     target = [a for a in arguments if not a.startswith("--")]

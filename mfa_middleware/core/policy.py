@@ -4,6 +4,11 @@ Rules:
 
 - A rule selects requests by path (a glob, or ``path_regex``) and optionally by HTTP method. The first rule that
   selects a request is the only one consulted; when none does, ``default_policy`` applies.
+- A rule that lists ``GET`` in ``methods`` also covers ``HEAD``: servers and frameworks (werkzeug, Flask,
+  Django, Starlette) answer ``HEAD`` with the ``GET`` handler, so a ``HEAD`` request must meet the rule its
+  ``GET`` twin meets. Otherwise ``HEAD /reports/x`` would fall through to a later, weaker rule and learn the
+  status and headers (``Content-Length``, ``ETag``) of a page its ``GET`` may not see. A rule listing only
+  ``HEAD`` does not cover ``GET``.
 - ``users`` and ``groups`` on a rule say who may pass it once signed in; everyone else gets 403. They do not
   make a request fall through to a later rule: if they did, ``/admin/* groups=["admins"]`` followed by
   ``/* two_factor`` would let every signed-in user into ``/admin``.
@@ -65,6 +70,12 @@ class _CompiledRule:
     requirement: Requirement
 
 
+def rule_methods(methods: tuple[str, ...]) -> frozenset[str]:
+    """The methods a rule selects (empty: every method); ``GET`` brings ``HEAD`` with it."""
+    selected = frozenset(m.upper() for m in methods)
+    return selected | {"HEAD"} if "GET" in selected else selected
+
+
 class Policy:
     """The compiled rule list of one configuration."""
 
@@ -73,7 +84,7 @@ class Policy:
         self._rules = tuple(
             _CompiledRule(
                 pattern=re.compile(glob_to_regex(r.path) if r.path is not None else str(r.path_regex), flags),
-                methods=frozenset(r.methods),
+                methods=rule_methods(r.methods),
                 requirement=Requirement(policy=r.policy, rule_index=r.index,
                                         users=frozenset(u.lower() for u in r.users), groups=frozenset(r.groups),
                                         exempt=r.exempt, basic=r.basic),

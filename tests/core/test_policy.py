@@ -32,6 +32,7 @@ POLICY = Policy((
     pytest.param("GET", "/ADMIN/users", "two_factor", 1, id="case-insensitive"),
     pytest.param("GET", "/api/items", "one_factor", 2, id="method-match"),
     pytest.param("POST", "/api/items", "deny", 3, id="method-falls-to-next"),
+    pytest.param("HEAD", "/api/items", "one_factor", 2, id="get-rule-covers-head"),
     pytest.param("GET", "/health", "bypass", 4, id="regex"),
     pytest.param("GET", "/healthz", "bypass", 4, id="regex-optional"),
     pytest.param("GET", "/health/x", "two_factor", 6, id="regex-is-full-match"),
@@ -72,3 +73,27 @@ def test_glob_metacharacters_are_literal() -> None:
     policy = Policy((rule("/a.b/*", "bypass"), rule("/*", "deny", 1)), default_policy="deny")
     assert policy.match("GET", "/a.b/x").policy == "bypass"
     assert policy.match("GET", "/aXb/x").policy == "deny"
+
+
+# A GET rule covers HEAD: frameworks answer HEAD with the GET handler (Flask, Django, Starlette, werkzeug), so a
+# HEAD request must meet exactly the rule its GET twin meets, never fall through to a later (weaker) one.
+HEAD_POLICY = Policy((
+    rule("/reports/*", "two_factor", 0, methods=("GET",)),
+    rule("/feed/*", "bypass", 1, methods=("GET",)),
+    rule("/upload/*", "one_factor", 2, methods=("POST",)),
+    rule("/probe/*", "bypass", 3, methods=("HEAD",)),
+    rule("/*", "bypass", 4),
+), default_policy="deny")
+
+
+@pytest.mark.parametrize(("method", "path", "index"), [
+    pytest.param("GET", "/reports/q1", 0, id="get"),
+    pytest.param("HEAD", "/reports/q1", 0, id="head-meets-the-get-rule"),
+    pytest.param("HEAD", "/feed/x", 1, id="head-meets-a-get-bypass-too"),
+    pytest.param("POST", "/reports/q1", 4, id="post-not-covered-by-get"),
+    pytest.param("HEAD", "/upload/x", 4, id="head-not-covered-by-post"),
+    pytest.param("HEAD", "/probe/x", 3, id="head-only-rule"),
+    pytest.param("GET", "/probe/x", 4, id="head-rule-does-not-cover-get"),
+])
+def test_get_rule_covers_head(method: str, path: str, index: int) -> None:
+    assert HEAD_POLICY.match(method, path).rule_index == index
