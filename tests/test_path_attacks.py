@@ -25,12 +25,31 @@ from flask import Flask
 from werkzeug.test import Client
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp, canonical_path, header_value
+from mfa_middleware.adapters.forward_auth import (
+    ForwardAuthApp,
+    canonical_path,
+    header_value,
+)
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, make_config
-from tests.support.paths import (DOUBLE_ENCODED, INVALID_UTF8, NON_CANONICAL, VALID_UTF8, Recorder, http_scope,
-                                 raw_get, readings, run_asgi, server_path, session_cookie, uvicorn_server,
-                                 waitress_server)
+from tests.support.paths import (
+    DOUBLE_ENCODED,
+    DOUBLE_ENCODED_CASES,
+    INVALID_UTF8,
+    INVALID_UTF8_CASES,
+    NON_CANONICAL,
+    NON_CANONICAL_CASES,
+    VALID_UTF8,
+    Recorder,
+    http_scope,
+    raw_get,
+    readings,
+    run_asgi,
+    server_path,
+    session_cookie,
+    uvicorn_server,
+    waitress_server,
+)
 
 STRICTER = ("/admin/", "/blocked/")  # alice is not in "admins"; /blocked/* is denied to everyone
 
@@ -229,13 +248,14 @@ def flask_app() -> Flask:
     return app
 
 
-FLASK_ROUTES = [
-    pytest.param(b"/caf%C3%A9/x", "café:x", id="latin"),
-    pytest.param(b"/%E7%94%A8/x", "用:x", id="cjk"),
-    pytest.param(b"/caf\xc3\xa9/x", "café:x", id="raw-utf8"),
-    pytest.param(b"//caf%C3%A9/./y/../x", "café:x", id="normalised"),
-    pytest.param(b"/plain/x", "other:plain/x", id="ascii"),
-]
+FLASK_ROUTE_CASES: dict[str, tuple[bytes, str]] = {
+    "latin": (b"/caf%C3%A9/x", "café:x"),
+    "cjk": (b"/%E7%94%A8/x", "用:x"),
+    "raw-utf8": (b"/caf\xc3\xa9/x", "café:x"),
+    "normalised": (b"//caf%C3%A9/./y/../x", "café:x"),
+    "ascii": (b"/plain/x", "other:plain/x"),
+}
+FLASK_ROUTES = [pytest.param(*case, id=name) for name, case in FLASK_ROUTE_CASES.items()]
 
 
 @pytest.mark.parametrize(("target", "body"), FLASK_ROUTES)
@@ -258,18 +278,16 @@ def test_through_waitress(sqlite_url: str) -> None:
     cookie = session_cookie(mw.runtime)
     try:
         with waitress_server(mw) as port:
-            for param in FLASK_ROUTES:
-                target, body = param.values
+            for target, body in FLASK_ROUTE_CASES.values():
                 reply = raw_get(port, target, {"Cookie": cookie})
                 if not target.isascii():  # waitress answers raw non-ASCII bytes itself ("Bad URI")
                     assert reply.status == 400 and b"waitress" in reply.body, (target, reply)
                     continue
                 assert (reply.status, reply.body.decode()) == (200, body), (target, reply)
-            for param in INVALID_UTF8:
-                reply = raw_get(port, param.values[0], {"Cookie": cookie})
-                assert reply.status == 400, (param.values, reply)
-            for param in [*DOUBLE_ENCODED, *NON_CANONICAL]:
-                target = param.values[0]
+            for target in INVALID_UTF8_CASES.values():
+                reply = raw_get(port, target, {"Cookie": cookie})
+                assert reply.status == 400, (target, reply)
+            for target in [*DOUBLE_ENCODED_CASES.values(), *NON_CANONICAL_CASES.values()]:
                 if b"\\" in target:
                     continue
                 reply = raw_get(port, target, {"Cookie": cookie})
@@ -305,11 +323,10 @@ def test_through_uvicorn(sqlite_url: str) -> None:
                                  (b"/public/%E7%94%A8", "other:public/用")]:
                 reply = raw_get(port, target, {"Cookie": cookie})
                 assert (reply.status, reply.body.decode()) == (200, body), (target, reply)
-            for param in INVALID_UTF8:
-                reply = raw_get(port, param.values[0], {"Cookie": cookie})
-                assert reply.status == 400, (param.values, reply)
-            for param in [*DOUBLE_ENCODED, *NON_CANONICAL]:
-                target = param.values[0]
+            for target in INVALID_UTF8_CASES.values():
+                reply = raw_get(port, target, {"Cookie": cookie})
+                assert reply.status == 400, (target, reply)
+            for target in [*DOUBLE_ENCODED_CASES.values(), *NON_CANONICAL_CASES.values()]:
                 if b"\\" in target:
                     continue
                 reply = raw_get(port, target, {"Cookie": cookie})
@@ -343,28 +360,29 @@ def test_header_value(value: str, sent: str) -> None:
     assert unquote(sent) == value
 
 
-USER_DATA = {"email": "zofia.michał@example.com", "name": "Zofia Michał\r\nX-Injected: 1",
-             "groups": ("zespół", "a,b", "admins")}
+EMAIL = "zofia.michał@example.com"
+NAME = "Zofia Michał\r\nX-Injected: 1"
+GROUPS = ("zespół", "a,b", "admins")
 
 
 def test_forward_auth_encodes_every_remote_header(forward: ForwardAuthApp) -> None:
-    cookie = session_cookie(forward.rt, "zofia", USER_DATA["groups"], USER_DATA["email"], USER_DATA["name"])
+    cookie = session_cookie(forward.rt, "zofia", GROUPS, EMAIL, NAME)
     response = ask(forward, b"/docs/x", cookie)
     assert response.status_code == 200, response.text
     values = {k: response.headers[k] for k in ("Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name")}
     for value in values.values():
         assert value.isascii() and value.isprintable(), values
-    assert unquote(values["Remote-Email"]) == USER_DATA["email"]
-    assert unquote(values["Remote-Name"]) == USER_DATA["name"]
-    assert [unquote(g) for g in values["Remote-Groups"].split(",")] == list(USER_DATA["groups"])
+    assert unquote(values["Remote-Email"]) == EMAIL
+    assert unquote(values["Remote-Name"]) == NAME
+    assert [unquote(g) for g in values["Remote-Groups"].split(",")] == list(GROUPS)
     assert values["Remote-User"] == "zofia"
 
 
 def test_forward_auth_user_outside_latin_1_through_waitress(forward: ForwardAuthApp) -> None:
-    cookie = session_cookie(forward.rt, "zofia", USER_DATA["groups"], USER_DATA["email"], USER_DATA["name"])
+    cookie = session_cookie(forward.rt, "zofia", GROUPS, EMAIL, NAME)
     with waitress_server(forward) as port:
         reply = raw_get(port, b"/_mfa/auth/nginx", {"X-Original-URI": "/docs/x", "Cookie": cookie})
     assert reply.status == 200, reply
-    assert unquote(reply.headers["remote-email"]) == USER_DATA["email"]
-    assert unquote(reply.headers["remote-name"]) == USER_DATA["name"]
+    assert unquote(reply.headers["remote-email"]) == EMAIL
+    assert unquote(reply.headers["remote-name"]) == NAME
     assert "x-injected" not in reply.headers

@@ -60,7 +60,7 @@ class ForwardHeaders:
     """The original request's headers as the proxy forwarded them; the original host comes from
     ``X-Forwarded-Host`` when present."""
 
-    __slots__ = ("inner", "host")
+    __slots__ = ("host", "inner")
 
     def __init__(self, inner: EnvironHeaders, host: str | None) -> None:
         self.inner = inner

@@ -116,9 +116,7 @@ def is_local_target(target: str) -> bool:
     lowered = target.lower()
     # Encoded slashes, backslashes and whitespace right after the leading slash make a scheme-relative URL in
     # some browsers after decoding.
-    if re.match(r"^/(%2f|%5c|%09|%0a|%0d|%20)", lowered):
-        return False
-    return True
+    return not re.match(r"^/(%2f|%5c|%09|%0a|%0d|%20)", lowered)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

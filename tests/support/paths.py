@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,80 +26,84 @@ from tests.support.servers import free_port
 
 #: Finding 3: URIs that a rule sees as one path and a server behind a proxy may read as another. Every one must be
 #: refused by forward auth (403) and never reach the upstream.
-NON_CANONICAL: list[Any] = [
-    pytest.param(b"/blocked/..;/public/x", id="dotdot-semicolon"),
-    pytest.param(b"/admin/..;/public/x", id="admin-dotdot-semicolon"),
-    pytest.param(b"/blocked/../public/x", id="dotdot"),
-    pytest.param(b"/blocked/%2e%2e/public/x", id="encoded-dotdot"),
-    pytest.param(b"/blocked/%2E%2E%2Fpublic/x", id="encoded-dotdot-slash"),
-    pytest.param(b"/blocked/.%2e/public/x", id="half-encoded-dotdot"),
-    pytest.param(b"/public/../blocked/x", id="dotdot-into-deny"),
-    pytest.param(b"/public/./x", id="dot"),
-    pytest.param(b"/public/x/.", id="trailing-dot-segment"),
-    pytest.param(b"//public/x", id="double-slash"),
-    pytest.param(b"/public//x", id="inner-double-slash"),
-    pytest.param(b"/public;x=1/x", id="semicolon-param"),
-    pytest.param(b"/public/x;jsessionid=1", id="trailing-semicolon-param"),
-    pytest.param(b"/public%2Fx", id="encoded-slash"),
-    pytest.param(b"/public%2fx", id="encoded-slash-lower"),
-    pytest.param(b"/public%5Cx", id="encoded-backslash"),
-    pytest.param(b"/public\\..\\blocked\\x", id="backslash"),
-    pytest.param(b"/public/..%5Cblocked", id="dotdot-encoded-backslash"),
-    pytest.param(b"/admin/..%2F_mfa/login", id="into-pages-encoded"),
-    pytest.param(b"/_mfa/../blocked/x", id="from-pages-prefix"),
-    pytest.param(b"/_mfa/..;/blocked/x", id="from-pages-prefix-semicolon"),
-    pytest.param(b"/_mfa/%2e%2e/blocked/x", id="from-pages-prefix-encoded"),
-    pytest.param(b"/blocked/x/../../_mfa/login", id="into-pages-prefix"),
-    pytest.param(b"/%2562locked/x", id="double-encoded-letter"),
-    pytest.param(b"/public/%252e%252e/blocked/x", id="double-encoded-dotdot"),
-    pytest.param(b"/public/%u002e%u002e/blocked/x", id="iis-u-encoding"),
-    pytest.param(b"/public/%00/x", id="nul"),
-    pytest.param(b"/public/%0d%0aX:y", id="crlf"),
-    pytest.param(b"/blocked%23/x", id="encoded-hash"),
-    pytest.param(b"/blocked%3F/x", id="encoded-question-mark"),
-    pytest.param(b"/blocked./x", id="windows-trailing-dot"),
-    pytest.param(b"/blocked%20/x", id="windows-trailing-space"),
-    pytest.param(b"/public/%EF%BC%8F..%EF%BC%8Fblocked", id="fullwidth-solidus"),
-    pytest.param(b"/%EF%BD%82locked/x", id="fullwidth-letter"),
-    pytest.param(b"/public/%FF", id="invalid-utf8"),
-    pytest.param(b"/public/%C0%AF", id="overlong-slash"),
-    pytest.param(b"/public/%ED%A0%80", id="surrogate"),
-    pytest.param(b"/public/caf%E9", id="latin-1-byte"),
-]
+NON_CANONICAL_CASES: dict[str, bytes] = {
+    "dotdot-semicolon": b"/blocked/..;/public/x",
+    "admin-dotdot-semicolon": b"/admin/..;/public/x",
+    "dotdot": b"/blocked/../public/x",
+    "encoded-dotdot": b"/blocked/%2e%2e/public/x",
+    "encoded-dotdot-slash": b"/blocked/%2E%2E%2Fpublic/x",
+    "half-encoded-dotdot": b"/blocked/.%2e/public/x",
+    "dotdot-into-deny": b"/public/../blocked/x",
+    "dot": b"/public/./x",
+    "trailing-dot-segment": b"/public/x/.",
+    "double-slash": b"//public/x",
+    "inner-double-slash": b"/public//x",
+    "semicolon-param": b"/public;x=1/x",
+    "trailing-semicolon-param": b"/public/x;jsessionid=1",
+    "encoded-slash": b"/public%2Fx",
+    "encoded-slash-lower": b"/public%2fx",
+    "encoded-backslash": b"/public%5Cx",
+    "backslash": b"/public\\..\\blocked\\x",
+    "dotdot-encoded-backslash": b"/public/..%5Cblocked",
+    "into-pages-encoded": b"/admin/..%2F_mfa/login",
+    "from-pages-prefix": b"/_mfa/../blocked/x",
+    "from-pages-prefix-semicolon": b"/_mfa/..;/blocked/x",
+    "from-pages-prefix-encoded": b"/_mfa/%2e%2e/blocked/x",
+    "into-pages-prefix": b"/blocked/x/../../_mfa/login",
+    "double-encoded-letter": b"/%2562locked/x",
+    "double-encoded-dotdot": b"/public/%252e%252e/blocked/x",
+    "iis-u-encoding": b"/public/%u002e%u002e/blocked/x",
+    "nul": b"/public/%00/x",
+    "crlf": b"/public/%0d%0aX:y",
+    "encoded-hash": b"/blocked%23/x",
+    "encoded-question-mark": b"/blocked%3F/x",
+    "windows-trailing-dot": b"/blocked./x",
+    "windows-trailing-space": b"/blocked%20/x",
+    "fullwidth-solidus": b"/public/%EF%BC%8F..%EF%BC%8Fblocked",
+    "fullwidth-letter": b"/%EF%BD%82locked/x",
+    "invalid-utf8": b"/public/%FF",
+    "overlong-slash": b"/public/%C0%AF",
+    "surrogate": b"/public/%ED%A0%80",
+    "latin-1-byte": b"/public/caf%E9",
+}
+NON_CANONICAL = [pytest.param(target, id=name) for name, target in NON_CANONICAL_CASES.items()]
 
 #: Finding 4: after the server's one decoding, these still hold percent-encoding; an app that decodes again sees a
 #: path under a stricter rule (alice is not an admin; /blocked/* is denied to everyone).
-DOUBLE_ENCODED: list[Any] = [
-    pytest.param(b"/%2561dmin/x", id="letter-admin"),
-    pytest.param(b"/%2562locked/x", id="letter-blocked"),
-    pytest.param(b"/%25%36%31dmin/x", id="encoded-percent-and-digits"),
-    pytest.param(b"/%252561dmin/x", id="triple"),
-    pytest.param(b"/blocked%252fx", id="encoded-slash"),
-    pytest.param(b"/x/%252e%252e/blocked/y", id="dotdot"),
-    pytest.param(b"/%u0061dmin/x", id="iis-u"),
-    pytest.param(b"/%25u0062locked/x", id="iis-u-encoded"),
-]
+DOUBLE_ENCODED_CASES: dict[str, bytes] = {
+    "letter-admin": b"/%2561dmin/x",
+    "letter-blocked": b"/%2562locked/x",
+    "encoded-percent-and-digits": b"/%25%36%31dmin/x",
+    "triple": b"/%252561dmin/x",
+    "encoded-slash": b"/blocked%252fx",
+    "dotdot": b"/x/%252e%252e/blocked/y",
+    "iis-u": b"/%u0061dmin/x",
+    "iis-u-encoded": b"/%25u0062locked/x",
+}
+DOUBLE_ENCODED = [pytest.param(target, id=name) for name, target in DOUBLE_ENCODED_CASES.items()]
 
 #: Finding 5: valid UTF-8 (reaches the app as a server hands it over) ...
-VALID_UTF8: list[Any] = [
-    pytest.param(b"/public/caf%C3%A9", "/public/caf\u00e9", id="latin-letter"),
-    pytest.param(b"/public/%E7%94%A8", "/public/\u7528", id="cjk"),
-    pytest.param(b"/public/%F0%9F%94%91", "/public/\U0001f511", id="astral"),
-    pytest.param(b"/public/%D0%BA%D0%BB%D1%8E%D1%87", "/public/\u043a\u043b\u044e\u0447", id="cyrillic"),
-    pytest.param(b"/public/%EF%BF%BD", "/public/\ufffd", id="replacement-character-itself"),
-]
+VALID_UTF8_CASES: dict[str, tuple[bytes, str]] = {
+    "latin-letter": (b"/public/caf%C3%A9", "/public/caf\u00e9"),
+    "cjk": (b"/public/%E7%94%A8", "/public/\u7528"),
+    "astral": (b"/public/%F0%9F%94%91", "/public/\U0001f511"),
+    "cyrillic": (b"/public/%D0%BA%D0%BB%D1%8E%D1%87", "/public/\u043a\u043b\u044e\u0447"),
+    "replacement-character-itself": (b"/public/%EF%BF%BD", "/public/\ufffd"),
+}
+VALID_UTF8 = [pytest.param(*case, id=name) for name, case in VALID_UTF8_CASES.items()]
 #: ... and not (400, never 500)
-INVALID_UTF8: list[Any] = [
-    pytest.param(b"/public/%FF", id="ff"),
-    pytest.param(b"/public/%C0%AF", id="overlong-slash"),
-    pytest.param(b"/public/%E0%80%AF", id="overlong-3-bytes"),
-    pytest.param(b"/public/%ED%A0%80", id="surrogate"),
-    pytest.param(b"/public/%F4%90%80%80", id="above-10ffff"),
-    pytest.param(b"/public/caf%E9", id="latin-1"),
-    pytest.param(b"/public/%C3", id="truncated"),
-    pytest.param(b"/_mfa/%FF", id="pages-prefix"),
-    pytest.param(b"/x/%FF", id="protected"),
-]
+INVALID_UTF8_CASES: dict[str, bytes] = {
+    "ff": b"/public/%FF",
+    "overlong-slash": b"/public/%C0%AF",
+    "overlong-3-bytes": b"/public/%E0%80%AF",
+    "surrogate": b"/public/%ED%A0%80",
+    "above-10ffff": b"/public/%F4%90%80%80",
+    "latin-1": b"/public/caf%E9",
+    "truncated": b"/public/%C3",
+    "pages-prefix": b"/_mfa/%FF",
+    "protected": b"/x/%FF",
+}
+INVALID_UTF8 = [pytest.param(target, id=name) for name, target in INVALID_UTF8_CASES.items()]
 
 
 # -- raw HTTP --------------------------------------------------------------------------------------------------------
@@ -208,7 +212,7 @@ class Recorder:
         start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"app:" + text.encode("utf-8")]
 
-    async def asgi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def asgi(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         self.raw.append((scope["path"], scope.get("raw_path")))
         self.seen.append(scope["path"])
         await send({"type": "http.response.start", "status": 200,
@@ -223,7 +227,7 @@ def reference_normalise(path: str) -> str:
     """A lenient server's reading: ``\\`` is ``/``, ``;params`` cut, slashes merged, dot segments resolved, trailing
     dots and spaces dropped from segments (Windows)."""
     path = path.replace("\\", "/")
-    segments = [s.split(";", 1)[0].rstrip(". ") if s not in (".", "..") else s for s in path.split("/")]
+    segments = [s if s in (".", "..") else s.rstrip(". ") for s in (p.split(";", 1)[0] for p in path.split("/"))]
     resolved = posixpath.normpath("/" + "/".join(s for s in segments if s))
     return "/" + resolved.lstrip("/")
 
@@ -256,16 +260,16 @@ def nginx_readings(target: bytes) -> set[str]:
 @contextmanager
 def waitress_server(app: Any) -> Iterator[int]:
     """waitress 3 on 127.0.0.1, an OS-chosen port, in a thread; closed and joined on exit."""
-    from waitress import create_server
+    from waitress import create_server  # type: ignore[import-untyped]
 
     server = create_server(app, host="127.0.0.1", port=0, threads=2, clear_untrusted_proxy_headers=False)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     try:
-        yield int(server.effective_port)  # type: ignore[union-attr]
+        yield int(server.effective_port)
     finally:
         server.close()
-        server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        server.task_dispatcher.shutdown()
         thread.join(timeout=10)
 
 
