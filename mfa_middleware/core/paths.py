@@ -67,17 +67,19 @@ def normalize_path(raw: str) -> str | None:
             and path[-1] != ".":
         return path
     segments: list[str] = []
-    parts = [part.split(";", 1)[0] for part in path.split("/")[1:]]
+    parts = path.split("/")[1:]
+    if ";" in path:
+        parts = [part.split(";", 1)[0] for part in parts]
     for part in parts:
-        if part[-1:] in (".", " ") and part not in (".", ".."):
-            return None
-        if part in ("", "."):
+        if not part or part == ".":
             continue
         if part == "..":
             if not segments:
                 return None
             segments.pop()
             continue
+        if part[-1] == "." or part[-1] == " ":
+            return None
         segments.append(part)
     trailing = parts[-1] in ("", ".", "..")
     result = "/" + "/".join(segments)
