@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mfa_middleware.core.paths import is_local_target, normalize_path, safe_next, wsgi_form
+from mfa_middleware.core.paths import (
+    is_local_target,
+    normalize_path,
+    safe_next,
+    wsgi_form,
+)
 
 
 def wsgi(text: str) -> str:
