@@ -8,9 +8,10 @@
   run in a worker thread with the request body read first (at most 64 KiB).
 - A WebSocket on a protected route that is not authenticated is closed before it is accepted (the server
   answers the handshake with 403).
-- The app gets the normalised path, ``scope["mfa.identity"]``, and ``scope["user"]``/``scope["auth"]`` in the
-  shape Starlette's ``request.user``/``request.auth`` expect (``is_authenticated``, ``display_name``,
-  ``identity``; ``scopes``). ``Remote-User`` request headers are removed.
+- The app gets the normalised path (``path`` as text, and ``raw_path`` re-encoded when normalising changed it;
+  a path whose bytes are not UTF-8 gets 400, see :func:`scope_path`), ``scope["mfa.identity"]``, and
+  ``scope["user"]``/``scope["auth"]`` in the shape Starlette's ``request.user``/``request.auth`` expect
+  (``is_authenticated``, ``display_name``, ``identity``; ``scopes``). ``Remote-User`` request headers are removed.
 - A response that refreshes the session cookie gets ``Set-Cookie``, ``Cache-Control: private, no-store`` and
   ``Vary: Cookie`` added to the app's ``http.response.start``.
 """
@@ -26,10 +27,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from ..config import Config
 from ..core.decision import Identity
+from ..core.paths import wsgi_form
 from .gate import GateResult, Reply, assemble, refreshed_headers
 
 if TYPE_CHECKING:
@@ -121,9 +123,10 @@ class ASGIMFAMiddleware:
         headers = ScopeHeaders(raw_headers)
         client = scope.get("client")
         scheme = scope.get("scheme", "http")
+        path = scope.get("path") or ""
         check = functools.partial(
             self.gate.check, method=str(scope.get("method", "GET")).upper(),
-            raw_path=str(scope.get("path", "")).encode("utf-8", "surrogateescape").decode("latin-1"),
+            raw_path=path if path.isascii() else scope_path(scope),
             query=bytes(scope.get("query_string", b"")).decode("latin-1"),
             scheme="https" if scheme in ("https", "wss") else "http", peer=client[0] if client else "",
             headers=headers, remote_user=None)
@@ -156,8 +159,8 @@ class ASGIMFAMiddleware:
 
     def _inner_scope(self, scope: Scope, result: GateResult, raw_headers: list[tuple[bytes, bytes]]) -> Scope:
         inner = dict(scope)
-        assert result.path is not None
-        path = result.path.encode("latin-1").decode("utf-8")
+        path = result.path  # the text form: what ASGI servers put in "path"
+        assert path is not None
         if path != scope.get("path"):
             inner["path"] = path
             inner["raw_path"] = quote(path, safe="/:@!$&'()*+,;=-._~").encode("ascii")
@@ -224,7 +227,7 @@ class ASGIMFAMiddleware:
         environ: dict[str, Any] = {
             "REQUEST_METHOD": str(scope.get("method", "GET")).upper(),
             "SCRIPT_NAME": "",
-            "PATH_INFO": result.path,
+            "PATH_INFO": wsgi_form(result.path or "/"),
             "QUERY_STRING": bytes(scope.get("query_string", b"")).decode("latin-1"),
             "SERVER_NAME": str(server[0]),
             "SERVER_PORT": str(server[1] if server[1] is not None else 80),
@@ -253,6 +256,24 @@ class ASGIMFAMiddleware:
                     text = environ[wsgi_key] + ("; " if name == "COOKIE" else ", ") + text
                 environ[wsgi_key] = text
         return environ
+
+
+def scope_path(scope: Scope) -> str:
+    """The WSGI form of the request path (bytes decoded once, as latin-1 text) that the gate normalises.
+
+    ASGI servers decode ``raw_path`` into ``path`` with the invalid UTF-8 replaced by U+FFFD, which hides a
+    path that is not UTF-8 (``/%FF``, the overlong ``/%C0%AF``). So when ``raw_path`` is there and decodes to the
+    same ``path``, its bytes are used, and invalid UTF-8 gets 400; otherwise (no ``raw_path``, or one that does
+    not belong to ``path``, as under a router that rewrote ``path``) ``path`` is taken as it is. An ASCII
+    ``path`` never needs this (the caller's fast path): invalid UTF-8 always leaves a U+FFFD in it.
+    """
+    path = str(scope.get("path") or "")
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        decoded = unquote_to_bytes(raw)
+        if decoded.decode("utf-8", "replace") == path:
+            return decoded.decode("latin-1")
+    return path.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def encode_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

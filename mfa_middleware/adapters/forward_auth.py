@@ -11,6 +11,16 @@
   configured the endpoints refuse everything and say so.
 - the session cookie and ``Authorization`` header of the original request (forwarded by the proxy) are checked
   by the same gate as the in-process adapters, so the outcome is the same for the same request.
+- only a URI in canonical form is judged (:func:`canonical_path`). The in-process adapters hand the app the
+  normalised path; a proxy forwards the URI as the client wrote it, and the server behind it may resolve
+  ``..``, ``;params``, ``//``, ``\\`` or a second round of percent-decoding differently from us (``/admin/..;/x``
+  is ``/x`` to us and to Tomcat, but a folder named ``..;`` in ``/admin/`` to a static file server). So the original URI's path is decoded once and normalised,
+  and unless that changes nothing at all, the answer is 403. Refused, among others: any ``.`` or ``..``
+  segment (also as ``%2e``), ``//``, ``;params``, a trailing ``/.``, encoded slashes and backslashes (``%2F``,
+  ``%5C``), backslashes, ``%XX`` left after one decoding (``%2561``), control characters, ``#`` or an encoded
+  ``?``, invalid UTF-8 and overlong forms, a segment ending in a dot or a space, fullwidth and other
+  compatibility forms of ASCII characters. A trailing slash is kept by normalising, so ``/docs/`` and
+  ``/docs`` are both canonical (and judged as written). A URI's valid UTF-8, raw or percent-encoded, passes.
 
 Answers: 200 with ``Remote-User``, ``Remote-Groups``, ``Remote-Email``, ``Remote-Name`` (and a refreshed
 ``Set-Cookie`` when due) when the request may pass; 401 for API and Basic clients (with the gate's body and
@@ -20,6 +30,12 @@ sign-in address in ``Location`` (``samples/nginx/nginx.conf`` turns only that ca
 clients keep their 401); 403 for refused or unparseable requests, and for a trusted proxy that does not say
 which URI it asks about (a misconfiguration, logged); 503 when the store is down. The four ``Remote-*`` headers
 are always sent, empty when nobody is signed in, so a proxy that copies them never passes on the client's own.
+
+The ``Remote-*`` values are printable ASCII whatever the user's data holds (:func:`header_value`): UTF-8,
+with every byte outside printable ASCII, every ``%`` and ``,``, and a space that comes first or last, written
+as ``%XX``. Plain ASCII values
+arrive unchanged; an app that may see other characters reads each value (each ``Remote-Groups`` item after
+splitting on ``,``) with ``urllib.parse.unquote`` or its language's percent-decoder.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..core.facts import is_trusted_peer
+from ..core.paths import normalize_path, wsgi_form
 from ..pages.app import PagesApp
 from ..runtime import Runtime
 from .gate import Gate, Reply
@@ -43,7 +60,7 @@ class ForwardHeaders:
     """The original request's headers as the proxy forwarded them; the original host comes from
     ``X-Forwarded-Host`` when present."""
 
-    __slots__ = ("inner", "host")
+    __slots__ = ("host", "inner")
 
     def __init__(self, inner: EnvironHeaders, host: str | None) -> None:
         self.inner = inner
@@ -79,7 +96,7 @@ class ForwardAuthApp:
                                  headers=EnvironHeaders(environ), remote_user=None)
         if result.to_pages:
             assert result.path is not None
-            environ["PATH_INFO"] = result.path
+            environ["PATH_INFO"] = wsgi_form(result.path)
             environ["mfa.client_ip"] = result.client_ip
             if result.https:
                 environ["wsgi.url_scheme"] = "https"
@@ -106,18 +123,25 @@ class ForwardAuthApp:
             parts = urlsplit(uri)
             uri = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         path, _, query = uri.partition("?")
+        decoded = canonical_path(path)
+        if decoded is None:
+            log.info("refused a URI that is not in canonical form: %r", uri[:300])
+            return self._send(start_response, self.gate.message(
+                403, "Access denied", "The address is not in canonical form (dot segments, doubled or encoded "
+                "slashes, ;parameters, backslashes or leftover percent-encoding): the server behind the proxy "
+                "could read it differently.", headers))
         proto = (headers.get("x-forwarded-proto") or environ.get("wsgi.url_scheme", "http")).split(",")[-1].strip()
         result = self.gate.check(
-            method=method.strip().upper()[:16], raw_path=unquote_to_bytes(path).decode("latin-1"), query=query,
+            method=method.strip().upper()[:16], raw_path=decoded, query=query,
             scheme="https" if proto.lower() == "https" else "http", peer=peer,
             headers=ForwardHeaders(headers, headers.get("x-forwarded-host")), remote_user=None)
         if result.to_pages or result.forward:
             identity = result.identity
             out = [("Content-Type", "text/plain"), ("Cache-Control", "no-store"),
-                   ("Remote-User", identity.username if identity else ""),
-                   ("Remote-Groups", ",".join(identity.groups) if identity else ""),
-                   ("Remote-Email", (identity.email or "") if identity else ""),
-                   ("Remote-Name", _header_safe(identity.name or "") if identity else "")]
+                   ("Remote-User", header_value(identity.username) if identity else ""),
+                   ("Remote-Groups", ",".join(header_value(g) for g in identity.groups) if identity else ""),
+                   ("Remote-Email", header_value(identity.email or "") if identity else ""),
+                   ("Remote-Name", header_value(identity.name or "") if identity else "")]
             if result.refresh_cookie is not None:
                 out.append(("Set-Cookie", result.refresh_cookie))
             return self._send(start_response, Reply(200, out, b""))
@@ -150,6 +174,42 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za
                    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
-def _header_safe(value: str) -> str:
-    """Header values are latin-1 on the wire: keep what fits, replace the rest."""
-    return value.encode("latin-1", "replace").decode("latin-1").replace("\r", " ").replace("\n", " ")
+_ENCODED_SLASH = re.compile(rb"%(?:2f|5c)", re.IGNORECASE)
+
+
+def canonical_path(raw: str) -> str | None:
+    """The path of a URI as the proxy forwards it (``raw``: still percent-encoded, bytes as latin-1 text),
+    decoded once (WSGI form), when it is canonical; ``None`` when it is not and must be refused.
+
+    Canonical means: no encoded slash or backslash (``%2F``, ``%5C``: servers disagree on whether such a slash
+    separates segments), and decoding it once then normalising it (:func:`~mfa_middleware.core.paths.normalize_path`)
+    changes nothing, so every path it can be read as is the one the rules are matched against.
+    """
+    try:
+        data = raw.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    if b"%" in data and _ENCODED_SLASH.search(data):
+        return None
+    decoded = unquote_to_bytes(data).decode("latin-1") if b"%" in data else raw
+    normalised = normalize_path(decoded)
+    if normalised is None or wsgi_form(normalised) != decoded:
+        return None
+    return decoded
+
+
+def header_value(text: str) -> str:
+    """A ``Remote-*`` header value built from user data: printable ASCII, read back with ``urllib.parse.unquote``.
+
+    The text's UTF-8 bytes are written as they are when they are printable ASCII other than ``%`` and ``,``
+    (a space too, except first or last), and as ``%XX`` (upper-case hex) otherwise. Plain ASCII values
+    (``alice``, ``alice@example.com``, ``Alice Smith``) are unchanged; ``zofia.michał@example.com`` becomes
+    ``zofia.micha%C5%82@example.com``. No CR, LF or other control character is ever sent, and a ``,`` inside
+    one group name cannot split ``Remote-Groups``.
+    """
+    if text.isascii() and text.isprintable() and "%" not in text and "," not in text and text.strip(" ") == text:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    last = len(data) - 1
+    return "".join(chr(b) if (0x21 <= b <= 0x7E and b != 0x25 and b != 0x2C) or (b == 0x20 and 0 < i < last)
+                   else f"%{b:02X}" for i, b in enumerate(data))

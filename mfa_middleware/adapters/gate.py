@@ -64,7 +64,7 @@ class Reply:
 class GateResult(NamedTuple):
     """What to do with one request (a NamedTuple: immutable and cheap, as one is built per request)."""
 
-    path: str | None
+    path: str | None  # the normalised path as text (decoded UTF-8); adapters hand WSGI apps its wsgi_form()
     https: bool
     client_ip: str
     to_pages: bool = False
@@ -98,7 +98,8 @@ class Gate:
     def check(self, *, method: str, raw_path: str, query: str, scheme: str, peer: str, headers: Headers,
               remote_user: str | None, may_block: bool = True) -> GateResult:
         """Decide one request. ``raw_path`` is the path as a WSGI server hands it over (percent-decoded once,
-        latin-1 text standing for bytes); ``remote_user`` is what the server itself authenticated, if anything.
+        latin-1 text standing for bytes); a path :func:`~mfa_middleware.core.paths.normalize_path` refuses gets
+        400 (forward auth turns it into 403). ``remote_user`` is what the server itself authenticated, if anything.
         With ``may_block=False`` (an event loop), a decision that needs I/O returns ``blocking=True`` instead."""
         rt = self.rt
         https = self.https(scheme, peer, headers)

@@ -6,8 +6,10 @@ the environ (set by the server) only when ``remote_user`` is a configured primar
 request header is removed before the app sees the request. ``X-Forwarded-For``/``-Proto`` count only from
 ``trusted_proxies``.
 
-The app receives the normalised path in ``PATH_INFO``, ``REMOTE_USER`` set to the signed-in user, and
-``environ["mfa.identity"]`` (an :class:`~mfa_middleware.core.decision.Identity`).
+The app receives the normalised path (:mod:`mfa_middleware.core.paths`) in ``PATH_INFO`` in the form PEP 3333
+requires, its UTF-8 bytes as latin-1 text, exactly as a server hands a path over (a path that is not valid UTF-8
+gets 400); ``REMOTE_USER`` set to the signed-in user; and ``environ["mfa.identity"]`` (an
+:class:`~mfa_middleware.core.decision.Identity`).
 
 The authenticated hot path reads no store: cookie parse, one HMAC check, the timeouts, and a lookup in the
 in-process revocation cache.
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..config import Config
+from ..core.paths import wsgi_form
 from .gate import assemble, refreshed_headers
 
 if TYPE_CHECKING:
@@ -56,8 +59,9 @@ class MFAMiddleware:
             reply = result.reply
             start_response(reply.status_line, reply.headers)
             return [reply.body]
-        assert result.path is not None
-        environ["PATH_INFO"] = result.path
+        path = result.path
+        assert path is not None
+        environ["PATH_INFO"] = path if path.isascii() else wsgi_form(path)  # PEP 3333: bytes as latin-1 text
         environ["mfa.client_ip"] = result.client_ip
         if result.https:
             environ["wsgi.url_scheme"] = "https"

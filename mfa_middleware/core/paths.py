@@ -1,32 +1,54 @@
 """Path normalisation: the one path the policy sees and the app receives.
 
-Rules:
+Two forms of a path appear here. The *WSGI form* is what a server hands a WSGI app in ``PATH_INFO``: the request
+path percent-decoded once, its bytes written as latin-1 text (PEP 3333). The *text form* is the same bytes
+decoded as UTF-8: what the policy matches, what ASGI puts in ``scope["path"]``. :func:`wsgi_form` turns the text
+form back into the WSGI form (a no-op for ASCII).
 
-1. Input is the path the server hands the app (WSGI ``PATH_INFO``, already percent-decoded, as latin-1 text
-   standing for bytes). It must decode as UTF-8.
-2. Control characters (including NUL and DEL) and backslashes are refused: some servers and frameworks treat
-   ``\\`` as ``/`` and others do not, so a path containing one cannot be matched safely.
-3. A path still containing an encoded dot, slash or backslash (``%2e``, ``%2f``, ``%5c``, any case) after the
-   server decoded it once was double-encoded; an app that decodes again would see another path. Refused.
-4. ``;params`` are cut from every segment (Java-style path parameters hide a segment from a naive matcher).
-5. Empty segments (``//``) and ``.`` segments are dropped; ``..`` removes the previous segment; ``..`` above the
+Rules of :func:`normalize_path` (the input is the WSGI form; a path is refused when any rule says so):
+
+1. The bytes must be valid UTF-8 (Python's strict decoder: no overlong forms such as ``%C0%AF``, no surrogates,
+   nothing above U+10FFFF). Invalid UTF-8 is refused; adapters answer 400, never 500.
+2. Control characters (C0, DEL and C1, including NUL and NEL) and backslashes are refused: some servers and
+   frameworks treat ``\\`` as ``/`` and others do not, so a path containing one cannot be matched safely.
+3. ``?`` and ``#`` are refused: after the server's decoding they can only come from ``%3F``/``%23``, and an app
+   that rebuilds the URL and parses it again would cut the path there.
+4. No percent-encoding may be left after the server's one decoding: ``%`` followed by two hex digits, or by
+   ``u`` and four hex digits (IIS's ``%uXXXX``), is refused. So a second percent-decoding by the app, or by
+   anything behind it, leaves the path exactly as it is (``/%2561dmin`` arrives as ``/%61dmin``: refused, as
+   the app would read ``/admin``). A ``%`` not followed by such digits stays (it decodes to itself).
+5. A non-ASCII character whose compatibility form (Unicode NFKC) contains an ASCII character is refused: an
+   app or file system that folds ``／`` (fullwidth solidus) to ``/``, ``․․`` (one-dot leaders) to ``..`` or
+   ``ａ`` to ``a`` would otherwise see another path than the rule did. Letters of other scripts, accents and
+   CJK characters are kept.
+6. A segment ending in a space or a dot (other than the ``.`` and ``..`` segments) is refused: Windows and IIS
+   drop those, so ``/admin./x`` and ``/admin%20/x`` would be served as ``/admin/x`` past an ``/admin/*`` rule.
+7. ``;params`` are cut from every segment (Java-style path parameters hide a segment from a naive matcher).
+8. Empty segments (``//``) and ``.`` segments are dropped; ``..`` removes the previous segment; ``..`` above the
    root is refused. A trailing slash is kept.
 
-The result is returned; ``None`` means the path cannot be parsed and the request is refused. The adapter
-passes the normalised path to the app, so no gap can open between what the policy matched and what the app
-routes on.
+The result is the text form, or ``None`` when the path must be refused. In-process adapters pass the
+normalised path to the app, so no gap can open between what the policy matched and what the app routes on.
+Forward auth cannot rewrite what the proxy forwards; it refuses a URI unless normalising it changes nothing
+(see :mod:`mfa_middleware.adapters.forward_auth`).
+
+Cost: a plain ASCII path with nothing to normalise costs ``isascii``, one regex scan and four substring checks.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
-_DOUBLE_ENCODED = re.compile(r"%(2e|2f|5c|00|25)", re.IGNORECASE)
+#: C0 controls, DEL, C1 controls, backslash, and the two URL delimiters that can only arrive encoded
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\\?#]")
+#: what a second percent-decoding would change (rule 4)
+_LEFTOVER = re.compile(r"%(?:[0-9a-f]{2}|u[0-9a-f]{4})", re.IGNORECASE)
 
 
 def normalize_path(raw: str) -> str | None:
-    """Return the canonical form of a decoded request path, or ``None`` when it must be refused."""
+    """Return the canonical text form of a decoded request path (WSGI form), or ``None`` when it must be refused."""
     if raw.isascii():
         path = raw
     else:
@@ -34,30 +56,50 @@ def normalize_path(raw: str) -> str | None:
             path = raw.encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             return None
+        if _has_compat_ascii(path):
+            return None
     if not path:
         return "/"
-    if not path.startswith("/") or _FORBIDDEN.search(path) or _DOUBLE_ENCODED.search(path):
+    if path[0] != "/" or _FORBIDDEN.search(path) or ("%" in path and _LEFTOVER.search(path)):
         return None
     # Fast path: nothing to normalise in the overwhelmingly common case.
-    if "//" not in path and "/." not in path and ";" not in path:
+    if "//" not in path and "/." not in path and ";" not in path and "./" not in path and " " not in path \
+            and path[-1] != ".":
         return path
     segments: list[str] = []
     parts = path.split("/")[1:]
+    if ";" in path:
+        parts = [part.split(";", 1)[0] for part in parts]
     for part in parts:
-        part = part.split(";", 1)[0]
-        if part in ("", "."):
+        if not part or part == ".":
             continue
         if part == "..":
             if not segments:
                 return None
             segments.pop()
             continue
+        if part[-1] == "." or part[-1] == " ":
+            return None
         segments.append(part)
-    trailing = parts[-1].split(";", 1)[0] in ("", ".", "..")
+    trailing = parts[-1] in ("", ".", "..")
     result = "/" + "/".join(segments)
     if trailing and segments:
         result += "/"
     return result
+
+
+def wsgi_form(path: str) -> str:
+    """The WSGI form (PEP 3333: UTF-8 bytes as latin-1 text) of a text-form path."""
+    return path if path.isascii() else path.encode("utf-8").decode("latin-1")
+
+
+@functools.lru_cache(maxsize=4096)
+def _compat_ascii(char: str) -> bool:
+    return any(c < "\x80" for c in unicodedata.normalize("NFKC", char))
+
+
+def _has_compat_ascii(path: str) -> bool:
+    return any(c > "\x7f" and _compat_ascii(c) for c in path)
 
 
 def is_local_target(target: str) -> bool:
@@ -76,9 +118,7 @@ def is_local_target(target: str) -> bool:
     lowered = target.lower()
     # Encoded slashes, backslashes and whitespace right after the leading slash make a scheme-relative URL in
     # some browsers after decoding.
-    if re.match(r"^/(%2f|%5c|%09|%0a|%0d|%20)", lowered):
-        return False
-    return True
+    return not re.match(r"^/(%2f|%5c|%09|%0a|%0d|%20)", lowered)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mfa_middleware.core.paths import is_local_target, normalize_path, safe_next
+from mfa_middleware.core.paths import (
+    is_local_target,
+    normalize_path,
+    safe_next,
+    wsgi_form,
+)
 
 
 def wsgi(text: str) -> str:
@@ -38,9 +43,43 @@ def wsgi(text: str) -> str:
     pytest.param("admin", None, id="relative"),
     pytest.param(wsgi("/café"), "/café", id="utf8"),
     pytest.param("/caf\xe9", None, id="invalid-utf8"),
+    # issue 7: nothing a second decoding would change, no encoded delimiters, no Windows trimming, strict UTF-8
+    pytest.param("/%61dmin/x", None, id="leftover-letter"),
+    pytest.param("/x%3A", None, id="leftover-any-hex-pair"),
+    pytest.param("/%u0061dmin", None, id="leftover-iis-u"),
+    pytest.param("/%U0061dmin", None, id="leftover-iis-u-upper"),
+    pytest.param("/100%", "/100%", id="lone-percent-kept"),
+    pytest.param("/100%zz", "/100%zz", id="percent-not-hex-kept"),
+    pytest.param("/a?b", None, id="question-mark"),
+    pytest.param("/a#b", None, id="hash"),
+    pytest.param("/admin./x", None, id="segment-trailing-dot"),
+    pytest.param("/admin /x", None, id="segment-trailing-space"),
+    pytest.param("/admin.", None, id="last-segment-trailing-dot"),
+    pytest.param("/.../x", None, id="three-dots"),
+    pytest.param("/admin.;x/y", None, id="trailing-dot-before-param"),
+    pytest.param("/a b/c", "/a b/c", id="inner-space-kept"),
+    pytest.param("/.well-known/x", "/.well-known/x", id="leading-dot-kept"),
+    pytest.param("/x/..", "/", id="dotdot-to-root"),
+    pytest.param("/x/../", "/", id="dotdot-to-root-slash"),
+    pytest.param(wsgi("/x\x85"), None, id="c1-control"),
+    pytest.param(wsgi("/\uff41dmin"), None, id="fullwidth-letter"),
+    pytest.param(wsgi("/x\uff0f..\uff0fadmin"), None, id="fullwidth-solidus"),
+    pytest.param(wsgi("/x/\u2025/admin"), None, id="two-dot-leader"),
+    pytest.param(wsgi("/x\u00a0/y"), None, id="no-break-space"),
+    pytest.param(wsgi("/\u00e9t\u00e9/\u7528/\U0001f511"), "/\u00e9t\u00e9/\u7528/\U0001f511", id="utf8-kept"),
+    pytest.param("/\xc0\xaf", None, id="overlong"),
+    pytest.param("/\xed\xa0\x80", None, id="surrogate"),
+    pytest.param("/\xf4\x90\x80\x80", None, id="above-unicode"),
+    pytest.param("/\u0100", None, id="not-latin-1-text"),
 ])
 def test_normalize_path(raw: str, expected: str | None) -> None:
     assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize("text", ["/", "/admin/x", "/caf\u00e9", "/\u7528/\U0001f511"])
+def test_wsgi_form_is_the_utf8_bytes_as_latin1_and_round_trips(text: str) -> None:
+    assert wsgi_form(text) == text.encode("utf-8").decode("latin-1")
+    assert normalize_path(wsgi_form(text)) == text
 
 
 @pytest.mark.parametrize("target", [

@@ -41,7 +41,9 @@ import pyotp
 import pytest
 from cryptography.fernet import Fernet
 
+from mfa_middleware.core.tokens import Session, TokenCodec
 from tests.support.components import require_component
+from tests.support.paths import DOUBLE_ENCODED_CASES, NON_CANONICAL_CASES, raw_get
 from tests.support.servers import free_port
 
 if TYPE_CHECKING:
@@ -230,7 +232,8 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi;
 
     # The protected upstream: a static site, no Python. It logs the Remote-User header nginx hands it.
-    log_format upstream '$request_uri remote_user=$http_remote_user';
+    log_format upstream '$request_uri remote_email=$http_remote_email remote_name=$http_remote_name '
+                        'remote_groups=$http_remote_groups remote_user=$http_remote_user';
     server {{
         listen 127.0.0.1:{app_port};
         access_log {prefix}/upstream.log upstream;
@@ -289,6 +292,11 @@ def write_site(root: Path) -> None:
     (root / "public" / "index.html").write_text(f"<!doctype html><title>Public</title><h1>{PUBLIC_MARKER}</h1>\n")
     (root / "files").mkdir()
     (root / "files" / "report.txt").write_text("quarterly report\n")
+    (root / "public" / "café.txt").write_text("un café\n")
+    # A folder named "..;": to a rule that reads ";" as a parameter, /secret/..;/public/x is /public/x (bypass);
+    # to nginx's static files it is this folder, so the page would be served without a sign-in.
+    (root / "secret" / "..;" / "public").mkdir(parents=True)
+    (root / "secret" / "..;" / "public" / "x").write_text(f"{MARKER} behind ..;\n")
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
@@ -521,7 +529,7 @@ def test_browser_signs_in_through_nginx_and_reaches_the_static_site(page: Page, 
     line = wait_for_line(stack.access_lines, lambda l: '"GET / HTTP/1.1" 200 ' in l, "GET / 200", stack.details)
     assert f" - {USERNAME} [" in line, line
     upstream = wait_for_line(stack.upstream_lines, lambda u: u.startswith("/ "), "the upstream", stack.details)
-    assert upstream == f"/ remote_user={USERNAME}", upstream
+    assert upstream.startswith("/ ") and upstream.endswith(f" remote_user={USERNAME}"), upstream
 
     # With alice's session, a Remote-User header of the client's choosing is replaced by nginx.
     path, tag = unique("/")
@@ -548,3 +556,94 @@ def test_browser_signs_in_through_nginx_and_reaches_the_static_site(page: Page, 
             time.sleep(0.2)
     after = {c["name"]: c["value"] for c in page.context.cookies()}["mfa_session"]
     assert after != before and renewed.startswith(f"mfa_session={after}"), (renewed, before, after)
+
+
+# -- issue 7: raw URIs through nginx ------------------------------------------------------------------------------
+
+# Beyond the shared corpus: URIs aimed at the sample's rules and the static site above.
+NGINX_ATTACK_CASES: dict[str, bytes] = {
+    **NON_CANONICAL_CASES, **{f"double-{k}": v for k, v in DOUBLE_ENCODED_CASES.items()},
+    "static-dotdot-semicolon": b"/secret/..;/public/x",
+    "static-dotdot-semicolon-encoded": b"/secret/%2e%2e;/public/x",
+    "index-dotdot-semicolon": b"/index.html/..;/public/x",
+    "index-into-pages": b"/index.html/..;/_mfa/login",
+    "public-dotdot-index": b"/public/../index.html",
+    "public-encoded-dotdot-index": b"/public/%2e%2e/index.html",
+    "public-double-dotdot": b"/public/..;/..;/index.html",
+    "merged-slashes-into-pages": b"//_mfa/../index.html",
+    "pages-prefix-dotdot": b"/_mfa/login/../../index.html",
+}
+
+
+#: nginx resolves these (dot segments, encoded slash) into /_mfa/... and sends them to the sign-in server, not to
+#: the app: a sign-in page or its 404, never the upstream.
+ROUTED_TO_PAGES = {"into-pages-encoded", "into-pages-prefix", "from-pages-prefix-semicolon"}
+
+
+def minted_cookie(stack: Stack, username: str, groups: tuple[str, ...] = (), email: str | None = None,
+                  name: str | None = None) -> str:
+    """A level-2 session cookie signed with the stack's key (as if ``username`` had signed in with two factors)."""
+    now = time.time()
+    codec = TokenCodec((stack.env["MFA_SECRET_KEY"],))
+    session = Session(f"sid-{secrets.token_hex(4)}", username, groups, 2, ("forms", "totp"), now, now, now, now,
+                      False, email=email, name=name)
+    return f"mfa_session={codec.dump_session(session)}"
+
+
+@pytest.mark.parametrize("name", list(NGINX_ATTACK_CASES))
+def test_non_canonical_uris_never_reach_the_upstream(stack: Stack, name: str) -> None:
+    """Finding 3 through the real nginx and samples/nginx/nginx.conf: each raw URI (sent on a raw socket, so no
+    client normalises it) is refused by nginx (400) or by the authorization endpoint (403), signed in or not; the
+    few that nginx itself resolves into /_mfa/ go to the sign-in server. None is a 500, none reaches the app."""
+    target = NGINX_ATTACK_CASES[name]
+    for cookie in (None, minted_cookie(stack, USERNAME)):
+        tag = secrets.token_hex(6)
+        reply = raw_get(stack.port, target + b"?t=" + tag.encode(), {**BROWSER, **({"Cookie": cookie} if cookie else {})})
+        body = reply.body.decode("utf-8", "replace")
+        if name in ROUTED_TO_PAGES:  # the sign-in page (a signed-in user is sent on: 303), or the server's 404
+            assert reply.status in (200, 303, 404), f"{target!r}: {reply.status} {body[:300]}{stack.details()}"
+        else:
+            assert reply.status in (400, 403), f"{target!r}: {reply.status} {body[:300]}{stack.details()}"
+        assert MARKER not in body and PUBLIC_MARKER not in body
+        access_line_for(stack, tag)  # the request is finished; had it been proxied, the upstream has logged it
+        assert not [u for u in stack.upstream_lines() if tag in u], f"{target!r} reached the upstream"
+
+
+@pytest.mark.parametrize("target", [
+    pytest.param(b"//_mfa/auth/nginx", id="merged-slashes"),
+    pytest.param(b"/_mfa//auth/nginx", id="inner-slashes"),
+    pytest.param(b"/%5Fmfa/auth/nginx", id="encoded-underscore"),
+    pytest.param(b"/_mfa/auth/%6Eginx", id="encoded-letter"),
+    pytest.param(b"/x/../_mfa/auth/nginx", id="dotdot"),
+    pytest.param(b"/_mfa/./auth/nginx", id="dot"),
+    pytest.param(b"/_mfa/auth/x/%2e%2e/nginx", id="encoded-dotdot"),
+    pytest.param(b"/_mfa/auth/forward", id="traefik-endpoint"),
+])
+def test_nginx_normalises_before_choosing_a_location(stack: Stack, target: bytes) -> None:
+    """What nginx does itself (merge_slashes on, the default; %XX decoded and dot segments resolved before the
+    locations are matched): no spelling reaches the authorization endpoints from outside."""
+    reply = raw_get(stack.port, target, {**SPOOFED, "X-Original-URI": "/public/x"})
+    assert reply.status == 404, f"{target!r}: {reply.status} {reply.body[:300]!r}"
+    assert "remote-user" not in reply.headers
+
+
+@pytest.mark.parametrize("target", [pytest.param(b"/public/caf%C3%A9.txt", id="encoded"),
+                                    pytest.param(b"/public/caf\xc3\xa9.txt", id="raw-utf8")])
+def test_non_ascii_path_passes_through_nginx(stack: Stack, target: bytes) -> None:
+    """Finding 5: a valid UTF-8 path, percent-encoded or raw, is canonical and reaches the static site."""
+    reply = raw_get(stack.port, target, BROWSER)
+    assert (reply.status, reply.body) == (200, "un café\n".encode()), f"{reply}{stack.details()}"
+
+
+def test_user_data_outside_latin_1_reaches_the_app_encoded(stack: Stack) -> None:
+    """Finding 9: a user whose e-mail, name and groups are outside latin-1 gets through (no 500), and the app gets
+    the Remote-* headers percent-encoded (read back with a percent-decoder), with no header injected."""
+    cookie = minted_cookie(stack, "zofia", ("zespół", "a,b"), "zofia.michał@example.com", "Zofia Michał\r\nX-Evil: 1")
+    path, tag = unique("/")
+    reply = stack.get(path, {**BROWSER, "Cookie": cookie})
+    assert reply.status == 200 and MARKER in reply.body, f"{reply.status} {reply.body}{stack.details()}"
+    line = wait_for_line(stack.upstream_lines, lambda u: tag in u, "the upstream", stack.details)
+    assert "remote_email=zofia.micha%C5%82@example.com " in line, line
+    assert "remote_name=Zofia Micha%C5%82%0D%0AX-Evil: 1 " in line, line
+    assert "remote_groups=zesp%C3%B3%C5%82,a%2Cb " in line, line
+    assert line.endswith(" remote_user=zofia"), line
