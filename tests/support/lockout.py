@@ -14,7 +14,6 @@ from argon2 import PasswordHasher
 
 T = TypeVar("T")
 Path = Literal["forms", "basic-primary", "basic-app-password", "second-factor", "client-address"]
-PATHS: tuple[Path, ...] = ("forms", "basic-primary", "basic-app-password", "second-factor", "client-address")
 BARRIER_TIMEOUT = 120.0
 MAX_FAILURES = 10
 BASIC_RULES: list[dict[str, Any]] = [{"path": "/dav/*", "policy": "two_factor", "basic": True},
