@@ -19,6 +19,7 @@ from tests.support.mfa import (FAST_HASHER, SECRET_KEY, Browser, Clock, csrf_of,
                                make_middleware)
 
 PASSWORD = "correct horse battery"
+LOGIN_FAILED = "Incorrect username or password. After repeated failures sign-in is paused for a while"
 
 
 @pytest.fixture
@@ -198,9 +199,11 @@ def test_lockout_holds_on_every_path_and_expires(sqlite_url: str, clock: Clock) 
     assert locked.status_code == 429 and "Account locked" in locked.text
     user = mw.runtime.store.get_user("alice")
     assert user is not None and user.failed_count == 3
-    # Locked: the right password and the right code are refused too, on every path.
+    # Locked: the right password and the right code are refused too, on every path. The password form gives the
+    # same answer as to any wrong password (no account enumeration through the lockout).
     victim = Browser(mw)
-    assert victim.login("alice", PASSWORD).status_code == 429
+    refused = victim.login("alice", PASSWORD)
+    assert refused.status_code == 401 and LOGIN_FAILED in refused.text
     result = mw.runtime.signin.verify(user, {"code": pyotp.TOTP(secret).at(clock.now)}, Client("127.0.0.1", "t"),
                                       clock.now)
     assert result.outcome == "locked"
@@ -218,9 +221,11 @@ def test_wrong_passwords_count_and_lock(sqlite_url: str, clock: Clock) -> None:
     mw = make_middleware(sqlite_url, clock, lockout={"max_failures": 2})
     mw.runtime.accounts.add("alice", actor="test", password=PASSWORD)
     assert Browser(mw).login("alice", "wrong").status_code == 401
-    locking = Browser(mw).login("alice", "wrong")  # this failure reaches the limit: it says so at once
-    assert locking.status_code == 429 and "Account locked" in locking.text
-    assert Browser(mw).login("alice", PASSWORD).status_code == 429
+    locking = Browser(mw).login("alice", "wrong")  # this failure reaches the limit: it looks like any other
+    assert locking.status_code == 401 and LOGIN_FAILED in locking.text
+    assert mw.runtime.accounts.get("alice").locked(clock.now)
+    refused = Browser(mw).login("alice", PASSWORD)  # locked: the right password is not even checked
+    assert refused.status_code == 401 and LOGIN_FAILED in refused.text
     mw.runtime.close()
 
 
@@ -548,8 +553,10 @@ def test_password_spraying_from_one_address_is_stopped(sqlite_url: str, clock: C
     sprayer = Browser(mw)
     sprayer.remote_addr = "203.0.113.9"
     statuses = [sprayer.login(f"user{i}", "Winter2026!").status_code for i in range(6)]
-    assert statuses == [401] * 5 + [429]  # one wrong password per account, but five from one address
-    assert sprayer.login("user7", PASSWORD).status_code == 429  # even the right password, from that address
+    assert statuses == [401] * 6  # one wrong password per account, but five from one address: the sixth is
+    # refused unchecked, with the same answer as any wrong password
+    assert mw.runtime.store.client_locked_until("203.0.113.9", clock.now) is not None
+    assert sprayer.login("user7", PASSWORD).status_code == 401  # even the right password, from that address
     elsewhere = Browser(mw)
     elsewhere.remote_addr = "198.51.100.20"
     assert elsewhere.login("user7", PASSWORD).status_code == 303  # other addresses are not affected

@@ -206,8 +206,10 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
 
 BASIC_MESSAGES = {
     "malformed": "Send a username and an app password with HTTP Basic authentication.",
-    "invalid": "The username or app password is not correct.",
-    "locked": "Too many failed attempts: this account is paused. Try again later.",
+    # One answer for a wrong password, an unknown user, a user without a local password and a locked account or
+    # client address: a lockout must not tell an attacker which accounts exist (DESIGN.md section 5).
+    "invalid": ("The username or password is not correct. After repeated failures sign-in is paused for a while; "
+                "wait and try again, or ask your helpdesk."),
     "blocked": "This account is blocked. Contact your helpdesk.",
     "app_password_required": ("This account uses multi-factor authentication: this client needs an app password, "
                               "not your main password. Create one on your security info page."),

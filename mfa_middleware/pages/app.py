@@ -306,12 +306,10 @@ class PagesApp:
             if not username or not password:
                 return self.login_form(ctx, anon, target, username, "Enter your username and password.", 400)
             result = self.rt.signin.forms(username, password, ctx.client, ctx.now)
-            if result.reason == "locked":
-                return self.locked(ctx, result.locked_until)
-            if result.reason == "blocked":
+            if result.reason == "blocked":  # only ever after the correct password
                 return self.blocked(ctx)
-            if not result.ok or result.user is None:
-                return self.login_form(ctx, anon, target, username, "Incorrect username or password.", 401)
+            if not result.ok or result.user is None:  # wrong, unknown, no local password, locked: one answer
+                return self.login_form(ctx, anon, target, username, self.rt.signin.failed_message(), 401)
             return self.after_primary(ctx, result.user, "forms", target)
         return self.login_form(ctx, anon, target, "", None, 200)
 

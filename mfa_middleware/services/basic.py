@@ -12,8 +12,12 @@ Rules:
   within the revocation interval.
 - State table (DESIGN.md section 4): the primary password is accepted for ``disabled`` users and for
   ``enabled`` users with no registered method; an ``enforced`` user gets "app password required".
-- A wrong credential for a known user counts one failure on the same atomic counter as the forms and the
-  second factor; a locked or blocked account is refused before any password is checked.
+- Every attempt that misses the cache is reserved on the same atomic counters as the forms and the second factor
+  (per user and per client address) BEFORE any password is checked; a refused reservation (locked) means no
+  password is checked at all. A success gives the reservation back (it neither counts nor resets).
+- Unknown user, user without a local password, wrong password, locked account and locked client address all give
+  ``invalid`` after exactly one argon2 verification (a dummy where there is nothing to check). Only a correct
+  credential may lead to a distinct answer (blocked, app password required).
 """
 
 from __future__ import annotations
@@ -93,51 +97,50 @@ class BasicAuthenticator:
                 now: float) -> VerifiedCredential | BasicFailure:
         rt = self.rt
         client = Client(client_ip, user_agent)
-        if rt.signin.client_locked(client, now) is not None:
-            rt.passwords.verify(None, creds.password)
-            rt.audit.write("basic", "client_locked", now=now, actor="anonymous", username=None, client_ip=client_ip,
-                           user_agent=user_agent)
-            return BasicFailure("locked")
         name = canonical_username(creds.username)
         user = rt.store.get_user(name) if name else None
-        if user is None:
-            rt.signin.fail_client(client, now)
-            rt.passwords.verify(None, creds.password)  # the same work as for a known user
-            rt.audit.write("basic", "failure", now=now, actor="anonymous", username=None, client_ip=client_ip,
-                           user_agent=user_agent, reason="invalid")
-            return BasicFailure("invalid")
-        if user.blocked(now) or user.locked(now):
-            reason = "blocked" if user.blocked(now) else "locked"
-            rt.passwords.verify(None, creds.password)
-            rt.audit.write("basic", reason, now=now, actor=user.username, username=user.username,
-                           client_ip=client_ip, user_agent=user_agent)
-            return BasicFailure(reason)
+        attempt = rt.signin.reserve(user, client, now)
         normalized = app_passwords.normalize(creds.password)
-        if normalized is not None:
-            for candidate in rt.store.find_app_passwords(user.id, app_passwords.lookup_of(normalized)):
-                if rt.passwords.verify(candidate.password_hash, normalized):
-                    rt.store.touch_app_password(candidate.id, now=now, client_ip=client_ip)
-                    rt.audit.write("basic", "success", now=now, actor=user.username, username=user.username,
-                                   client_ip=client_ip, user_agent=user_agent, credential="app_password",
-                                   label=candidate.label)
-                    return VerifiedCredential(user.username, user.groups, user.is_admin, "app_password",
-                                              app_passwords.marker(candidate.id), now, user.email, user.display_name)
-        if user.password_hash is not None and rt.passwords.verify(user.password_hash, creds.password):
-            if not self.primary_allowed(user):
-                rt.audit.write("basic", "app_password_required", now=now, actor=user.username,
-                               username=user.username, client_ip=client_ip, user_agent=user_agent)
-                return BasicFailure("app_password_required")
-            rt.audit.write("basic", "success", now=now, actor=user.username, username=user.username,
-                           client_ip=client_ip, user_agent=user_agent, credential="primary")
-            return VerifiedCredential(user.username, user.groups, user.is_admin, "primary",
-                                      primary_marker(user.username), now, user.email, user.display_name)
-        rt.signin.fail_client(client, now)
-        count, locked_until = rt.signin.fail(user, now)
-        rt.audit.write("basic", "failure", now=now, actor=user.username, username=user.username,
-                       client_ip=client_ip, user_agent=user_agent, reason="invalid", count=count)
-        if locked_until is not None and locked_until > now:
-            return BasicFailure("locked")
-        return BasicFailure("invalid")
+        checkable = user if user is not None and attempt.allowed else None
+        candidates = (rt.store.find_app_passwords(checkable.id, app_passwords.lookup_of(normalized))
+                      if checkable is not None and normalized is not None else [])
+        verified: VerifiedCredential | None = None
+        primary_ok = False
+        for candidate in candidates:  # found by the password's lookup: normally none, or the one that matches
+            if rt.passwords.verify(candidate.password_hash, normalized or ""):
+                assert checkable is not None
+                rt.store.touch_app_password(candidate.id, now=now, client_ip=client_ip)
+                verified = VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin,
+                                              "app_password", app_passwords.marker(candidate.id), now,
+                                              checkable.email, checkable.display_name)
+                label = candidate.label
+                break
+        else:
+            # Exactly one argon2 verification when no app password matched the lookup: the user's password, or
+            # the dummy (unknown user, no local password, locked account or address).
+            primary_ok = rt.passwords.verify(checkable.password_hash if checkable is not None else None,
+                                             creds.password)
+        if verified is None and not primary_ok:
+            rt.signin.failed("basic", attempt, user, client, now, reason="invalid")
+            return BasicFailure("invalid")
+        assert checkable is not None
+        rt.signin.release(attempt, checkable, client)  # a correct credential: neither a failure nor a reset
+        if checkable.blocked(now):
+            rt.audit.write("basic", "blocked", now=now, actor=checkable.username, username=checkable.username,
+                           client_ip=client_ip, user_agent=user_agent)
+            return BasicFailure("blocked")
+        if verified is not None:
+            rt.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
+                           client_ip=client_ip, user_agent=user_agent, credential="app_password", label=label)
+            return verified
+        if not self.primary_allowed(checkable):
+            rt.audit.write("basic", "app_password_required", now=now, actor=checkable.username,
+                           username=checkable.username, client_ip=client_ip, user_agent=user_agent)
+            return BasicFailure("app_password_required")
+        rt.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
+                       client_ip=client_ip, user_agent=user_agent, credential="primary")
+        return VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin, "primary",
+                                  primary_marker(checkable.username), now, checkable.email, checkable.display_name)
 
     def primary_allowed(self, user: UserRecord) -> bool:
         """DESIGN.md section 4: disabled users, and enabled users who have not registered a method."""

@@ -1,7 +1,8 @@
 """Local passwords: argon2id hashes (argon2-cffi), verified in constant time.
 
-An unknown user is checked against a dummy hash made at start-up, so "no such user" and "wrong password" take
-the same time and give the same answer.
+Where there is nothing to check (unknown user, no local password, a locked account or client address) the password
+is checked against a dummy hash made at start-up with the same parameters, so every attempt costs exactly one
+argon2 verification and every failure takes the same time and gives the same answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ class Passwords:
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
         self._dummy = self.hasher.hash("mfa_middleware dummy password for unknown users")
+
+    @property
+    def dummy_hash(self) -> str:
+        """The hash checked when there is nothing to check (unknown user, no local password, locked)."""
+        return self._dummy
 
     def hash(self, password: str) -> str:
         if not password:

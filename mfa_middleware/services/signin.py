@@ -2,13 +2,20 @@
 
 Rules:
 
-- One failure counter per user guards the password form, the second factor and enrollment confirmation. It is
-  raised in one SQL UPDATE per failure (see ``Store.record_failure``); a locked account is refused before any
-  secret is checked, on every path.
-- A correct password does not reset the counter (otherwise a stolen password would give unlimited second-factor
-  guesses); only a completed sign-in does.
-- "No such user" and "wrong password" give the same outcome, after the same argon2 work.
-- Every step writes an audit row; no row holds a password, code or secret.
+- One failure counter per user guards the password form, the second factor and enrollment confirmation, and
+  the Basic path; a second counter per client address guards against spraying over many accounts. An attempt is
+  RESERVED (counted) in one conditional SQL UPDATE before its secret is checked (``Store.reserve_attempt``); a
+  reservation refused because the account or the address is locked means the secret is never checked, so
+  concurrent attempts across threads, processes and servers never check more than the limit.
+- A success gives its reservation back or resets the counter: a correct password gives it back (it is not a
+  failure, but it must not reset the counter either, or a stolen password would give unlimited second-factor
+  guesses); a completed second factor or enrollment resets it. A correct password whose reservation was refused
+  is never seen as correct: it was not checked.
+- Unknown user, user without a local password, wrong password, locked account and locked client address give the
+  same outcome after exactly one argon2 verification (against a dummy hash where there is nothing to check), and
+  the same audit-free answer to the client. Only a correct password may lead to a distinct answer (blocked).
+- Every step writes an audit row (``failure``: checked and wrong; ``locked``: refused unchecked); no row holds a
+  password, code or secret.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from ..core.signin_flow import MISSING, UserFacts
 from ..factors import EnrollmentView, FactorContext, Interaction, Outcome, Verification
 from ..primary.usernames import canonical_username
 from ..store import MethodRecord, UserRecord
+from ..store.sql import Reservation
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -54,41 +62,47 @@ class FactorResult:
         return self.outcome == "accepted"
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The reservations of one attempt (see :meth:`SignIn.reserve`): per client address (None when that counter
+    is off) and per user (None for an unknown user, or when the address was already refused)."""
+
+    client: Reservation | None
+    user: Reservation | None
+    user_known: bool
+
+    @property
+    def allowed(self) -> bool:
+        """The secret may be checked: no reservation was refused."""
+        return ((self.client is None or self.client.allowed)
+                and (not self.user_known or (self.user is not None and self.user.allowed)))
+
+    @property
+    def locked_until(self) -> float | None:
+        """Until when this attempt's refusal (or the lock it started) holds, or None."""
+        until = [r.locked_until for r in (self.client, self.user)
+                 if r is not None and r.locked_until is not None and (not r.allowed or r.started_lock)]
+        return max(until) if until else None
+
+
 class SignIn:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
 
     # -- primary -------------------------------------------------------------------------------------------
     def forms(self, username: str, password: str, client: Client, now: float) -> PrimaryResult:
+        """The forms login. ``invalid`` for an unknown user, a user without a local password, a wrong password, a
+        locked account and a locked client address alike; ``blocked`` only after the correct password."""
         store, audit = self.rt.store, self.rt.audit
-        client_lock = self.client_locked(client, now)
-        if client_lock is not None:
-            self.rt.passwords.verify(None, password)
-            audit.write("primary", "client_locked", now=now, actor="anonymous", username=None, client_ip=client.ip,
-                        user_agent=client.user_agent, primary="forms")
-            return PrimaryResult(None, "locked", client_lock)
         name = canonical_username(username)
         user = store.get_user(name) if name else None
-        logged_name = name if user else None
-        if user is not None and user.locked(now):
-            self.rt.passwords.verify(None, password)  # same work as any other answer
-            audit.write("primary", "locked", now=now, actor=user.username, username=user.username,
-                        client_ip=client.ip, user_agent=client.user_agent, primary="forms")
-            return PrimaryResult(user, "locked", user.locked_until)
-        if not self.rt.passwords.verify(user.password_hash if user else None, password):
-            detail: dict[str, object] = {"primary": "forms"}
-            self.fail_client(client, now)
-            if user is not None:
-                count, locked_until = self.fail(user, now)
-                detail.update(count=count)
-                if locked_until is not None and locked_until > now:
-                    detail.update(locked_until=locked_until)
-            audit.write("primary", "failure", now=now, actor=logged_name or "anonymous", username=logged_name,
-                        client_ip=client.ip, user_agent=client.user_agent, **detail)
-            if "locked_until" in detail:  # this failure started the lockout: say so now, not on the next try
-                return PrimaryResult(user, "locked", float(detail["locked_until"]))  # type: ignore[arg-type]
+        attempt = self.reserve(user, client, now)
+        checked = user.password_hash if user is not None and attempt.allowed else None
+        if not self.rt.passwords.verify(checked, password):  # exactly one argon2 verification, always
+            self.failed("primary", attempt, user, client, now, primary="forms")
             return PrimaryResult(None, "invalid")
         assert user is not None and user.password_hash is not None
+        self.release(attempt, user, client)  # correct: not a failure, and not a reset either (second factor next)
         if user.blocked(now):
             audit.write("primary", "blocked", now=now, actor=user.username, username=user.username,
                         client_ip=client.ip, user_agent=client.user_agent, primary="forms")
@@ -98,6 +112,13 @@ class SignIn:
         audit.write("primary", "success", now=now, actor=user.username, username=user.username,
                     client_ip=client.ip, user_agent=client.user_agent, primary="forms")
         return PrimaryResult(user, "ok")
+
+    def failed_message(self) -> str:
+        """The one answer to every failed password (wrong, unknown user, no local password, locked)."""
+        lo = self.rt.config.lockout
+        minutes = max(1, -(-int(max(lo.lock_for, lo.client_lock_for if lo.max_failures_per_client else 0)) // 60))
+        return (f"Incorrect username or password. After repeated failures sign-in is paused for a while; wait "
+                f"{minutes} minute{'s' if minutes != 1 else ''} or ask your helpdesk.")
 
     def remote_user(self, username: str, client: Client, now: float) -> PrimaryResult:
         """The server authenticated ``username`` (already mapped); check that the store knows and allows it."""
@@ -149,17 +170,20 @@ class SignIn:
 
     def verify(self, user: UserRecord, response: Mapping[str, str], client: Client, now: float,
                kind: str | None = None) -> FactorResult:
-        """Check a second-factor answer against the user's confirmed methods of ``kind`` (or any code method)."""
+        """Check a second-factor answer against the user's confirmed methods of ``kind`` (or any code method).
+
+        The attempt is reserved before any method is checked; an accepted answer resets the counter, a pending
+        one (out-of-band, not answered yet) gives the reservation back, anything else keeps it as a failure."""
         fresh = self.rt.store.get_user(user.username)
         if fresh is None:
             return FactorResult("rejected")
         if fresh.blocked(now):
             return FactorResult("blocked")
-        client_lock = self.client_locked(client, now)
-        if fresh.locked(now) or client_lock is not None:
+        attempt = self.reserve(fresh, client, now)
+        if not attempt.allowed:
             self.rt.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent)
-            return FactorResult("locked", fresh.locked_until if fresh.locked(now) else client_lock)
+            return FactorResult("locked", attempt.locked_until)
         ctx = FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent)
         outcome = Outcome.REJECTED
         used: str | None = None
@@ -170,22 +194,25 @@ class SignIn:
             if kind is None and factor.interaction is not Interaction.CODE:
                 continue
             result = factor.verify(fresh, method, response, ctx)
-            if result.outcome is Outcome.ACCEPTED:
+            if result.outcome in (Outcome.ACCEPTED, Outcome.PENDING):
                 outcome, used = result.outcome, method.kind
                 break
-            if result.outcome is Outcome.REPLAYED:
+            if result.outcome is not Outcome.REJECTED:
                 outcome, used = result.outcome, method.kind
         if outcome is Outcome.ACCEPTED:
             self.rt.store.reset_failures(fresh.id)
+            self.release(attempt, None, client)
             self.rt.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
             return FactorResult("accepted", method=used)
-        self.fail_client(client, now)
-        count, locked_until = self.fail(fresh, now)
+        if outcome is Outcome.PENDING:
+            self.release(attempt, fresh, client)
+            return FactorResult("pending", method=used)
+        count = self.keep_failure(attempt, fresh, now)
         self.rt.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=used or kind, count=count)
-        if locked_until is not None and locked_until > now:
-            return FactorResult("locked", locked_until)
+        if attempt.user is not None and attempt.user.started_lock:
+            return FactorResult("locked", attempt.locked_until)
         return FactorResult(outcome.value)
 
     # -- enrollment ------------------------------------------------------------------------------------------
@@ -217,22 +244,28 @@ class SignIn:
             return FactorResult("rejected")
         if fresh.blocked(now):
             return FactorResult("blocked")
-        if fresh.locked(now):
-            return FactorResult("locked", fresh.locked_until)
         factor = self.rt.factors.get(method.kind)
         if factor is None:
             return FactorResult("rejected")
+        attempt = self.reserve(fresh, client, now)  # before the code is checked, as on every path
+        if not attempt.allowed:
+            self.rt.audit.write("enroll", "locked", now=now, actor=user.username, username=user.username,
+                                client_ip=client.ip, user_agent=client.user_agent, method=method.kind)
+            return FactorResult("locked", attempt.locked_until)
         result: Verification = factor.enroll_finish(
             fresh, method, response, FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent))
+        if result.outcome is Outcome.PENDING:
+            self.release(attempt, fresh, client)
+            return FactorResult("pending", method=method.kind)
         if not result.accepted:
-            self.fail_client(client, now)
-            count, locked_until = self.fail(fresh, now)
+            count = self.keep_failure(attempt, fresh, now)
             self.rt.audit.write("enroll", "failure", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind, count=count)
-            if locked_until is not None and locked_until > now:
-                return FactorResult("locked", locked_until)
+            if attempt.user is not None and attempt.user.started_lock:
+                return FactorResult("locked", attempt.locked_until)
             return FactorResult(result.outcome.value)
         self.rt.store.reset_failures(fresh.id)
+        self.release(attempt, None, client)
         detail: dict[str, object] = {"method": method.kind}
         if fresh.state == "enabled":
             # Registration complete: the user is now enforced (DESIGN.md section 4).
@@ -245,6 +278,56 @@ class SignIn:
         return FactorResult("accepted", method=method.kind)
 
     # -- lockout ---------------------------------------------------------------------------------------------
+    def reserve(self, user: UserRecord | None, client: Client, now: float) -> Attempt:
+        """Reserve one attempt BEFORE any secret is checked: first on the client address, then (when that was not
+        refused) on the user. Each is one conditional UPDATE that counts the attempt only while not locked."""
+        lo = self.rt.config.lockout
+        store = self.rt.store
+        by_client: Reservation | None = None
+        if lo.max_failures_per_client:
+            by_client = store.reserve_client_attempt(client.ip, now=now, max_failures=lo.max_failures_per_client,
+                                                     reset_after=lo.reset_after, lock_for=lo.client_lock_for)
+        by_user: Reservation | None = None
+        if user is not None and (by_client is None or by_client.allowed):
+            by_user = store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
+                                            reset_after=lo.reset_after, lock_for=lo.lock_for)
+        return Attempt(by_client, by_user, user is not None)
+
+    def release(self, attempt: Attempt, user: UserRecord | None, client: Client) -> None:
+        """Give back the reservations of an attempt that succeeded: the client's, and the user's when ``user``
+        is given (pass None when the user's counter was reset instead)."""
+        if attempt.client is not None:
+            self.rt.store.release_client_attempt(client.ip, attempt.client)
+        if user is not None and attempt.user is not None:
+            self.rt.store.release_attempt(user.id, attempt.user)
+
+    def keep_failure(self, attempt: Attempt, user: UserRecord | None, now: float) -> int:
+        """The attempt failed: its reservations stay counted. When it started the user's lockout, tell every
+        process's Basic cache. Returns the user's failures in the window (0 when nothing was counted for them)."""
+        reserved = attempt.user
+        if user is not None and reserved is not None and reserved.started_lock:
+            self.rt.store.add_revocation(user.username, now=now, session_id=f"lock:{user.username}")
+            self.rt.revocations.refresh(now)  # this process holds the lockout at once; the others within the interval
+        return reserved.count if reserved is not None else 0
+
+    def failed(self, event: str, attempt: Attempt, user: UserRecord | None, client: Client, now: float,
+               **detail: object) -> None:
+        """A failed primary attempt (wrong, unknown, no local password, or refused unchecked): keep the
+        reservations and write the audit row (``failure`` when checked, ``locked`` when refused)."""
+        count = self.keep_failure(attempt, user, now)
+        name = user.username if user is not None else None
+        if not attempt.allowed:
+            result = "client_locked" if attempt.client is not None and not attempt.client.allowed else "locked"
+            self.rt.audit.write(event, result, now=now, actor=name or "anonymous", username=name,
+                                client_ip=client.ip, user_agent=client.user_agent, **detail)
+            return
+        if user is not None:
+            detail.update(count=count)
+            if attempt.user is not None and attempt.user.started_lock:
+                detail.update(locked_until=attempt.user.locked_until)
+        self.rt.audit.write(event, "failure", now=now, actor=name or "anonymous", username=name,
+                            client_ip=client.ip, user_agent=client.user_agent, **detail)
+
     def client_locked(self, client: Client, now: float) -> float | None:
         """Until when this client address is refused (too many failures over all accounts), or None."""
         if not self.rt.config.lockout.max_failures_per_client:
@@ -252,17 +335,16 @@ class SignIn:
         return self.rt.store.client_locked_until(client.ip, now)
 
     def fail_client(self, client: Client, now: float) -> None:
+        """Count one failed attempt from ``client`` outside a reservation (a kept reservation)."""
         lo = self.rt.config.lockout
         if lo.max_failures_per_client:
             self.rt.store.record_client_failure(client.ip, now=now, max_failures=lo.max_failures_per_client,
                                                 reset_after=lo.reset_after, lock_for=lo.client_lock_for)
 
     def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
-        """Count one failed attempt (any path). When it starts a lockout, tell every process's Basic cache."""
+        """Count one failed attempt outside a reservation (a kept reservation); returns (count, locked until)."""
         lo = self.rt.config.lockout
-        count, locked_until = self.rt.store.record_failure(user.id, now=now, max_failures=lo.max_failures,
-                                                           reset_after=lo.reset_after, lock_for=lo.lock_for)
-        if locked_until is not None and locked_until > now and not user.locked(now):
-            self.rt.store.add_revocation(user.username, now=now, session_id=f"lock:{user.username}")
-            self.rt.revocations.refresh(now)  # this process holds the lockout at once; the others within the interval
-        return count, locked_until
+        reserved = self.rt.store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
+                                                 reset_after=lo.reset_after, lock_for=lo.lock_for)
+        self.keep_failure(Attempt(None, reserved, True), user, now)
+        return reserved.count, reserved.locked_until

@@ -3,7 +3,7 @@
 Rules:
 
 - Counters that guard security are changed by a single conditional UPDATE in SQL, never read-modify-write in
-  Python: the TOTP last step (:meth:`Store.consume_step`), failed attempts (:meth:`Store.record_failure`).
+  Python: the TOTP last step (:meth:`Store.consume_step`), failed attempts (:meth:`Store.reserve_attempt`).
   Both hold across threads, processes and servers sharing the database.
 - Database errors that mean "cannot reach or use the database" become :class:`StoreUnavailable`, which the
   pages and adapters turn into a 503; they never turn into a pass.
@@ -44,6 +44,16 @@ class SchemaOutOfDate(RuntimeError):
 
 class UserExists(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One attempt counted before its secret is checked (see :meth:`Store.reserve_attempt`)."""
+
+    allowed: bool  # counted: the secret may be checked; False: locked, nothing counted, nothing may be checked
+    count: int  # failures in the window, this attempt included when allowed
+    locked_until: float | None  # the lock as stored after this attempt (None or in the past: not locked)
+    started_lock: bool = False  # this attempt reached the limit: a success lifts the lock it started
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,14 +342,19 @@ class Store:
         return self._run(run)
 
     # -- failed attempts (atomic) ----------------------------------------------------------------------------
-    def record_failure(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
-                       lock_for: float) -> tuple[int, float | None]:
-        """Count one failed attempt in a single UPDATE; lock the account when the limit is reached. An attempt
-        made while the account is locked is not counted.
+    # An attempt is reserved (counted as a failure) BEFORE its secret is checked, in one conditional UPDATE that
+    # counts it only while the account (or client address) is not locked and says whether it may be checked.
+    # However many requests race, across threads, processes and servers, at most ``max_failures`` attempts are
+    # checked in a window. A success then gives its reservation back (:meth:`release_attempt`) or resets the
+    # counters (:meth:`reset_failures`); a failure keeps it.
+    def reserve_attempt(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
+                        lock_for: float) -> Reservation:
+        """Count one attempt on the user's failure counters unless the account is locked (one UPDATE).
 
-        The windowed counter starts again after ``reset_after`` without failures; the consecutive counter
-        only resets on success and locks the account for good at :data:`HARD_FAILURE_LIMIT`.
-        Returns (failures in the window, locked until).
+        The windowed counter starts again after ``reset_after`` without failures and locks the account for
+        ``lock_for`` when it reaches ``max_failures``; the consecutive counter only resets on success and locks
+        the account for good at :data:`HARD_FAILURE_LIMIT`. The attempt that reaches a limit is still checked
+        (``started_lock``); any attempt made while the account is locked is refused and counts nothing.
         """
         stale = or_(users.c.last_failed_at.is_(None), users.c.last_failed_at < now - reset_after)
         new_count = case((stale, 1), else_=users.c.failed_count + 1)
@@ -349,30 +364,49 @@ class Store:
             (new_count >= max_failures, now + lock_for),
             else_=users.c.locked_until,
         )
-        # Attempts that arrive while the account is locked are not counted: the condition is part of the same
-        # UPDATE, so however many requests race, the counter stops exactly at the limit.
         stmt = (update(users)
                 .where(users.c.id == user_id, or_(users.c.locked_until.is_(None), users.c.locked_until <= now))
                 .values(failed_count=new_count, consecutive_failures=new_consecutive, last_failed_at=now,
                         locked_until=locked)
                 .returning(users.c.failed_count, users.c.locked_until))
 
-        def run(c: Connection) -> Any:
+        def run(c: Connection) -> Reservation:
             row = c.execute(stmt).first()
-            if row is None:  # already locked (or no such user): report the lock as it stands
-                row = c.execute(select(users.c.failed_count, users.c.locked_until)
-                                .where(users.c.id == user_id)).first()
-            return row
+            if row is not None:
+                return Reservation(True, int(row[0]), row[1], row[1] is not None and row[1] > now)
+            row = c.execute(select(users.c.failed_count, users.c.locked_until)  # locked, or no such user
+                            .where(users.c.id == user_id)).first()
+            if row is None:
+                return Reservation(False, 0, None, False)
+            return Reservation(False, int(row[0]), row[1], False)
 
-        row = self._run(run)
-        if row is None:
-            return 0, None
-        return int(row[0]), row[1]
+        return self._run(run)
 
-    def record_client_failure(self, client_ip: str, *, now: float, max_failures: int, reset_after: float,
-                              lock_for: float) -> tuple[int, float | None]:
-        """Count one failed attempt from a client address (insert or update in one statement); lock the address
-        at ``max_failures`` in a window. Attempts while it is locked are not counted."""
+    def release_attempt(self, user_id: int, reservation: Reservation) -> None:
+        """Give back a reservation whose attempt succeeded without ending the sign-in (a correct password before
+        the second factor): the counters go down by one, and a lock that this very attempt started is lifted."""
+        if not reservation.allowed:
+            return
+        lift = (users.c.locked_until == reservation.locked_until) if reservation.started_lock else literal(False)
+        stmt = (update(users).where(users.c.id == user_id)
+                .values(failed_count=case((users.c.failed_count > 0, users.c.failed_count - 1), else_=0),
+                        consecutive_failures=case((users.c.consecutive_failures > 0,
+                                                   users.c.consecutive_failures - 1), else_=0),
+                        locked_until=case((lift, None), else_=users.c.locked_until)))
+        self._run(lambda c: c.execute(stmt))
+
+    def record_failure(self, user_id: int, *, now: float, max_failures: int, reset_after: float,
+                       lock_for: float) -> tuple[int, float | None]:
+        """Count one failed attempt (a reservation that is kept). Returns (failures in the window, locked until);
+        an attempt made while the account is locked is not counted."""
+        r = self.reserve_attempt(user_id, now=now, max_failures=max_failures, reset_after=reset_after,
+                                 lock_for=lock_for)
+        return r.count, r.locked_until
+
+    def reserve_client_attempt(self, client_ip: str, *, now: float, max_failures: int, reset_after: float,
+                               lock_for: float) -> Reservation:
+        """Count one attempt from a client address (insert or update in one statement) unless the address is
+        locked; lock the address at ``max_failures`` in a window. Attempts while it is locked are refused."""
         ip = client_ip[:64] or "unknown"
         table = client_failures
         from sqlalchemy.dialects import postgresql, sqlite
@@ -388,15 +422,35 @@ class Store:
             where=or_(table.c.locked_until.is_(None), table.c.locked_until <= now),
         ).returning(table.c.failed_count, table.c.locked_until)
 
-        def run(c: Connection) -> Any:
+        def run(c: Connection) -> Reservation:
             row = c.execute(stmt).first()
-            if row is None:
-                row = c.execute(select(table.c.failed_count, table.c.locked_until)
-                                .where(table.c.client_ip == ip)).first()
-            return row
+            if row is not None:
+                return Reservation(True, int(row[0]), row[1], row[1] is not None and row[1] > now)
+            row = c.execute(select(table.c.failed_count, table.c.locked_until)
+                            .where(table.c.client_ip == ip)).first()
+            return Reservation(False, 0, None, False) if row is None else Reservation(False, int(row[0]), row[1],
+                                                                                      False)
 
-        row = self._run(run)
-        return (0, None) if row is None else (int(row[0]), row[1])
+        return self._run(run)
+
+    def release_client_attempt(self, client_ip: str, reservation: Reservation) -> None:
+        """Give back a client address's reservation whose attempt succeeded (see :meth:`release_attempt`)."""
+        if not reservation.allowed:
+            return
+        ip = client_ip[:64] or "unknown"
+        table = client_failures
+        lift = (table.c.locked_until == reservation.locked_until) if reservation.started_lock else literal(False)
+        stmt = (update(table).where(table.c.client_ip == ip)
+                .values(failed_count=case((table.c.failed_count > 0, table.c.failed_count - 1), else_=0),
+                        locked_until=case((lift, None), else_=table.c.locked_until)))
+        self._run(lambda c: c.execute(stmt))
+
+    def record_client_failure(self, client_ip: str, *, now: float, max_failures: int, reset_after: float,
+                              lock_for: float) -> tuple[int, float | None]:
+        """Count one failed attempt from a client address (a reservation that is kept)."""
+        r = self.reserve_client_attempt(client_ip, now=now, max_failures=max_failures, reset_after=reset_after,
+                                        lock_for=lock_for)
+        return r.count, r.locked_until
 
     def client_locked_until(self, client_ip: str, now: float) -> float | None:
         ip = client_ip[:64] or "unknown"

@@ -16,6 +16,7 @@ import pytest
 from mfa_middleware.runtime import Runtime
 from mfa_middleware.services.signin import Client
 from mfa_middleware.store import Store
+from mfa_middleware.store.sql import Reservation
 from tests.support.mfa import FAST_HASHER, START, Clock, make_config
 
 T = TypeVar("T")
@@ -74,6 +75,45 @@ def test_fifty_concurrent_failures_are_all_counted(store: Store) -> None:
     assert fresh is not None
     assert (fresh.failed_count, fresh.consecutive_failures) == (50, 50)
     assert fresh.locked_until is None
+
+
+def test_fifty_concurrent_reservations_allow_exactly_the_limit(store: Store) -> None:
+    user = store.create_user("alice", now=START)
+
+    results = run_together(50, lambda: store.reserve_attempt(user.id, now=START, max_failures=10, reset_after=3600,
+                                                             lock_for=60))
+
+    allowed = [r for r in results if r.allowed]
+    assert len(allowed) == 10, "exactly max_failures attempts may be checked"
+    assert sorted(r.count for r in allowed) == list(range(1, 11))
+    assert [r.started_lock for r in allowed].count(True) == 1
+    assert all(r.locked_until == START + 60 for r in results if not r.allowed)
+    fresh = store.get_user("alice")
+    assert fresh is not None and (fresh.failed_count, fresh.consecutive_failures) == (10, 10)
+
+
+def test_released_reservation_gives_back_its_count_and_the_lock_it_started(store: Store) -> None:
+    user = store.create_user("alice", now=START)
+
+    def reserve() -> Reservation:
+        return store.reserve_attempt(user.id, now=START, max_failures=3, reset_after=3600, lock_for=60)
+
+    for _ in range(2):
+        assert reserve().allowed
+    last = reserve()  # reaches the limit: checked, and the account is locked meanwhile
+    assert last.allowed and last.started_lock
+    assert not reserve().allowed  # refused: nothing counted
+    store.release_attempt(user.id, last)  # it was the correct password
+    fresh = store.get_user("alice")
+    assert fresh is not None and (fresh.failed_count, fresh.consecutive_failures, fresh.locked(START)) == (2, 2, False)
+
+
+def test_concurrent_client_reservations_allow_exactly_the_limit(store: Store) -> None:
+    results = run_together(50, lambda: store.reserve_client_attempt("192.0.2.1", now=START, max_failures=10,
+                                                                    reset_after=3600, lock_for=60))
+
+    assert sum(r.allowed for r in results) == 10
+    assert store.client_locked_until("192.0.2.1", START) == START + 60
 
 
 # -- processes ------------------------------------------------------------------------------------------------
