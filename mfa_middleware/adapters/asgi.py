@@ -11,7 +11,8 @@
 - The app gets the normalised path (``path`` as text, and ``raw_path`` re-encoded when normalising changed it;
   a path whose bytes are not UTF-8 gets 400, see :func:`scope_path`), ``scope["mfa.identity"]``, and
   ``scope["user"]``/``scope["auth"]`` in the shape Starlette's ``request.user``/``request.auth`` expect
-  (``is_authenticated``, ``display_name``, ``identity``; ``scopes``). ``Remote-User`` request headers are removed.
+  (``is_authenticated``, ``display_name``, ``identity``; ``scopes``). ``Remote-User`` request headers are removed, and so are
+  ``X-Forwarded-*``/``Forwarded`` headers from a peer that is not a trusted proxy.
 - A response that refreshes the session cookie gets ``Set-Cookie``, ``Cache-Control: private, no-store`` and
   ``Vary: Cookie`` added to the app's ``http.response.start``.
 """
@@ -46,6 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_PAGE_BODY = 64 * 1024
 _STRIP = (b"remote-user", b"x-remote-user", b"remote_user", b"x_remote_user")
+_FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +122,11 @@ class ASGIMFAMiddleware:
             await self.app(scope, receive, send)
             return
         raw_headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() not in _STRIP]
-        headers = ScopeHeaders(raw_headers)
         client = scope.get("client")
+        if any(k.lower() in _FORWARDED for k, _ in raw_headers) and not self.gate.trusts(client[0] if client else ""):
+            # Forwarding headers from a client that is not a trusted proxy never reach the app.
+            raw_headers = [(k, v) for k, v in raw_headers if k.lower() not in _FORWARDED]
+        headers = ScopeHeaders(raw_headers)
         scheme = scope.get("scheme", "http")
         path = scope.get("path") or ""
         check = functools.partial(

@@ -86,6 +86,10 @@ class Gate:
         self._trusted = runtime.trusted_proxies
         self._remote_user_trusted = "remote_user" in runtime.config.primary.methods
 
+    def trusts(self, peer: str) -> bool:
+        """Whether the direct peer is a configured trusted proxy (whose ``X-Forwarded-*`` headers count)."""
+        return bool(self._trusted) and is_trusted_peer(peer, self._trusted)
+
     def https(self, scheme: str, peer: str, headers: Headers) -> bool:
         if scheme == "https":
             return True

@@ -4,7 +4,8 @@ It turns the environ into :class:`RequestFacts`, asks the pure core for a decisi
 model, as in werkzeug's ProxyFix: nothing from the client is trusted by default. ``REMOTE_USER`` is read from
 the environ (set by the server) only when ``remote_user`` is a configured primary method; a ``Remote-User``
 request header is removed before the app sees the request. ``X-Forwarded-For``/``-Proto`` count only from
-``trusted_proxies``.
+``trusted_proxies``; from any other peer, ``X-Forwarded-For``/``-Proto``/``-Host`` and ``Forwarded`` are removed
+before the app sees the request.
 
 The app receives the normalised path (:mod:`mfa_middleware.core.paths`) in ``PATH_INFO`` in the form PEP 3333
 requires, its UTF-8 bytes as latin-1 text, exactly as a server hands a path over (a path that is not valid UTF-8
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 _STRIP_HEADERS = ("HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER")
+_FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_FORWARDED")
 
 
 class MFAMiddleware:
@@ -49,6 +51,13 @@ class MFAMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         for key in _STRIP_HEADERS:
             environ.pop(key, None)
+        if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_X_FORWARDED_PROTO" in environ
+                or "HTTP_X_FORWARDED_HOST" in environ or "HTTP_FORWARDED" in environ):
+            if not self.gate.trusts(environ.get("REMOTE_ADDR") or ""):
+                # Forwarding headers from a client that is not a trusted proxy are the client's own words: the
+                # app must not read them as the truth about the client.
+                for key in _FORWARDED_HEADERS:
+                    environ.pop(key, None)
         remote_user = environ.get("REMOTE_USER")
         result = self.gate.check(
             method=environ.get("REQUEST_METHOD", "GET").upper(), raw_path=environ.get("PATH_INFO", ""),
