@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (Connection, Engine, ExceptionContext, case, create_engine, delete, event, func, insert, literal,
                         or_, select, update)
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
@@ -147,13 +147,21 @@ RETRY_AFTER = 1.0
 #: libpq counts the connect timeout in whole seconds and enforces at least 2
 MIN_CONNECT_TIMEOUT = 2
 
-# The deadline (time.monotonic) of the store transaction the current thread is running, if any: set by
-# Store._begin, read by the PostgreSQL connections below. Not configuration: a per-thread fact of the moment.
-_deadline = threading.local()
+
+
+class _Transaction(threading.local):
+    """What the store transaction the current thread runs may wait for: set by ``Store._begin``, read by the
+    connection hooks below. Not configuration: a per-thread fact of the moment."""
+
+    deadline: float | None = None  # time.monotonic(); None outside a transaction, math.inf: no bound
+    wait_for_writers = True  # SQLite: False while another writer is known to hold the lock
+
+
+_current = _Transaction()
 
 
 def _current_deadline(default_timeout: float) -> float:
-    at: float | None = getattr(_deadline, "at", None)
+    at = _current.deadline
     return time.monotonic() + default_timeout if at is None else at
 
 
@@ -282,10 +290,27 @@ def _postgres_connect(timeout: float) -> Callable[..., Any]:
     return connect
 
 
-def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+def _file_identity(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _sqlite_hooks(path: str | None, busy_timeout: float) -> tuple[Callable[..., None], Callable[..., None]]:
+    """``connect`` and ``checkout`` hooks of an SQLite engine.
+
+    - Each connection waits ``busy_timeout`` for another writer's lock, or not at all while ``Store._begin``
+      says the lock is known to be held (see :class:`_Breaker`).
+    - A pooled connection whose file was replaced (a backup restored by moving it into place) still reads and
+      writes the old, unlinked file; at checkout it is found out by the file's identity and replaced.
+    """
     ms = max(1, int(busy_timeout * 1000))
 
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout={ms}")
@@ -294,8 +319,18 @@ def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+        record.info["file"] = _file_identity(path)
+        record.info["busy_timeout"] = ms
 
-    return on_connect
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if path and record.info.get("file") != _file_identity(path):
+            raise DisconnectionError("the database file was replaced")
+        wanted = ms if _current.wait_for_writers else 0
+        if record.info.get("busy_timeout") != wanted:
+            dbapi_connection.execute(f"PRAGMA busy_timeout={wanted}")
+            record.info["busy_timeout"] = wanted
+
+    return on_connect, on_checkout
 
 
 def _sqlite_busy(error: BaseException | None) -> bool:
@@ -327,7 +362,11 @@ def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: flo
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": busy_timeout})
-        event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
+        database = engine.url.database
+        on_connect, on_checkout = _sqlite_hooks(database if database and database != ":memory:" else None,
+                                                busy_timeout)
+        event.listen(engine, "connect", on_connect)
+        event.listen(engine, "checkout", on_checkout)
         event.listen(engine, "handle_error", _sqlite_discard_broken)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
@@ -337,15 +376,24 @@ def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: flo
     return engine
 
 
-class _Breaker:
-    """After a store call hung and failed, the next calls fail at once instead of each hanging in turn.
+Admission = Literal["closed", "probe", "open"]
 
-    A refusal (connection refused, a missing file) costs nothing, so it changes nothing here. A failure that
-    took :data:`SLOW_FAILURE` or longer (a frozen server, an unreachable host, a statement cut at its
-    deadline) opens the breaker: for :data:`RETRY_AFTER` every call raises :class:`StoreUnavailable` without
-    touching the store, then ONE caller probes it while the others still fail at once; its success closes the
-    breaker, its failure opens it again. So a hung store holds at most one request thread at a time, and the
-    server's threads stay free for the requests that need no store. SQLite lock contention never opens it.
+
+class _Breaker:
+    """Stops a store that made one caller wait from making every caller wait in turn.
+
+    Two of them guard each store:
+
+    - *hung*: a failure that took :data:`SLOW_FAILURE` or longer (a frozen server, an unreachable host, a
+      statement cut at its deadline) opens it; a refusal (connection refused, a missing file) costs nothing and
+      changes nothing. While it is open, calls raise :class:`StoreUnavailable` at once without touching the
+      store.
+    - *locked* (SQLite): a write that gave up waiting for another process's write lock opens it. While it is
+      open, transactions run without waiting for the lock: reads work as usual (WAL), writes fail at once.
+
+    Either stays open for :data:`RETRY_AFTER`; then ONE caller probes (waits as usual) while the others go on
+    as if it were open; the probe's success closes it, its failure opens it again. So a hung or locked store
+    holds at most one request thread at a time, and the server's threads stay free for everything else.
     """
 
     def __init__(self, probe_window: float) -> None:
@@ -353,29 +401,27 @@ class _Breaker:
         self._open_until = 0.0  # time.monotonic(); 0: closed
         self._probe_window = probe_window
 
-    def admit(self) -> bool:
-        """Raise if calls must fail at once; return whether this call is the probe."""
+    def admit(self) -> Admission:
         if self._open_until == 0.0:
-            return False
+            return "closed"
         with self._lock:
             now = time.monotonic()
             if self._open_until == 0.0:
-                return False
+                return "closed"
             if now < self._open_until:
-                raise StoreUnavailable("the user store is not answering (not asked again for a moment)")
-            self._open_until = now + self._probe_window  # the others keep failing fast while we probe
-            return True
+                return "open"
+            self._open_until = now + self._probe_window  # the others stay out while this caller probes
+            return "probe"
 
-    def succeeded(self) -> None:
+    def close(self) -> None:
         if self._open_until != 0.0:
             with self._lock:
                 self._open_until = 0.0
 
-    def failed(self, started: float, probe: bool) -> None:
-        now = time.monotonic()
-        if probe or now - started >= SLOW_FAILURE:
-            with self._lock:
-                self._open_until = now + RETRY_AFTER
+    def open(self) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + RETRY_AFTER
+
 
 
 class Store:
@@ -386,7 +432,9 @@ class Store:
         self.url = url
         self.timeout = timeout
         self.engine = engine if engine is not None else make_engine(url, timeout=timeout, busy_timeout=busy_timeout)
-        self._breaker = _Breaker(probe_window=timeout + 1.0 + RETRY_AFTER)
+        self._hung = _Breaker(probe_window=timeout + 1.0 + RETRY_AFTER)
+        self._locked = _Breaker(probe_window=busy_timeout + RETRY_AFTER)
+        self._sqlite = self.engine.dialect.name == "sqlite"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -397,31 +445,39 @@ class Store:
         """One transaction, within ``timeout`` (default: the store's) on PostgreSQL; ``math.inf``: no bound.
 
         Database errors become :class:`StoreUnavailable` (constraint violations excepted); see
-        :class:`_Breaker` for what a hung store does to the calls after it."""
-        probe = self._breaker.admit()
-        outer: float | None = getattr(_deadline, "at", None)
+        :class:`_Breaker` for what a hung or locked store does to the calls after it."""
+        hung = self._hung.admit()
+        if hung == "open":
+            raise StoreUnavailable("the user store is not answering (not asked again for a moment)")
+        locked = self._locked.admit() if self._sqlite else "closed"
+        outer_deadline, outer_wait = _current.deadline, _current.wait_for_writers
         started = time.monotonic()
         limit = self.timeout if timeout is None else timeout
-        _deadline.at = started + limit if outer is None else min(outer, started + limit)
+        _current.deadline = started + limit if outer_deadline is None else min(outer_deadline, started + limit)
+        _current.wait_for_writers = locked != "open"
         try:
             with self.engine.begin() as conn:
                 yield conn
         except IntegrityError:
-            self._breaker.succeeded()
+            self._hung.close()
             raise
         except (OperationalError, DBAPIError) as exc:
-            if not _sqlite_busy(exc.orig):
-                self._breaker.failed(started, probe)
+            if _sqlite_busy(exc.orig):
+                self._locked.open()
+            elif hung == "probe" or time.monotonic() - started >= SLOW_FAILURE:
+                self._hung.open()
             raise StoreUnavailable(f"the user store is unavailable ({type(exc.orig or exc).__name__})") from exc
         except PoolTimeout as exc:  # every pooled connection is busy for longer than the timeout
             raise StoreUnavailable("the user store is unavailable (no free connection)") from exc
         except BaseException:  # raised by the caller's code: the store itself answered
-            self._breaker.succeeded()
+            self._hung.close()
             raise
         else:
-            self._breaker.succeeded()
+            self._hung.close()
+            if locked == "probe":
+                self._locked.close()
         finally:
-            _deadline.at = outer
+            _current.deadline, _current.wait_for_writers = outer_deadline, outer_wait
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
         with self._begin() as conn:
