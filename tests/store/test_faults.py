@@ -21,6 +21,7 @@ wait 10.2 s, and a corrupted-then-restored SQLite file left the app at 503 until
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -30,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +39,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 
-from mfa_middleware import MFAMiddleware
+from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
 from mfa_middleware.config import ConfigError, load_config
 from mfa_middleware.core.tokens import Session, TokenCodec, new_session_id
 from mfa_middleware.runtime import Runtime
@@ -511,3 +513,50 @@ def test_store_limits_come_from_the_configuration(sqlite_path: Path) -> None:
 def test_bad_store_limits_name_the_key(store: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         make_config("sqlite:///x.db", store=store)
+
+
+# -- ASGI: the event loop never waits on the store ----------------------------------------------------------------------
+async def hello_asgi(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+@pytest.mark.postgres
+def test_frozen_postgres_under_asgi(pg: PostgresServer) -> None:
+    """Many requests at once on one event loop while PostgreSQL is frozen: within the grace period sessions
+    pass, past it they get 503, bypass routes pass, and each answer comes within QUICK (the loop is never
+    blocked by a store call: the refresh runs in a thread)."""
+    clock = Clock()
+    mw = ASGIMFAMiddleware(hello_asgi, make_config(pg.create_database()), clock=clock, password_hasher=FAST_HASHER)
+    mw.runtime.store.upgrade()
+    cookie = mint_session(mw.runtime.codec, clock.now)
+
+    async def burst(expect_home: int) -> None:
+        transport = httpx.ASGITransport(app=mw)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            async def timed(path: str, headers: dict[str, str]) -> tuple[str, int, float]:
+                started = time.monotonic()
+                response = await client.get(path, headers=headers)
+                return path, response.status_code, time.monotonic() - started
+
+            results = await asyncio.gather(*[timed("/home", {"Cookie": cookie}) for _ in range(20)],
+                                           *[timed("/public/x", {}) for _ in range(10)])
+        assert {(path, status) for path, status, _ in results} == {("/home", expect_home), ("/public/x", 200)}
+        assert max(seconds for _, _, seconds in results) <= QUICK, results
+
+    try:
+        asyncio.run(burst(200))  # a fresh view
+        with frozen(pg):
+            clock.advance(6)
+            asyncio.run(burst(200))  # within the grace period
+            clock.advance(10)
+            eventually(lambda: asyncio.run(burst_status(mw, cookie)) == 503, within=ANSWER_BOUND)
+            asyncio.run(burst(503))  # past it
+        eventually(lambda: asyncio.run(burst_status(mw, cookie)) == 200, step=lambda: clock.advance(1))
+    finally:
+        mw.runtime.close()
+
+
+async def burst_status(mw: ASGIMFAMiddleware, cookie: str) -> int:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mw), base_url="http://testserver") as client:
+        return (await client.get("/home", headers={"Cookie": cookie})).status_code
