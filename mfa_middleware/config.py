@@ -91,6 +91,14 @@ class BasicConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """How long a request may wait on the database (README, "When the store is slow or down")."""
+
+    timeout: float = 3.0  # PostgreSQL: one transaction, start to end (also the server's statement/lock timeout)
+    busy_timeout: float = 2.0  # SQLite: a write waiting for another writer's lock
+
+
+@dataclass(frozen=True)
 class Config:
     secret_keys: tuple[str, ...]
     encryption_keys: tuple[str, ...]
@@ -103,6 +111,7 @@ class Config:
     lockout: LockoutConfig = field(default_factory=LockoutConfig)
     totp: TotpConfig = field(default_factory=TotpConfig)
     basic: BasicConfig = field(default_factory=BasicConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
     site_name: str = "Secure sign-in"
@@ -338,12 +347,19 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     )
     b.finish()
 
+    st = top.table("store")
+    store = StoreConfig(timeout=st.duration("timeout", 3), busy_timeout=st.duration("busy_timeout", 2))
+    for name, value in (("timeout", store.timeout), ("busy_timeout", store.busy_timeout)):
+        if not 0.1 <= value <= 600:
+            raise ConfigError(f"{st.key(name)}: must be between 100ms and 10m, got {value:g} s")
+    st.finish()
+
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, trusted_proxies=proxies,
+        lockout=lockout, totp=totp, basic=basic, store=store, trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )

@@ -31,7 +31,8 @@ class Runtime:
                  password_hasher: PasswordHasher | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else Store(config.database)
+        self.store = store if store is not None else Store(config.database, timeout=config.store.timeout,
+                                                           busy_timeout=config.store.busy_timeout)
         self.codec = TokenCodec(config.secret_keys)
         self.box = SecretBox(config.encryption_keys)
         self.policy = Policy.from_config(config)

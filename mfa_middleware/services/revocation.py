@@ -3,22 +3,36 @@
 Each process keeps a snapshot of recent revocations (per-user "not before" times and revoked session ids) and
 refreshes it from the store at most once per ``interval`` seconds, reading only rows newer than the last one it
 has seen. The authenticated hot path therefore costs a dictionary lookup; a revocation written by any process
-is seen by all of them within ``interval`` seconds.
+is seen by all of them within ``interval`` seconds (while the store answers).
 
-If the store cannot be read, the old snapshot stays in use for a grace period (three intervals); after that
-the core answers 503 instead of trusting a view it can no longer refresh (fail closed).
+Rules (a store that hangs must never hang the requests that only read this cache):
+
+- A refresh runs in a background thread, one at a time. No request ever waits on the store itself.
+- The request that finds the snapshot due starts the refresh and waits for it at most :data:`REFRESH_WAIT`
+  seconds (a healthy store answers in milliseconds, so it sees the fresh view, as before). Requests that
+  arrive while it runs use the snapshot they have if it is within the grace period (three intervals); past the
+  grace (at start-up, or after an idle spell) they wait for the same refresh, again at most until
+  :data:`REFRESH_WAIT` after it started.
+- Once a refresh has failed, nobody waits any more until one succeeds: within the grace requests use the old
+  snapshot, past it the core answers 503 at once (fail closed). A failed store is asked again after
+  ``min(1 s, interval)``, by one background refresh.
+- :meth:`RevocationCache.refresh` (after this process wrote a revocation itself) reads in the caller's thread,
+  bounded by the store's own time limits, without waiting for a background refresh that may be stuck.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from types import MappingProxyType
 
 from ..core.decision import RevocationView
 from ..store import Store, StoreUnavailable
-
+from ..store.sql import RevocationRecord
 
 PRUNE_EVERY = 3600.0
+#: longest a request waits for a refresh it needs (seconds, real time from the start of that refresh)
+REFRESH_WAIT = 1.0
 
 
 class RevocationCache:
@@ -26,76 +40,107 @@ class RevocationCache:
         self.store = store
         self.interval = interval
         self.horizon = horizon  # revocations older than the absolute session timeout cannot matter
+        # Held by the background refresh while it runs (acquired by the request that starts it, released by
+        # the refresh thread); waiting requests acquire it with a timeout to learn that it finished.
         self._lock = threading.Lock()
+        self._apply_lock = threading.Lock()  # guards the dictionaries below while rows are merged in
         self._not_before: dict[str, float] = {}
         self._sessions: dict[str, float] = {}
         self._last_id = 0
         self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
         self._failed_at: float | None = None
         self._pruned_at = -1e18
+        self._started = -1e18  # time.monotonic() when the running (or last) background refresh started
+        self._refreshing = False
 
     @property
     def grace(self) -> float:
         return self.interval * 3
 
+    def _retry_after(self) -> float:
+        return min(1.0, self.interval)
+
     def due(self, now: float) -> bool:
-        """Whether :meth:`view` would query the store now (async adapters then call it in a thread)."""
+        """Whether :meth:`view` might wait now (async adapters then call it in a thread)."""
         age = now - self._view.fetched_at
         if age < self.interval:
             return False
-        return self._failed_at is None or now - self._failed_at >= min(1.0, self.interval)
+        if self._failed_at is not None:
+            return False  # nobody waits for a failing store (a refresh may start, but in the background)
+        return not self._refreshing or (age > self.grace and time.monotonic() < self._started + REFRESH_WAIT)
 
     def view(self, now: float) -> RevocationView:
-        """The current snapshot, refreshed first when it is older than the interval.
-
-        While one thread refreshes, the others keep using the snapshot they have, as long as it is within the
-        grace period; past it (at start-up, or after an idle spell) they wait for the refresh rather than
-        answer 503 for a store that is fine. A store that just failed is not asked again for a second.
-        """
+        """The current snapshot; when it is older than the interval, a background refresh is started (or
+        joined) as the module docstring says. Never waits longer than :data:`REFRESH_WAIT`."""
         view = self._view
         age = now - view.fetched_at
         if age < self.interval:
             return view
-        if self._failed_at is not None and now - self._failed_at < min(1.0, self.interval):
+        failed_at = self._failed_at
+        if failed_at is not None and now - failed_at < self._retry_after():
             return view
-        if not self._lock.acquire(blocking=age > self.grace):
-            return view  # another thread is refreshing and our snapshot is still good enough
-        try:
-            if now - self._view.fetched_at >= self.interval:
-                self._refresh(now)
-            return self._view
-        finally:
+        if self._lock.acquire(blocking=False):
+            self._started = time.monotonic()
+            self._refreshing = True
+            threading.Thread(target=self._refresh_in_background, args=(now,), name="mfa-revocation-refresh",
+                             daemon=True).start()
+        elif age <= self.grace:
+            return view  # another request started the refresh and our snapshot is still good enough
+        if failed_at is not None:
+            return self._view  # the store failed last time: do not make a request wait for it again
+        remaining = self._started + REFRESH_WAIT - time.monotonic()
+        if remaining > 0 and self._lock.acquire(timeout=remaining):
             self._lock.release()
+        return self._view
 
     def refresh(self, now: float) -> RevocationView:
-        with self._lock:
-            self._refresh(now)
-            return self._view
+        """Read new revocations now, in this thread (the caller just wrote one and must see it at once)."""
+        if self._fetch(now):
+            self._prune(now)
+        return self._view
 
-    def _refresh(self, now: float) -> None:
+    def _refresh_in_background(self, now: float) -> None:
         try:
-            rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon)
-        except StoreUnavailable:
-            self._failed_at = now
-            return
-        self._failed_at = None
+            if self._fetch(now):
+                self._prune(now)
+        finally:
+            self._refreshing = False
+            self._lock.release()
+
+    def _prune(self, now: float) -> None:
+        """Delete rows older than the longest session (they cannot end anything any more), hourly."""
         if now - self._pruned_at > PRUNE_EVERY:
-            # Rows older than the longest session cannot end anything any more.
             self._pruned_at = now
             try:
                 self.store.prune_revocations(now - self.horizon)
             except StoreUnavailable:
                 pass
-        for row in rows:
-            self._last_id = max(self._last_id, row.id)
-            if row.session_id:
-                self._sessions[row.session_id] = max(row.not_before, self._sessions.get(row.session_id, -1.0))
-            elif row.not_before > self._not_before.get(row.username, -1.0):
-                self._not_before[row.username] = row.not_before
-        cutoff = now - self.horizon
-        if any(t < cutoff for t in self._not_before.values()):
-            self._not_before = {u: t for u, t in self._not_before.items() if t >= cutoff}
-        if any(t < cutoff for t in self._sessions.values()):
-            self._sessions = {s: t for s, t in self._sessions.items() if t >= cutoff}
-        self._view = RevocationView(MappingProxyType(dict(self._not_before)), MappingProxyType(dict(self._sessions)),
-                                    fetched_at=now)
+
+    def _fetch(self, now: float) -> bool:
+        try:
+            rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon)
+        except StoreUnavailable:
+            self._failed_at = now
+            return False
+        self._apply(rows, now)
+        self._failed_at = None
+        return True
+
+    def _apply(self, rows: list[RevocationRecord], now: float) -> None:
+        with self._apply_lock:
+            for row in rows:
+                self._last_id = max(self._last_id, row.id)
+                if row.session_id:
+                    self._sessions[row.session_id] = max(row.not_before, self._sessions.get(row.session_id, -1.0))
+                elif row.not_before > self._not_before.get(row.username, -1.0):
+                    self._not_before[row.username] = row.not_before
+            cutoff = now - self.horizon
+            if any(t < cutoff for t in self._not_before.values()):
+                self._not_before = {u: t for u, t in self._not_before.items() if t >= cutoff}
+            if any(t < cutoff for t in self._sessions.values()):
+                self._sessions = {s: t for s, t in self._sessions.items() if t >= cutoff}
+            # Two reads may finish out of order (a background refresh and refresh()): the rows merge either
+            # way, and the view never claims to be older than the newest read that went into it.
+            fetched_at = max(now, self._view.fetched_at)
+            self._view = RevocationView(MappingProxyType(dict(self._not_before)),
+                                        MappingProxyType(dict(self._sessions)), fetched_at=fetched_at)

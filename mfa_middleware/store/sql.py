@@ -12,16 +12,24 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import os
+import socket
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from sqlalchemy import (Connection, Engine, case, create_engine, delete, event, func, insert, literal, or_, select,
-                        update)
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy import (Connection, Engine, ExceptionContext, case, create_engine, delete, event, func, insert, literal,
+                        or_, select, update)
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
 from .schema import app_passwords, audit, client_failures, methods, revocations, users
@@ -137,43 +145,349 @@ class RevocationRecord:
     not_before: float
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+# -- bounded waits -------------------------------------------------------------------------------------------------
+#: longest one store transaction may take, start to end, unless the configuration says otherwise (seconds)
+DEFAULT_TIMEOUT = 3.0
+#: SQLite: longest a write waits for another connection's (or process's) write lock (seconds)
+DEFAULT_BUSY_TIMEOUT = 2.0
+#: a failure that took at least this long means the store hangs rather than refuses: see :class:`_Breaker`
+SLOW_FAILURE = 0.5
+#: after such a failure, calls fail at once for this long, then one caller probes the store again
+RETRY_AFTER = 1.0
+#: libpq counts the connect timeout in whole seconds and enforces at least 2
+MIN_CONNECT_TIMEOUT = 2
 
 
-def make_engine(url: str) -> Engine:
+
+class _Transaction(threading.local):
+    """What the store transaction the current thread runs may wait for: set by ``Store._begin``, read by the
+    connection hooks below. Not configuration: a per-thread fact of the moment."""
+
+    deadline: float | None = None  # time.monotonic(); None outside a transaction, math.inf: no bound
+    wait_for_writers = True  # SQLite: False while another writer is known to hold the lock
+
+
+_current = _Transaction()
+
+
+def _current_deadline(default_timeout: float) -> float:
+    at = _current.deadline
+    return time.monotonic() + default_timeout if at is None else at
+
+
+class _Watchdog:
+    """Ends PostgreSQL round trips that outlive their deadline by shutting down the connection's socket.
+
+    A server that is frozen (SIGSTOP) or a host that vanished never answers: the kernel still acknowledges
+    our packets (or nothing does), so neither the server's ``statement_timeout`` nor TCP keepalives fire, and
+    libpq would wait forever. Shutting the socket down wakes libpq at once with "server closed the connection
+    unexpectedly": psycopg marks the connection broken, SQLAlchemy sees a disconnect and throws it (and the
+    rest of the pool, which was opened to the same server) away. One thread per engine, started when a round
+    trip is armed and gone after a quiet minute.
+    """
+
+    IDLE = 60.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: dict[int, tuple[float, int]] = {}  # key -> (deadline, socket fd)
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._wake_at = math.inf
+
+    def arm(self, fd: int, deadline: float) -> int:
+        with self._cond:
+            key = next(self._keys)
+            self._armed[key] = (deadline, fd)
+            if self._thread is None or self._pid != os.getpid():  # none yet, or we are a forked child
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="mfa-store-watchdog", daemon=True)
+                self._thread.start()
+            elif deadline < self._wake_at:
+                self._cond.notify()
+            return key
+
+    def disarm(self, key: int) -> None:
+        with self._cond:
+            self._armed.pop(key, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for key, (deadline, fd) in list(self._armed.items()):
+                    if deadline <= now:
+                        # Under the lock: the owner cannot disarm (and then close the fd) while we act on it.
+                        del self._armed[key]
+                        _shut_down(fd)
+                if not self._armed:
+                    self._wake_at = math.inf
+                    if not self._cond.wait(self.IDLE) and not self._armed:
+                        self._thread = None
+                        return
+                    continue
+                self._wake_at = min(d for d, _ in self._armed.values())
+                self._cond.wait(max(0.0, self._wake_at - now))
+
+
+def _shut_down(fd: int) -> None:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()  # closes our duplicate only; the connection's own descriptor stays for psycopg to close
+
+
+def _bounded_connection_class(watchdog: _Watchdog, default_timeout: float) -> Any:
+    """A psycopg connection whose every round trip (statement, commit, rollback, ping) ends by the deadline
+    of the store transaction that runs it, or ``default_timeout`` from its start outside one."""
+    import psycopg
+
+    class BoundedConnection(psycopg.Connection[Any]):
+        def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            deadline = _current_deadline(default_timeout)
+            if deadline == math.inf:
+                return super().wait(gen, *args, **kwargs)
+            key = watchdog.arm(self.pgconn.socket, deadline)
+            try:
+                return super().wait(gen, *args, **kwargs)
+            finally:
+                watchdog.disarm(key)
+
+    return BoundedConnection
+
+
+def _postgres_connect(timeout: float) -> Callable[..., Any]:
+    """The ``do_connect`` hook of a PostgreSQL engine: bounded connections, with time limits on both sides.
+
+    - ``connect_timeout``: what is left of the transaction's deadline (whole seconds, at least 2: libpq's
+      rule); none is attempted once less than a second is left.
+    - TCP keepalives and ``tcp_user_timeout``: a connection to a host that went away (cable, firewall, VM
+      paused) is found dead by the kernel instead of looking idle forever.
+    - ``statement_timeout`` and ``lock_timeout`` on the server: a slow statement or a row lock held by a stuck
+      client is cancelled cleanly, before our own bound cuts the connection; and
+      ``idle_in_transaction_session_timeout`` ends the transactions of a client that froze.
+    Settings in the URL (its query string) win over these defaults.
+    """
+    import psycopg
+
+    watchdog = _Watchdog()
+    connection_class = _bounded_connection_class(watchdog, timeout)
+    ms = max(1, int(timeout * 1000))
+    server_options = (f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                      f"-c idle_in_transaction_session_timeout={max(10_000, 10 * ms)}")
+    defaults = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 2, "keepalives_count": 3,
+                "tcp_user_timeout": max(1000, ms)}
+
+    def connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        remaining = _current_deadline(timeout) - time.monotonic()
+        if remaining < 1.0:
+            raise psycopg.OperationalError("the store did not answer within the time allowed")
+        params = {**defaults, **cparams}
+        wanted = max(MIN_CONNECT_TIMEOUT, int(remaining)) if remaining != math.inf else None
+        given = params.get("connect_timeout")
+        if wanted is not None and (given is None or int(given) <= 0 or int(given) > wanted):
+            params["connect_timeout"] = wanted
+        params["options"] = f"{server_options} {params.get('options') or ''}".strip()
+        return connection_class.connect(*cargs, **params)
+
+    return connect
+
+
+def _file_identity(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _sqlite_hooks(path: str | None, busy_timeout: float) -> tuple[Callable[..., None], Callable[..., None]]:
+    """``connect`` and ``checkout`` hooks of an SQLite engine.
+
+    - Each connection waits ``busy_timeout`` for another writer's lock, or not at all while ``Store._begin``
+      says the lock is known to be held (see :class:`_Breaker`).
+    - A pooled connection whose file was replaced (a backup restored by moving it into place) still reads and
+      writes the old, unlinked file; at checkout it is found out by the file's identity and replaced.
+    """
+    ms = max(1, int(busy_timeout * 1000))
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={ms}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+        record.info["file"] = _file_identity(path)
+        record.info["busy_timeout"] = ms
+
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if path and record.info.get("file") != _file_identity(path):
+            raise DisconnectionError("the database file was replaced")
+        wanted = ms if _current.wait_for_writers else 0
+        if record.info.get("busy_timeout") != wanted:
+            dbapi_connection.execute(f"PRAGMA busy_timeout={wanted}")
+            record.info["busy_timeout"] = wanted
+
+    return on_connect, on_checkout
+
+
+def _sqlite_busy(error: BaseException | None) -> bool:
+    """SQLite's "database is locked" (another writer held on longer than the busy timeout): contention, not a
+    broken connection."""
+    text = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def _sqlite_discard_broken(context: ExceptionContext) -> None:
+    """SQLite has no "disconnect", so SQLAlchemy would put a connection that saw a corrupt or vanished file
+    back into the pool, and every later request would fail on it until a restart. Every database error except
+    a constraint violation and lock contention now counts as a disconnect: the connection (and the pool,
+    opened on the same file) is thrown away and the next request opens the file afresh."""
+    error = context.original_exception
+    if isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.IntegrityError) \
+            and not _sqlite_busy(error):
+        context.is_disconnect = True
+
+
+def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """An engine whose every wait is bounded (README, "When the store is slow or down").
+
+    SQLite: a write waits at most ``busy_timeout`` for another writer; a connection that saw a database error
+    is discarded. PostgreSQL: a transaction takes at most ``timeout`` (waiting for a pooled connection,
+    connecting, each round trip; the server's ``statement_timeout`` and ``lock_timeout`` are set to it too),
+    and at most one second more when a connection is being opened at the end of it.
+    """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        database = engine.url.database
+        on_connect, on_checkout = _sqlite_hooks(database if database and database != ":memory:" else None,
+                                                busy_timeout)
+        event.listen(engine, "connect", on_connect)
+        event.listen(engine, "checkout", on_checkout)
+        event.listen(engine, "handle_error", _sqlite_discard_broken)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
+                           pool_timeout=timeout)
+    if engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_connect", _postgres_connect(timeout))
+    return engine
+
+
+Admission = Literal["closed", "probe", "open"]
+
+
+class _Breaker:
+    """Stops a store that made one caller wait from making every caller wait in turn.
+
+    Two of them guard each store:
+
+    - *hung*: a failure that took :data:`SLOW_FAILURE` or longer (a frozen server, an unreachable host, a
+      statement cut at its deadline) opens it; a refusal (connection refused, a missing file) costs nothing and
+      changes nothing. While it is open, calls raise :class:`StoreUnavailable` at once without touching the
+      store.
+    - *locked* (SQLite): a write that gave up waiting for another process's write lock opens it. While it is
+      open, transactions run without waiting for the lock: reads work as usual (WAL), writes fail at once.
+
+    Either stays open for :data:`RETRY_AFTER`; then ONE caller probes (waits as usual) while the others go on
+    as if it were open; the probe's success closes it, its failure opens it again. So a hung or locked store
+    holds at most one request thread at a time, and the server's threads stay free for everything else.
+    """
+
+    def __init__(self, probe_window: float) -> None:
+        self._lock = threading.Lock()
+        self._open_until = 0.0  # time.monotonic(); 0: closed
+        self._probe_window = probe_window
+
+    def admit(self) -> Admission:
+        if self._open_until == 0.0:
+            return "closed"
+        with self._lock:
+            now = time.monotonic()
+            if self._open_until == 0.0:
+                return "closed"
+            if now < self._open_until:
+                return "open"
+            self._open_until = now + self._probe_window  # the others stay out while this caller probes
+            return "probe"
+
+    def close(self) -> None:
+        if self._open_until != 0.0:
+            with self._lock:
+                self._open_until = 0.0
+
+    def open(self) -> None:
+        with self._lock:
+            self._open_until = time.monotonic() + RETRY_AFTER
+
 
 
 class Store:
     """All reads and writes of user data."""
 
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, engine: Engine | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.url = url
-        self.engine = engine if engine is not None else make_engine(url)
+        self.timeout = timeout
+        self.engine = engine if engine is not None else make_engine(url, timeout=timeout, busy_timeout=busy_timeout)
+        self._hung = _Breaker(probe_window=timeout + 1.0 + RETRY_AFTER)
+        self._locked = _Breaker(probe_window=busy_timeout + RETRY_AFTER)
+        self._sqlite = self.engine.dialect.name == "sqlite"
 
     def close(self) -> None:
         self.engine.dispose()
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
+    def _begin(self, *, timeout: float | None = None) -> Iterator[Connection]:
+        """One transaction, within ``timeout`` (default: the store's) on PostgreSQL; ``math.inf``: no bound.
+
+        Database errors become :class:`StoreUnavailable` (constraint violations excepted); see
+        :class:`_Breaker` for what a hung or locked store does to the calls after it."""
+        hung = self._hung.admit()
+        if hung == "open":
+            raise StoreUnavailable("the user store is not answering (not asked again for a moment)")
+        locked = self._locked.admit() if self._sqlite else "closed"
+        outer_deadline, outer_wait = _current.deadline, _current.wait_for_writers
+        started = time.monotonic()
+        limit = self.timeout if timeout is None else timeout
+        _current.deadline = started + limit if outer_deadline is None else min(outer_deadline, started + limit)
+        _current.wait_for_writers = locked != "open"
         try:
             with self.engine.begin() as conn:
                 yield conn
         except IntegrityError:
+            self._hung.close()
             raise
         except (OperationalError, DBAPIError) as exc:
+            if _sqlite_busy(exc.orig):
+                self._locked.open()
+            elif hung == "probe" or time.monotonic() - started >= SLOW_FAILURE:
+                self._hung.open()
             raise StoreUnavailable(f"the user store is unavailable ({type(exc.orig or exc).__name__})") from exc
+        except PoolTimeout as exc:  # every pooled connection is busy for longer than the timeout
+            raise StoreUnavailable("the user store is unavailable (no free connection)") from exc
+        except BaseException:  # raised by the caller's code: the store itself answered
+            self._hung.close()
+            raise
+        else:
+            self._hung.close()
+            if locked == "probe":
+                self._locked.close()
+        finally:
+            _current.deadline, _current.wait_for_writers = outer_deadline, outer_wait
 
     def _run(self, fn: Callable[[Connection], T]) -> T:
         with self._begin() as conn:
@@ -193,7 +507,7 @@ class Store:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
 
-        with self._begin() as conn:
+        with self._begin(timeout=math.inf) as conn:  # a migration may take long: no deadline
             before = MigrationContext.configure(conn).get_current_revision()
             command.upgrade(self._alembic_config(conn), "head")
             after = MigrationContext.configure(conn).get_current_revision()

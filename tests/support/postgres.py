@@ -121,6 +121,7 @@ class PostgresServer:
         self._pg_ctl: Path | None = None
         self._prefix: list[str] = []
         self._running = False
+        self._frozen: list[int] = []
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -205,16 +206,7 @@ class PostgresServer:
         for _attempt in range(5):
             port = free_port(HOST)
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            options = " ".join(
-                [
-                    f"-p {port}",
-                    f"-k {shlex.quote(str(self._root))}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                    f"-c listen_addresses={HOST}",
-                ]
-            )
+            options = self._server_options(port)
             try:
                 self._run(
                     [
@@ -241,11 +233,24 @@ class PostgresServer:
         assert last_error is not None
         raise last_error
 
+    def _server_options(self, port: int) -> str:
+        return " ".join(
+            [
+                f"-p {port}",
+                f"-k {shlex.quote(str(self._root))}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                f"-c listen_addresses={HOST}",
+            ]
+        )
+
     def stop(self) -> None:
         """Stop the server (``pg_ctl stop -m immediate``, else kill by pid) and remove its folder."""
         atexit.unregister(self.stop)
         if self.root is None:
             return
+        self.resume()  # a frozen server cannot stop
         try:
             if self._running and self.data_dir.is_dir():
                 try:
@@ -268,6 +273,70 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
             self.port = None
+
+    # -- faults (tests of a store that is down or hung) -------------------------------------------------
+
+    def postmaster_pid(self) -> int:
+        """The pid in ``postmaster.pid``; raises :class:`PostgresError` if the server is not running."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError) as error:
+            raise PostgresError(f"no running postmaster in {self.data_dir}: {error}") from None
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, walwriter, ...)."""
+        root = self.postmaster_pid()
+        pids = [root]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            # "pid (comm) state ppid ...": comm may hold spaces or parentheses, so split after the last ")".
+            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+                pids.append(int(entry.name))
+        return pids
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the postmaster, then all of its children: the server keeps its sockets (the kernel still
+        accepts connections and acknowledges data) but nothing answers, like a hung or unreachable host.
+        Returns the pids stopped; :meth:`resume` continues them."""
+        root = self.postmaster_pid()
+        os.kill(root, signal.SIGSTOP)  # first, so that it starts no new backend while we stop the others
+        stopped = [root]
+        for pid in self.server_pids()[1:]:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
+        self._frozen = stopped
+        return stopped
+
+    def resume(self) -> None:
+        """SIGCONT every process :meth:`freeze` stopped (children first, the postmaster last)."""
+        for pid in reversed(self._frozen):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._frozen = []
+
+    def halt(self) -> None:
+        """Stop the server (``pg_ctl stop -m fast``) but keep its data and port for :meth:`restart`."""
+        self.resume()
+        self._run([str(self._pg_ctl), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(_STOP_TIMEOUT),
+                   "stop"], timeout=_STOP_TIMEOUT + 30, what="pg_ctl stop")
+
+    def restart(self) -> None:
+        """Start a server stopped by :meth:`halt` again, on the same port."""
+        if self.port is None:
+            raise PostgresError("PostgresServer has not been started")
+        self._run([str(self._pg_ctl), "-D", str(self.data_dir), "-l", str(self.log_path), "-o",
+                   self._server_options(self.port), "-w",
+                   "-t", str(_START_TIMEOUT), "start"], timeout=_START_TIMEOUT + 30, what="pg_ctl start (again)")
 
     def _cleanup_after_failed_start(self) -> None:
         self._kill_postmaster()
