@@ -160,10 +160,11 @@ def forms_login(site: Site) -> None:
     assert "Incorrect username or password." in response.text and "paused" in response.text
 
 
-def second_factor(site: Site, pending: Browser) -> None:
-    page = pending.get("/_mfa/verify")
+def second_factor(site: Site, pending: Browser, token: str) -> None:
+    """The code page, opened before the lockout, posts the right code during it: refused unchecked, and the
+    sign-in goes no further (the page itself now says the account is paused)."""
     code = pyotp.TOTP(site.secret).at(site.clock.now + 30)  # a step enrollment has not used
-    response = pending.post("/_mfa/verify", {"code": code, "csrf_token": csrf_of(page.text)})
+    response = pending.post("/_mfa/verify", {"code": code, "csrf_token": token})
     assert response.status_code == 429, response.text
     assert "Account locked" in response.text
     assert pending.get("/").status_code == 302, "no session was started"
@@ -181,6 +182,7 @@ def test_lockout_holds_on_every_path(strict_site: Site, path: str) -> None:
     pending = Browser(site.mw)  # signed in with the password before the attack: waiting for the code
     first = pending.login(USERNAME, PASSWORD)
     assert first.status_code == 303 and first.headers["Location"].endswith("/_mfa/verify"), first.text
+    token = csrf_of(pending.get("/_mfa/verify").text)
 
     attack(site.mw, "wrongwrongwrongw")
     locked = site.user()
@@ -198,7 +200,7 @@ def test_lockout_holds_on_every_path(strict_site: Site, path: str) -> None:
     elif path == "forms-login":
         forms_login(site)
     else:
-        second_factor(site, pending)
+        second_factor(site, pending, token)
     after = site.user()
     assert (after.failed_count, after.consecutive_failures) == (locked.failed_count, locked.consecutive_failures), (
         "a refused attempt on a locked account counts nothing")
