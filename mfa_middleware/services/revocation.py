@@ -18,6 +18,9 @@ Rules (a store that hangs must never hang the requests that only read this cache
   ``min(1 s, interval)``, by one background refresh.
 - :meth:`RevocationCache.refresh` (after this process wrote a revocation itself) reads in the caller's thread,
   bounded by the store's own time limits, without waiting for a background refresh that may be stuck.
+- Ids are not committed in order on PostgreSQL: a revocation can become visible after a higher id was read. An
+  id skipped between two ids that were read is asked for again at every refresh for :data:`GAP_WINDOW` seconds
+  (far longer than any transaction may stay open), so a late commit is never lost.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ from ..store.sql import RevocationRecord
 PRUNE_EVERY = 3600.0
 #: longest a request waits for a refresh it needs (seconds, real time from the start of that refresh)
 REFRESH_WAIT = 1.0
+#: how long an id skipped by a refresh (not committed yet, or rolled back) is asked for again
+GAP_WINDOW = 120.0
+#: at most this many skipped ids are remembered (a burst of rollbacks cannot grow the cache without bound)
+MAX_GAPS = 10_000
 
 
 class RevocationCache:
@@ -47,6 +54,8 @@ class RevocationCache:
         self._not_before: dict[str, float] = {}
         self._sessions: dict[str, float] = {}
         self._last_id = 0
+        self._gaps: dict[int, float] = {}  # id skipped by a refresh -> when it was first missed
+        self._gap_floor: int | None = None  # the newest id committed before the first read (see _fetch)
         self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
         self._failed_at: float | None = None
         self._pruned_at = -1e18
@@ -118,18 +127,35 @@ class RevocationCache:
 
     def _fetch(self, now: float) -> bool:
         try:
-            rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon)
+            # Before the first read, the newest id committed now: every id above it that a read skips is a gap
+            # to ask for again (ids below it were committed before this process started reading).
+            floor = self.store.last_revocation_id() if self._gap_floor is None else self._gap_floor
+            rows = self.store.revocations_since(self._last_id, newer_than=now - self.horizon,
+                                                also_ids=tuple(self._gaps))
         except StoreUnavailable:
             self._failed_at = now
             return False
+        self._gap_floor = floor
         self._apply(rows, now)
         self._failed_at = None
         return True
 
     def _apply(self, rows: list[RevocationRecord], now: float) -> None:
         with self._apply_lock:
+            previous = max(self._last_id, self._gap_floor or 0)
             for row in rows:
-                self._last_id = max(self._last_id, row.id)
+                self._gaps.pop(row.id, None)
+                if row.id > previous:
+                    if row.id > previous + 1:
+                        for missing in range(previous + 1, min(row.id, previous + 1 + MAX_GAPS)):
+                            self._gaps.setdefault(missing, now)
+                    previous = row.id
+            self._last_id = max(self._last_id, previous)
+            if self._gaps:
+                self._gaps = {i: t for i, t in self._gaps.items() if now - t <= GAP_WINDOW}
+                if len(self._gaps) > MAX_GAPS:
+                    self._gaps = dict(sorted(self._gaps.items())[-MAX_GAPS:])
+            for row in rows:
                 if row.session_id:
                     self._sessions[row.session_id] = max(row.not_before, self._sessions.get(row.session_id, -1.0))
                 elif row.not_before > self._not_before.get(row.username, -1.0):

@@ -20,7 +20,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -851,10 +851,15 @@ class Store:
         stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
         self._run(lambda c: c.execute(stmt))
 
-    def revocations_since(self, after_id: int, *, newer_than: float) -> list[RevocationRecord]:
-        """Revocations with an id above ``after_id`` created after ``newer_than`` (older ones cannot matter:
-        every session they could end has timed out)."""
-        stmt = (select(revocations).where(revocations.c.id > after_id, revocations.c.created_at > newer_than)
+    def revocations_since(self, after_id: int, *, newer_than: float,
+                          also_ids: Collection[int] = ()) -> list[RevocationRecord]:
+        """Revocations with an id above ``after_id`` (or one of ``also_ids``: ids a reader skipped because they
+        were not committed yet) created after ``newer_than`` (older ones cannot matter: every session they could
+        end has timed out)."""
+        newer = revocations.c.id > after_id
+        if also_ids:
+            newer = or_(newer, revocations.c.id.in_(sorted(also_ids)))
+        stmt = (select(revocations).where(newer, revocations.c.created_at > newer_than)
                 .order_by(revocations.c.id))
         rows = self._run(lambda c: c.execute(stmt).all())
         return [RevocationRecord(id=r.id, username=r.username, session_id=r.session_id, not_before=r.not_before)
