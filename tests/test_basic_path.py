@@ -897,11 +897,11 @@ def test_view_being_refreshed_is_not_a_503(mw: MFAMiddleware, clock: Clock, monk
     entered, release = threading.Event(), threading.Event()
     real = mw.runtime.store.revocations_since
 
-    def held_refresh(after_id: int, *, newer_than: float) -> Any:
+    def held_refresh(after_id: int, *, newer_than: float, also_ids: Any = ()) -> Any:
         if threading.current_thread() is not main:
             entered.set()
             release.wait(timeout=30)  # until the main thread waits for the lock (or has answered)
-        return real(after_id, newer_than=newer_than)
+        return real(after_id, newer_than=newer_than, also_ids=also_ids)
 
     monkeypatch.setattr(mw.runtime.store, "revocations_since", held_refresh)
     monkeypatch.setattr(mw.runtime.revocations, "_lock", SignallingLock(release.set))
