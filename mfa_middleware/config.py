@@ -90,6 +90,18 @@ class BasicConfig:
     cache_size: int = 10_000
 
 
+#: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
+KNOWN_METHODS = ("totp", "backup_codes")
+
+
+@dataclass(frozen=True)
+class MethodsConfig:
+    """Which second-factor methods users may set up (``[methods]``)."""
+
+    enabled: tuple[str, ...] = ("totp", "backup_codes")
+    max_authenticators: int = 5  # authenticator apps and hardware tokens per user
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """How long a request may wait on the database (README, "When the store is slow or down")."""
@@ -112,6 +124,7 @@ class Config:
     totp: TotpConfig = field(default_factory=TotpConfig)
     basic: BasicConfig = field(default_factory=BasicConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
     site_name: str = "Secure sign-in"
@@ -354,12 +367,26 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
             raise ConfigError(f"{st.key(name)}: must be between 100ms and 10m, got {value:g} s")
     st.finish()
 
+    mt = top.table("methods")
+    enabled = mt.strings("enabled", MethodsConfig.enabled)
+    for kind in enabled:
+        if kind not in KNOWN_METHODS:
+            raise ConfigError(f"{mt.key('enabled')}: unknown method {kind!r}; known methods: {', '.join(KNOWN_METHODS)}")
+    if len(set(enabled)) != len(enabled):
+        raise ConfigError(f"{mt.key('enabled')}: lists a method twice")
+    if not any(kind != "backup_codes" for kind in enabled):
+        raise ConfigError(f"{mt.key('enabled')}: enable at least one method besides backup codes (for example "
+                          "\"totp\"): backup codes only back up another method")
+    methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
+                            max_authenticators=mt.integer("max_authenticators", 5, 1, 20))
+    mt.finish()
+
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, trusted_proxies=proxies,
+        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )

@@ -13,7 +13,8 @@ from .core.decision import DecisionSettings
 from .core.facts import IPNetwork, parse_networks
 from .core.policy import Policy
 from .core.tokens import TokenCodec
-from .factors import FactorRegistry
+from .factors import Factor, FactorRegistry
+from .factors.backup_codes import BackupCodesFactor
 from .factors.totp import TotpFactor
 from .secretbox import SecretBox
 from .services.accounts import Accounts
@@ -43,9 +44,10 @@ class Runtime:
         self.decision_settings = DecisionSettings(
             prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
             refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)
-        self.factors = FactorRegistry()
-        self.factors.register(TotpFactor(self.store, self.box, config.totp))
         self.passwords = Passwords(password_hasher)
+        self.factors = FactorRegistry()
+        for kind in config.methods.enabled:
+            self.factors.register(FACTORS[kind](self))
         self.audit = AuditLog(self.store)
         self.accounts = Accounts(self)
         self.signin = SignIn(self)
@@ -54,3 +56,10 @@ class Runtime:
 
     def close(self) -> None:
         self.store.close()
+
+
+#: The second-factor methods, by kind: one line each (``[methods] enabled`` picks which are offered).
+FACTORS: dict[str, Callable[[Runtime], Factor]] = {
+    "totp": lambda rt: TotpFactor(rt.store, rt.box, rt.config.totp, max_per_user=rt.config.methods.max_authenticators),
+    "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
+}

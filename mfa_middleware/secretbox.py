@@ -7,6 +7,9 @@ environment), never in the database it protects.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
@@ -15,6 +18,14 @@ class SecretBox:
         if not keys:
             raise ValueError("at least one encryption key is needed")
         self._fernet = MultiFernet([Fernet(k.encode("ascii")) for k in keys])
+        self._keys = tuple(k.encode("ascii") for k in keys)
+
+    def lookup_keys(self, purpose: str) -> tuple[bytes, ...]:
+        """Keys for keyed look-up digests of short secrets (backup codes), one per configured key, the current
+        (first) one first. Derived from the encryption keys, so a copy of the database alone cannot test guesses
+        against a digest."""
+        label = b"mfa_middleware lookup digest: " + purpose.encode("utf-8")
+        return tuple(hmac.new(key, label, hashlib.sha256).digest() for key in self._keys)
 
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode("utf-8"))

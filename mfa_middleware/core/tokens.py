@@ -113,10 +113,12 @@ class PendingSignIn:
     primary_at: float
     next: str
     enrollment_id: int | None = None
+    #: the method this attempt uses (chosen with "Sign in another way"); None: the user's default
+    method_id: int | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {"s": self.sid, "u": self.username, "pm": self.primary_method, "p": self.primary_at,
-                "n": self.next, "e": self.enrollment_id}
+                "n": self.next, "e": self.enrollment_id, "m": self.method_id}
 
     @classmethod
     def from_payload(cls, data: Any) -> PendingSignIn | None:
@@ -125,12 +127,16 @@ class PendingSignIn:
                 data["s"], data["u"], data["pm"], data["p"], data["n"], data["e"])
         except (KeyError, TypeError):
             return None
+        method = data.get("m")
         if not (isinstance(sid, str) and sid and isinstance(username, str) and username and isinstance(pm, str)
-                and _is_time(primary_at) and isinstance(nxt, str)
-                and (enrollment is None or (isinstance(enrollment, int) and not isinstance(enrollment, bool)))):
+                and _is_time(primary_at) and isinstance(nxt, str) and _is_id(enrollment) and _is_id(method)):
             return None
         return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
-                   enrollment_id=enrollment)
+                   enrollment_id=enrollment, method_id=method)
+
+
+def _is_id(value: object) -> bool:
+    return value is None or (type(value) is int and value > 0)
 
 
 def _is_time(value: object) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome, Prompt, Verification
+from .base import (EnrollError, EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction,
+                   Outcome, Prompt, Verification)
 
-__all__ = ["EnrollmentView", "Factor", "FactorContext", "FactorRegistry", "Interaction", "Outcome", "Prompt",
-           "Verification"]
+__all__ = ["EnrollError", "EnrollField", "EnrollmentView", "Factor", "FactorContext", "FactorRegistry", "Interaction",
+           "Outcome", "Prompt", "Verification"]

@@ -43,12 +43,20 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class FactorContext:
+    """What a factor may know about the request that calls it (it reads no clock, request or cookie itself)."""
+
     now: float
     client_ip: str
     user_agent: str
     #: enrollment may confirm a method only while the user has no other confirmed one (a sign-in's enrollment);
     #: adding a method to an account that has one passes False, from a full session with a fresh second factor
     first_method_only: bool = True
+    #: the sign-in attempt (or enrollment) this call belongs to: one-time codes are bound to it, and
+    #: :meth:`Factor.begin` sends at most once per attempt
+    attempt_id: str = ""
+    site_name: str = ""
+    #: the origin the browser sees (``https://intranet.example.com``): passkeys and links in messages need it
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +68,22 @@ class Verification:
     @property
     def accepted(self) -> bool:
         return self.outcome is Outcome.ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollField:
+    """One input a method asks for before it can be set up (an email address, a token's serial number)."""
+
+    name: str
+    label: str
+    input_type: str = "text"  # the HTML input type: text | email | tel
+    autocomplete: str = "off"
+    hint: str = ""
+    max_length: int = 200
+
+
+class EnrollError(ValueError):
+    """The enrollment inputs cannot be used; the message says why, in words for the user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +105,40 @@ class Prompt:
 
 @runtime_checkable
 class Factor(Protocol):
-    """One kind of second factor. See the module docstring for the interaction kinds."""
+    """One kind of second factor. See the module docstring for the interaction kinds.
+
+    A factor owns its storage (through the store), its screens (templates named ``<kind>/verify.html`` and
+    ``<kind>/enroll.html`` in the package that :attr:`templates` names) and its configuration. The pages app calls
+    it; the core never does. Every method may raise :class:`mfa_middleware.store.StoreUnavailable`.
+    """
 
     #: stored in ``mfa_methods.kind``; unique in a registry
     kind: str
     #: shown to users ("Authenticator app")
     label: str
+    #: one sentence on the "How should we verify you?" page
+    description: str
     interaction: Interaction
+    #: the package whose ``templates`` folder holds ``verify.html`` and ``enroll.html`` (mounted as ``<kind>/``)
+    templates: str
+    #: what the user enters before :meth:`enroll_begin` (empty: nothing)
+    enroll_fields: tuple[EnrollField, ...]
+    #: False for a method that only backs up the others (backup codes): never offered as the first method and
+    #: never the default
+    standalone: bool
+    #: how many of this kind one user may have
+    max_per_user: int
 
-    def enroll_begin(self, user: UserRecord, ctx: FactorContext) -> EnrollmentView:
-        """Runs when the user chooses to set up this method. Creates an unconfirmed method in the store and
-        returns what the page shows (for TOTP: the key, the otpauth URI, the QR code). Nothing is usable until
+    def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
+        """Runs when the user chooses to set up this method, with the :attr:`enroll_fields` they entered. Creates
+        an unconfirmed method in the store (and sends a proof code where the method needs one) and returns what
+        the page shows. Raises :class:`EnrollError` for unusable inputs. Nothing is usable until
         :meth:`enroll_finish` accepts."""
         ...
 
     def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
-        """Shows an unconfirmed method again (after a wrong confirmation code)."""
+        """Shows an unconfirmed method again (after a wrong confirmation code, or a page reload). No side
+        effects."""
         ...
 
     def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
@@ -104,9 +146,14 @@ class Factor(Protocol):
         """Checks the user's proof of possession and, when accepted, confirms the method (atomically, once)."""
         ...
 
-    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
-        """Runs when the second-factor page opens for this method: send a code, start a push, or build a
-        WebAuthn request. Returns what the page shows."""
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        """Runs when a sign-in attempt (``ctx.attempt_id``) first uses this method: send the code, start the push.
+        Idempotent per attempt: a second call for the same attempt sends nothing (a page reload must never cost
+        a paid message). May raise :class:`mfa_middleware.gateways.GatewayUnavailable`."""
+        ...
+
+    def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+        """What the second-factor page shows for this method. No side effects: runs on every render."""
         ...
 
     def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],

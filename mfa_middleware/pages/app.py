@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.security import safe_join
@@ -33,10 +33,12 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import FactorContext
+from ..factors import EnrollError, EnrollmentView, FactorContext
+from ..factors.backup_codes import BackupCodesFactor
+from ..factors.backup_codes import display as backup_display
 from ..runtime import Runtime
 from ..services.signin import Client, FactorResult
-from ..store import SchemaOutOfDate, StoreUnavailable, UserRecord
+from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
 
 log = logging.getLogger("mfa_middleware.pages")
 STATIC = Path(__file__).with_name("static")
@@ -51,6 +53,8 @@ SECURITY_HEADERS = {
                                 "frame-ancestors 'none'; base-uri 'none'"),
 }
 MAX_FORM_BYTES = 16 * 1024
+#: how recent a second factor must be for changes to the account's methods (seconds)
+FRESH_MFA = 10 * 60
 
 
 @dataclass
@@ -73,6 +77,8 @@ class PagesApp:
         self.prefix = runtime.config.prefix
         loaders: list[Any] = [FileSystemLoader(list(template_dirs))] if template_dirs else []
         loaders.append(PackageLoader("mfa_middleware.pages", "templates"))
+        # Each method's own screens, as "<kind>/verify.html" and "<kind>/enroll.html" (overridable like the rest).
+        loaders.append(PrefixLoader({f.kind: PackageLoader(f.templates, "templates") for f in runtime.factors}))
         self.jinja = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True),
                                  trim_blocks=True, lstrip_blocks=True)
         self.url_map = Map([
@@ -83,6 +89,7 @@ class PagesApp:
             Rule("/step-up", endpoint="step_up"),
             Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
             Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
+            Rule("/backup-codes", endpoint="backup_codes", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
         ], strict_slashes=False)
 
@@ -337,37 +344,66 @@ class PagesApp:
                            message="Sign-in for this account has been blocked. Contact your helpdesk.")
 
     def page_verify(self, ctx: PageContext) -> Response:
-        event = Event.ANSWER if ctx.request.method == "POST" else Event.SHOW
+        action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else ""
+        event = Event.SHOW if action in ("choose", "use") else (
+            Event.ANSWER if ctx.request.method == "POST" else Event.SHOW)
         found = self.sign_in_step(ctx, Stage.VERIFY, event)
         if isinstance(found, Response):
             return found
         pending, user = found
-        methods = self.rt.signin.methods(user)
-        if not methods:
+        if ctx.request.method == "POST" and not self.csrf_ok(ctx, pending.sid):
+            return self.csrf_refused(ctx)
+        usable, method = self.rt.signin.chosen(user, pending.method_id)
+        if method is None:
             # Confirmed methods exist, but none of a kind this site offers (its configuration changed).
             return self.render(ctx, "message.html", status=403, title="No usable verification method",
                                message="None of your verification methods can be used on this site. "
                                        "Contact your helpdesk.")
+        if action == "choose":
+            return self.choose_page(ctx, pending, user, usable, method)
+        if action == "use":
+            picked = next((m for m in usable if str(m.id) == ctx.request.form.get("method_id", "")), None)
+            if picked is not None:
+                self.set_pending(ctx, replace(pending, method_id=picked.id))
+            return self.redirect(self.url("verify"))
+        factor = self.rt.factors.get(method.kind)
+        assert factor is not None
+        fctx = self.rt.signin.context(ctx.client, ctx.now, pending.sid)
         error = None
         status = 200
         if event is Event.ANSWER:
-            if not self.csrf_ok(ctx, pending.sid):
-                return self.csrf_refused(ctx)
+            if ctx.request.form.get("method_id", str(method.id)) != str(method.id):
+                return self.redirect(self.url("verify"))  # a form for another method than this attempt's
             result = self.rt.signin.verify(user, {"code": ctx.request.form.get("code", "")[:64]}, ctx.client,
-                                           ctx.now)
+                                           ctx.now, method_id=method.id, attempt_id=pending.sid)
             done = self.second_factor_done(ctx, pending, user, result)
             if done is not None:
                 return done
             error = ("That code has already been used. Wait for the next code in your app."
                      if result.outcome == "replayed" else
-                     "That code didn't work. Check that the time on your phone is right and enter the newest code.")
+                     "That code didn't work. Check that the time on your phone is right and enter the newest code."
+                     if method.kind == "totp" else "That code didn't work. Check it and try again.")
             status = 401
-        factor = self.rt.factors.get(methods[0].kind)
-        assert factor is not None
-        prompt = factor.begin(user, methods[0], self._factor_ctx(ctx))
-        return self.render(ctx, "verify.html", status=status, title="Verify your identity",
-                           csrf=self.rt.codec.make_csrf(pending.sid), prompt=prompt, error=error,
-                           method_label=factor.label, username=user.username)
+        factor.begin(user, method, fctx)  # sends at most once per attempt (the factor keeps track)
+        return self.render(ctx, f"{method.kind}/verify.html", status=status, title="Verify your identity",
+                           csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
+                           error=error, method=method, username=user.username, others=len(usable) > 1)
+
+    def choose_page(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
+                    current: MethodRecord) -> Response:
+        """ "Sign in another way": every usable method, the backup codes last ("I can't use my authenticator")."""
+        choices = []
+        for m in sorted(usable, key=lambda m: (m.kind == "backup_codes", not m.is_default, m.id)):
+            factor = self.rt.factors.get(m.kind)
+            assert factor is not None
+            if m.kind == "backup_codes":
+                title, hint = "I can't use my other methods", "Enter one of your backup codes."
+            else:
+                title = m.label if m.label != factor.label else factor.label
+                hint = factor.description
+            choices.append({"method": m, "title": title, "hint": hint, "current": m.id == current.id})
+        return self.render(ctx, "choose.html", title="Sign in another way", csrf=self.rt.codec.make_csrf(pending.sid),
+                           choices=choices, username=user.username)
 
     def second_factor_done(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord,
                            result: FactorResult, then: str | None = None) -> Response | None:
@@ -387,6 +423,8 @@ class PagesApp:
             self.finish_pending(ctx, pending)
             if then == "app-passwords" and self.rt.app_passwords.may_create(user):
                 return self.redirect(self.url("app-passwords", pending.next))
+            if then == "backup-codes":
+                return self.redirect(self.url("backup-codes", pending.next))
             return self.redirect(pending.next)
         if result.outcome == "locked":
             self.clear(ctx, ctx.names.pending)
@@ -394,9 +432,6 @@ class PagesApp:
         if result.outcome == "blocked":
             return self.blocked(ctx)
         return None
-
-    def _factor_ctx(self, ctx: PageContext) -> FactorContext:
-        return FactorContext(now=ctx.now, client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
 
     def page_enroll(self, ctx: PageContext) -> Response:
         action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else ""
@@ -410,37 +445,93 @@ class PagesApp:
             if not self.csrf_ok(ctx, pending.sid):
                 return self.csrf_refused(ctx)
             if event is Event.ENROLL_START:
-                kind = ctx.request.form.get("method", "totp")
-                if self.rt.factors.get(kind) is None:
-                    return self.render(ctx, "message.html", status=400, title="Unknown method",
-                                       message="That verification method is not offered here.",
-                                       link=self.url("enroll"), link_text="Back")
-                view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now)
+                kind = ctx.request.form.get("method", "")
+                factor = self.rt.factors.get(kind)
+                if factor is None or not factor.standalone:
+                    return self.enroll_choice(ctx, user, csrf, "Choose one of the methods listed.", status=400)
+                inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+                try:
+                    view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs,
+                                                       attempt_id=pending.sid)
+                except EnrollError as exc:
+                    return self.enroll_choice(ctx, user, csrf, str(exc), status=400, kind=kind, inputs=inputs)
                 self.set_pending(ctx, replace(pending, enrollment_id=view.method_id))
                 return self.redirect(self.url("enroll"))
             if event is Event.ENROLL_CONFIRM and pending.enrollment_id is not None:
                 result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
                                                       {"code": ctx.request.form.get("code", "")[:64]},
                                                       ctx.client, ctx.now)
-                done = self.second_factor_done(ctx, pending, user, result, ctx.request.form.get("then"))
+                then = ctx.request.form.get("then")
+                if result.accepted and self.rt.factors.get("backup_codes") is not None:
+                    then = then or "backup-codes"
+                done = self.second_factor_done(ctx, pending, user, result, then)
                 if done is not None:
                     return done
                 again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
                 if again is None:
                     return self.redirect(self.url("enroll"))
-                return self.render(ctx, "enroll_totp.html", status=401, title="Set up your authenticator app",
-                                   csrf=csrf, view=again, username=user.username,
-                                   offer_app_passwords=self.rt.app_passwords.may_create(user),
-                                   error="That code didn't work. Enter the code your app shows now.")
+                return self.enroll_screen(ctx, user, again, csrf, "That code didn't work. Enter the newest code.",
+                                          status=401)
             return self.redirect(self.url("enroll"))
         if pending.enrollment_id is not None:
             shown = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
             if shown is not None:
-                return self.render(ctx, "enroll_totp.html", title="Set up your authenticator app", csrf=csrf,
-                                   view=shown, username=user.username, error=None,
-                                   offer_app_passwords=self.rt.app_passwords.may_create(user))
-        return self.render(ctx, "enroll_start.html", title="More information required", csrf=csrf,
-                           username=user.username, factors=list(self.rt.factors))
+                return self.enroll_screen(ctx, user, shown, csrf, None)
+        return self.enroll_choice(ctx, user, csrf, None)
+
+    def enroll_choice(self, ctx: PageContext, user: UserRecord, csrf: str, error: str | None, status: int = 200,
+                      kind: str | None = None, inputs: dict[str, str] | None = None) -> Response:
+        """ "How should we verify you?": the methods the configuration enables that can stand alone."""
+        factors = [f for f in self.rt.factors if f.standalone]
+        return self.render(ctx, "enroll_start.html", status=status, title="More information required", csrf=csrf,
+                           username=user.username, factors=factors, error=error,
+                           selected=kind or factors[0].kind, inputs=inputs or {})
+
+    def enroll_screen(self, ctx: PageContext, user: UserRecord, view: EnrollmentView, csrf: str, error: str | None,
+                      status: int = 200) -> Response:
+        method = self.rt.store.get_method(view.method_id)
+        kind = method.kind if method is not None else "totp"
+        factor = self.rt.factors.get(kind)
+        return self.render(ctx, f"{kind}/enroll.html", status=status,
+                           title=f"Set up {factor.label.lower() if factor else 'your method'}", csrf=csrf, view=view,
+                           username=user.username, error=error,
+                           offer_app_passwords=self.rt.app_passwords.may_create(user))
+
+    def page_backup_codes(self, ctx: PageContext) -> Response:
+        """Backup codes: offered at the end of enrollment, made again from the security info page. A new set needs
+        a full session whose second factor is at most :data:`FRESH_MFA` seconds old."""
+        factor = self.rt.factors.get("backup_codes")
+        if not isinstance(factor, BackupCodesFactor):
+            raise NotFound()
+        here = self.prefix + "/backup-codes"
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", here))
+        target = self.next_of(ctx) if ctx.request.values.get("next") else self.prefix + "/"
+        fresh = session.level >= 2 and session.mfa_at is not None and ctx.now - session.mfa_at <= FRESH_MFA
+        if not fresh:
+            return self.render(ctx, "message.html", status=403, title="Verify again first",
+                               message="For your security, making backup codes needs a second factor from the last "
+                                       "few minutes. Sign out and sign in again, then come back.",
+                               link=self.url(""), link_text="Security info")
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login"))
+        csrf = self.rt.codec.make_csrf(session.sid)
+        if ctx.request.method == "POST":
+            if not self.csrf_ok(ctx, session.sid):
+                return self.csrf_refused(ctx)
+            _method_id, codes = factor.generate(user, self.rt.signin.context(ctx.client, ctx.now,
+                                                                             first_method_only=False))
+            self.rt.audit.write("backup_codes", "created", now=ctx.now, actor=user.username, username=user.username,
+                                client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, count=len(codes))
+            shown = [backup_display(c) for c in codes]
+            download = (f"Backup codes for {user.username} at {self.rt.config.site_name}\n"
+                        "Each code works once.\n\n" + "\n".join(shown) + "\n")
+            return self.render(ctx, "backup_codes/codes.html", title="Your backup codes", codes=shown,
+                               download=download, continue_to=target)
+        return self.render(ctx, "backup_codes/offer.html", title="Backup codes", csrf=csrf,
+                           remaining=factor.remaining(user), continue_to=target, next=target)
 
     def page_step_up(self, ctx: PageContext) -> Response:
         target = self.next_of(ctx)

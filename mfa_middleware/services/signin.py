@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..core.signin_flow import MISSING, UserFacts
-from ..factors import EnrollmentView, FactorContext, Interaction, Outcome, Verification
+from ..factors import EnrollError, EnrollmentView, FactorContext, Interaction, Outcome, Verification
 from ..primary.usernames import canonical_username
 from ..store import MethodRecord, UserRecord
 from ..store.sql import Reservation
@@ -166,11 +166,33 @@ class SignIn:
 
     # -- second factor ---------------------------------------------------------------------------------------
     def methods(self, user: UserRecord) -> list[MethodRecord]:
-        return [m for m in self.rt.store.list_methods(user.id) if self.rt.factors.get(m.kind) is not None]
+        """The user's confirmed methods of a kind this site offers: the default first, then by age."""
+        usable = [m for m in self.rt.store.list_methods(user.id) if self.rt.factors.get(m.kind) is not None]
+        return sorted(usable, key=lambda m: (not m.is_default, m.id))
+
+    def chosen(self, user: UserRecord, method_id: int | None) -> tuple[list[MethodRecord], MethodRecord | None]:
+        """The usable methods, and the one an attempt uses: ``method_id`` when it is one of them, else the default
+        (a method that only backs up the others is never the default)."""
+        usable = self.methods(user)
+        for m in usable:
+            if m.id == method_id:
+                return usable, m
+        for m in usable:
+            factor = self.rt.factors.get(m.kind)
+            if factor is not None and factor.standalone:
+                return usable, m
+        return usable, (usable[0] if usable else None)
+
+    def context(self, client: Client, now: float, attempt_id: str = "", *,
+                first_method_only: bool = True) -> FactorContext:
+        return FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent,
+                             first_method_only=first_method_only, attempt_id=attempt_id,
+                             site_name=self.rt.config.site_name)
 
     def verify(self, user: UserRecord, response: Mapping[str, str], client: Client, now: float,
-               kind: str | None = None) -> FactorResult:
-        """Check a second-factor answer against the user's confirmed methods of ``kind`` (or any code method).
+               kind: str | None = None, *, method_id: int | None = None, attempt_id: str = "") -> FactorResult:
+        """Check a second-factor answer against the user's method ``method_id`` (or, without one, against the
+        confirmed methods of ``kind``, or any code method).
 
         The attempt is reserved before any method is checked; an accepted answer resets the counter, a pending
         one (out-of-band, not answered yet) gives the reservation back, anything else keeps it as a failure."""
@@ -184,14 +206,16 @@ class SignIn:
             self.rt.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent)
             return FactorResult("locked", attempt.locked_until)
-        ctx = FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent)
+        ctx = self.context(client, now, attempt_id)
         outcome = Outcome.REJECTED
         used: str | None = None
         for method in self.methods(fresh):
             factor = self.rt.factors.get(method.kind)
             if factor is None or (kind is not None and method.kind != kind):
                 continue
-            if kind is None and factor.interaction is not Interaction.CODE:
+            if method_id is not None and method.id != method_id:
+                continue
+            if method_id is None and kind is None and factor.interaction is not Interaction.CODE:
                 continue
             result = factor.verify(fresh, method, response, ctx)
             if result.outcome in (Outcome.ACCEPTED, Outcome.PENDING):
@@ -216,12 +240,21 @@ class SignIn:
         return FactorResult(outcome.value)
 
     # -- enrollment ------------------------------------------------------------------------------------------
-    def enroll_begin(self, user: UserRecord, kind: str, client: Client, now: float) -> EnrollmentView:
+    def enroll_begin(self, user: UserRecord, kind: str, client: Client, now: float,
+                     inputs: Mapping[str, str] | None = None, *, attempt_id: str = "",
+                     first_method_only: bool = True) -> EnrollmentView:
+        """Start setting up a method of ``kind``; raises :class:`~mfa_middleware.factors.EnrollError` (with words
+        for the user) for unusable inputs, a method that cannot be the first one, or one too many of a kind."""
         factor = self.rt.factors.get(kind)
         if factor is None:
             raise KeyError(kind)
-        ctx = FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent)
-        view = factor.enroll_begin(user, ctx)
+        if first_method_only and not factor.standalone:
+            raise EnrollError(f"{factor.label} back up another method: choose another method first.")
+        existing = [m for m in self.rt.store.list_methods(user.id) if m.kind == kind]
+        if factor.standalone and len(existing) >= factor.max_per_user:
+            raise EnrollError(f"You already have {len(existing)} of this kind, the most allowed. Remove one first.")
+        ctx = self.context(client, now, attempt_id, first_method_only=first_method_only)
+        view = factor.enroll_begin(user, inputs or {}, ctx)
         self.rt.audit.write("enroll", "started", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=kind)
         return view
@@ -233,8 +266,7 @@ class SignIn:
         factor = self.rt.factors.get(method.kind)
         if factor is None:
             return None
-        return factor.enroll_view(user, method, FactorContext(now=now, client_ip=client.ip,
-                                                              user_agent=client.user_agent))
+        return factor.enroll_view(user, method, self.context(client, now))
 
     def enroll_finish(self, user: UserRecord, method_id: int, response: Mapping[str, str], client: Client,
                       now: float) -> FactorResult:
@@ -252,8 +284,7 @@ class SignIn:
             self.rt.audit.write("enroll", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind)
             return FactorResult("locked", attempt.locked_until)
-        result: Verification = factor.enroll_finish(
-            fresh, method, response, FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent))
+        result: Verification = factor.enroll_finish(fresh, method, response, self.context(client, now))
         if result.outcome is Outcome.PENDING:
             self.release(attempt, fresh, client)
             return FactorResult("pending", method=method.kind)
@@ -266,6 +297,8 @@ class SignIn:
             return FactorResult(result.outcome.value)
         self.rt.store.reset_failures(fresh.id)
         self.release(attempt, None, client)
+        if not any(m.is_default for m in self.rt.store.list_methods(fresh.id)):
+            self.rt.store.set_default_method(fresh.id, method.id)  # the first method becomes the default
         detail: dict[str, object] = {"method": method.kind}
         if fresh.state == "enabled":
             # Registration complete: the user is now enforced (DESIGN.md section 4).

@@ -39,7 +39,35 @@ methods = Table(
     Column("last_step", BigInteger),  # TOTP: the last accepted time step, consumed atomically
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
+    Column("is_default", Boolean, nullable=False, default=False),  # the method the verify page starts with
+    Column("detail", LargeBinary),  # the method's own data (an email address...), encrypted like ``secret``
     Index("ix_mfa_methods_user", "user_id"),
+)
+
+backup_codes = Table(
+    "mfa_backup_codes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("lookup", String(32), nullable=False),  # keyed digest: finds the row without trying every hash
+    Column("code_hash", String(255), nullable=False),  # argon2id
+    Column("created_at", Float, nullable=False),
+    Column("used_at", Float),
+    Index("ix_mfa_backup_codes_lookup", "user_id", "lookup"),
+)
+
+challenges = Table(
+    "mfa_challenges", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("sign_in_id", String(64), nullable=False),  # the sign-in attempt (or enrollment) the code is bound to
+    Column("code_hash", String(128), nullable=False),  # keyed digest of the one-time code
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float),
+    Index("ix_mfa_challenges_attempt", "method_id", "sign_in_id"),
+    Index("ix_mfa_challenges_user_at", "user_id", "created_at"),
 )
 
 revocations = Table(

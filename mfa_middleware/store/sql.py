@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import app_passwords, audit, client_failures, methods, revocations, users
+from .schema import app_passwords, audit, backup_codes, challenges, client_failures, methods, revocations, users
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -102,6 +102,8 @@ class MethodRecord:
     last_step: int | None
     created_at: float
     last_used_at: float | None
+    is_default: bool = False
+    detail: bytes | None = None  # the method's own data, encrypted (an email address...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -578,6 +580,8 @@ class Store:
 
     def delete_user(self, user_id: int) -> bool:
         def run(c: Connection) -> int:
+            c.execute(delete(backup_codes).where(backup_codes.c.user_id == user_id))
+            c.execute(delete(challenges).where(challenges.c.user_id == user_id))
             c.execute(delete(methods).where(methods.c.user_id == user_id))
             c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id))
             return int(c.execute(delete(users).where(users.c.id == user_id)).rowcount)
@@ -784,13 +788,48 @@ class Store:
     def _method(row: Any) -> MethodRecord:
         return MethodRecord(id=row.id, user_id=row.user_id, kind=row.kind, label=row.label, secret=row.secret,
                             confirmed=bool(row.confirmed), last_step=row.last_step, created_at=row.created_at,
-                            last_used_at=row.last_used_at)
+                            last_used_at=row.last_used_at, is_default=bool(row.is_default), detail=row.detail)
 
     def add_method(self, user_id: int, kind: str, label: str, secret: bytes | None, *, now: float,
-                   confirmed: bool = False) -> int:
+                   confirmed: bool = False, detail: bytes | None = None) -> int:
         stmt = insert(methods).values(user_id=user_id, kind=kind, label=label, secret=secret, confirmed=confirmed,
-                                      created_at=now).returning(methods.c.id)
+                                      created_at=now, detail=detail).returning(methods.c.id)
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def set_default_method(self, user_id: int, method_id: int) -> bool:
+        """Make one of the user's confirmed methods the default (and no other), in one transaction."""
+        def run(c: Connection) -> bool:
+            found = c.execute(select(methods.c.id).where(methods.c.id == method_id, methods.c.user_id == user_id,
+                                                          methods.c.confirmed.is_(True))).first()
+            if found is None:
+                return False
+            c.execute(update(methods).where(methods.c.user_id == user_id, methods.c.id != method_id,
+                                            methods.c.is_default.is_(True)).values(is_default=False))
+            c.execute(update(methods).where(methods.c.id == method_id).values(is_default=True))
+            return True
+        return self._run(run)
+
+    def rename_method(self, user_id: int, method_id: int, label: str) -> bool:
+        stmt = (update(methods).where(methods.c.id == method_id, methods.c.user_id == user_id)
+                .values(label=label[:100]))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def delete_method(self, user_id: int, method_id: int, *, keep_one: bool = False) -> bool:
+        """Delete one of the user's methods. ``keep_one``: refuse to delete the last confirmed method (the user's
+        row is locked first, so two removals at once cannot both pass the check)."""
+        def run(c: Connection) -> bool:
+            c.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
+            if keep_one:
+                others = c.execute(select(func.count()).select_from(methods).where(
+                    methods.c.user_id == user_id, methods.c.confirmed.is_(True),
+                    methods.c.id != method_id)).scalar_one()
+                if not others:
+                    return False
+            c.execute(delete(backup_codes).where(backup_codes.c.method_id == method_id))
+            c.execute(delete(challenges).where(challenges.c.method_id == method_id))
+            return bool(c.execute(delete(methods).where(methods.c.id == method_id,
+                                                        methods.c.user_id == user_id)).rowcount == 1)
+        return self._run(run)
 
     def count_methods(self) -> dict[int, int]:
         """Confirmed methods per user id, in one query (for listings)."""
@@ -841,10 +880,87 @@ class Store:
         return self._run(lambda c: c.execute(stmt).rowcount) == 1
 
     def delete_methods(self, user_id: int, *, unconfirmed_only: bool = False) -> int:
-        stmt = delete(methods).where(methods.c.user_id == user_id)
+        where = [methods.c.user_id == user_id]
         if unconfirmed_only:
-            stmt = stmt.where(methods.c.confirmed.is_(False))
-        return int(self._run(lambda c: c.execute(stmt).rowcount))
+            where.append(methods.c.confirmed.is_(False))
+        ids = select(methods.c.id).where(*where)
+
+        def run(c: Connection) -> int:
+            c.execute(delete(backup_codes).where(backup_codes.c.method_id.in_(ids)))
+            c.execute(delete(challenges).where(challenges.c.method_id.in_(ids)))
+            return int(c.execute(delete(methods).where(*where)).rowcount)
+        return self._run(run)
+
+    # -- backup codes ------------------------------------------------------------------------------------------
+    def replace_backup_codes(self, user_id: int, method_id: int, codes: Sequence[tuple[str, str]], *,
+                             now: float) -> None:
+        """Store a new set of backup codes (lookup, argon2 hash) for ``method_id``; every older code of the user
+        stops working in the same transaction."""
+        def run(c: Connection) -> None:
+            c.execute(delete(backup_codes).where(backup_codes.c.user_id == user_id))
+            if codes:
+                c.execute(insert(backup_codes), [{"user_id": user_id, "method_id": method_id, "lookup": lookup,
+                                                  "code_hash": code_hash, "created_at": now}
+                                                 for lookup, code_hash in codes])
+        self._run(run)
+
+    def find_backup_codes(self, user_id: int, lookup: str) -> list[tuple[int, str]]:
+        """Unused codes of the user with this lookup digest: (id, hash)."""
+        stmt = select(backup_codes.c.id, backup_codes.c.code_hash).where(
+            backup_codes.c.user_id == user_id, backup_codes.c.lookup == lookup, backup_codes.c.used_at.is_(None))
+        return [(int(r[0]), str(r[1])) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def use_backup_code(self, code_id: int, *, now: float) -> bool:
+        """Use a backup code up: one conditional UPDATE, so it works once however many requests race."""
+        stmt = (update(backup_codes).where(backup_codes.c.id == code_id, backup_codes.c.used_at.is_(None))
+                .values(used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def count_backup_codes(self, user_id: int) -> int:
+        stmt = select(func.count()).select_from(backup_codes).where(backup_codes.c.user_id == user_id,
+                                                                    backup_codes.c.used_at.is_(None))
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    # -- one-time code challenges (email, text message) --------------------------------------------------------
+    def add_challenge(self, user_id: int, method_id: int, sign_in_id: str, code_hash: str, *, now: float,
+                      expires_at: float) -> int:
+        stmt = insert(challenges).values(user_id=user_id, method_id=method_id, sign_in_id=sign_in_id[:64],
+                                         code_hash=code_hash, created_at=now,
+                                         expires_at=expires_at).returning(challenges.c.id)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def live_challenges(self, method_id: int, sign_in_id: str, *, now: float) -> list[tuple[int, str, float]]:
+        """Unused, unexpired challenges of one sign-in attempt for one method: (id, code hash, created at)."""
+        stmt = (select(challenges.c.id, challenges.c.code_hash, challenges.c.created_at)
+                .where(challenges.c.method_id == method_id, challenges.c.sign_in_id == sign_in_id[:64],
+                       challenges.c.used_at.is_(None), challenges.c.expires_at > now)
+                .order_by(challenges.c.id.desc()))
+        return [(int(r[0]), str(r[1]), float(r[2])) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def use_challenge(self, challenge_id: int, *, now: float) -> bool:
+        """Use a one-time code up (and every other code of the same attempt): once, atomically."""
+        def run(c: Connection) -> bool:
+            row = c.execute(select(challenges.c.method_id, challenges.c.sign_in_id)
+                            .where(challenges.c.id == challenge_id)).first()
+            if row is None:
+                return False
+            used = c.execute(update(challenges).where(challenges.c.id == challenge_id, challenges.c.used_at.is_(None),
+                                                      challenges.c.expires_at > now).values(used_at=now)).rowcount
+            if used == 1:
+                c.execute(update(challenges).where(challenges.c.method_id == row[0], challenges.c.sign_in_id == row[1],
+                                                   challenges.c.used_at.is_(None)).values(used_at=now))
+            return bool(used == 1)
+        return self._run(run)
+
+    def count_challenges(self, *, user_id: int | None = None, method_id: int | None = None, since: float) -> int:
+        """Codes sent since ``since``, per user or per method (destination): for the resend limits."""
+        where = [challenges.c.created_at >= since]
+        if user_id is not None:
+            where.append(challenges.c.user_id == user_id)
+        if method_id is not None:
+            where.append(challenges.c.method_id == method_id)
+        stmt = select(func.count()).select_from(challenges).where(*where)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
 
     # -- revocations -------------------------------------------------------------------------------------------
     def add_revocation(self, username: str, *, now: float, session_id: str | None = None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from mfa_middleware.factors import (EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome,
+from mfa_middleware.factors import (EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome,
                                     Prompt, Verification)
 from mfa_middleware.store import MethodRecord, UserRecord
 
@@ -16,12 +16,17 @@ class PushFactor:
 
     kind = "push"
     label = "Push notification"
+    description = "Approve a notification on your phone."
     interaction = Interaction.OUT_OF_BAND
+    templates = __name__
+    enroll_fields: tuple[EnrollField, ...] = ()
+    standalone = True
+    max_per_user = 5
 
     def __init__(self) -> None:
         self.answer = Outcome.PENDING
 
-    def enroll_begin(self, user: UserRecord, ctx: FactorContext) -> EnrollmentView:
+    def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
         return EnrollmentView(method_id=1, fields={"activation_code": "123-456-789"})
 
     def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
@@ -31,7 +36,10 @@ class PushFactor:
                       ctx: FactorContext) -> Verification:
         return Verification(Outcome.ACCEPTED)
 
-    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        self.begun = ctx.attempt_id
+
+    def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
         return Prompt(Interaction.OUT_OF_BAND, "Approve the sign-in on your phone.", {"number": "42"})
 
     def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 import pyotp
 import segno
 
-from ..config import TotpConfig
-from ..secretbox import SecretBox
-from ..store import MethodRecord, Store, UserRecord
-from .base import EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+from ...config import TotpConfig
+from ...secretbox import SecretBox
+from ...store import MethodRecord, Store, UserRecord
+from ..base import EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
 
 _CODE = re.compile(r"^[0-9]{6,8}$")
 
@@ -53,15 +53,20 @@ def totp_match(secret_b32: str, code: str, now: float, *, digits: int = 6, perio
 class TotpFactor:
     kind = "totp"
     label = "Authenticator app"
+    description = "Use an authenticator app on your phone to get a 6-digit code."
     interaction = Interaction.CODE
+    templates = __name__
+    enroll_fields: tuple[EnrollField, ...] = ()
+    standalone = True
 
-    def __init__(self, store: Store, box: SecretBox, config: TotpConfig) -> None:
+    def __init__(self, store: Store, box: SecretBox, config: TotpConfig, *, max_per_user: int = 5) -> None:
         self.store = store
         self.box = box
         self.config = config
+        self.max_per_user = max_per_user
 
     # -- enrollment ----------------------------------------------------------------------------------------
-    def enroll_begin(self, user: UserRecord, ctx: FactorContext) -> EnrollmentView:
+    def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
         # Only one enrollment in flight per user: a new start replaces an unconfirmed one.
         self.store.delete_methods(user.id, unconfirmed_only=True)
         secret = pyotp.random_base32(32)  # 160 bits, as RFC 4226 recommends
@@ -97,7 +102,10 @@ class TotpFactor:
         return Verification(Outcome.ACCEPTED, step)
 
     # -- sign-in -------------------------------------------------------------------------------------------
-    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        """Nothing to send: the app makes the code."""
+
+    def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
         return Prompt(Interaction.CODE, "Enter the code shown in your authenticator app.",
                       {"digits": str(self.config.digits)})
 
