@@ -21,6 +21,7 @@ Trust model:
 
 from __future__ import annotations
 
+import email.errors
 import email.utils
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,7 +52,7 @@ def check_address(value: str, what: str = "address") -> str:
         raise ValueError(f"{what} {value!r} must not contain spaces or control characters")
     try:
         parsed = Address(addr_spec=value)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, email.errors.HeaderParseError):  # the parser raises all three
         raise ValueError(f"{what} {value!r} is not a single email address like name@example.org") from None
     if not parsed.username or not parsed.domain or parsed.addr_spec != value or value.count("@") != 1:
         raise ValueError(f"{what} {value!r} is not a single email address like name@example.org")

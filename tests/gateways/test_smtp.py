@@ -199,6 +199,16 @@ def test_refused_recipient() -> None:
         assert server.recorder.messages() == []
 
 
+@pytest.mark.parametrize("reply", [pytest.param("451 4.3.0 Try again later", id="temporary"),
+                                   pytest.param("554 5.6.0 Message refused", id="permanent")])
+def test_refused_message_is_tried_once(reply: str) -> None:
+    """No retry, not even after a temporary 4xx: a second DATA could deliver the code twice."""
+    with smtp_server(data_reply=reply) as server:
+        with pytest.raises(GatewayUnavailable, match=r"message refused \(" + reply[:3]):
+            gateway(server, security="none").send(MESSAGE)
+        assert server.recorder.data_attempts == 1
+
+
 def test_connection_refused() -> None:
     port = free_port()  # nothing listens there
     sender = SmtpGateway(host="127.0.0.1", port=port, security="none", from_address=FROM, site_name=SITE)

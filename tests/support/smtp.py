@@ -35,6 +35,8 @@ class Recorder:
     """The aiosmtpd handler: accepts everything except ``refuse`` recipients, records what it accepted."""
 
     refuse: frozenset[str] = frozenset()
+    data_reply: str | None = None  # answer the end of DATA with this instead of accepting (e.g. "451 ...")
+    data_attempts: int = 0
     credentials: dict[str, str] = field(default_factory=dict)  # user -> password for the authenticator
     received: list[ReceivedMessage] = field(default_factory=list)
     auth_attempts: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, user)
@@ -48,6 +50,10 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.data_attempts += 1
+        if self.data_reply is not None:
+            return self.data_reply
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         tls = server.transport is not None and server.transport.get_extra_info("sslcontext") is not None
@@ -85,7 +91,7 @@ class SmtpServer:
 def smtp_server(*, starttls: ssl.SSLContext | None = None, implicit_tls: ssl.SSLContext | None = None,
                 require_starttls: bool = False, credentials: dict[str, str] | None = None,
                 auth_required: bool = False, exclude_auth: tuple[str, ...] = (),
-                refuse: frozenset[str] = frozenset()) -> Iterator[SmtpServer]:
+                refuse: frozenset[str] = frozenset(), data_reply: str | None = None) -> Iterator[SmtpServer]:
     """Run aiosmtpd on 127.0.0.1 with the given TLS mode and AUTH; yield its address and recorder.
 
     ``starttls`` offers STARTTLS with that server context; ``implicit_tls`` wraps the listening socket (port
@@ -96,7 +102,7 @@ def smtp_server(*, starttls: ssl.SSLContext | None = None, implicit_tls: ssl.SSL
         from aiosmtpd.controller import Controller
     except ImportError:
         require_component("aiosmtpd", "pip install aiosmtpd (the test extra)")
-    recorder = Recorder(refuse=refuse, credentials=dict(credentials or {}))
+    recorder = Recorder(refuse=refuse, data_reply=data_reply, credentials=dict(credentials or {}))
     kwargs: dict[str, Any] = {}
     if starttls is not None:
         kwargs.update(tls_context=starttls, require_starttls=require_starttls)
