@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import ConfigError, _Reader, _secret
+# The module, not its names: mfa_middleware.config may import this module at its top while it is itself
+# still being initialised, so its names are looked up when a table is parsed, not at import time.
+from .. import config as base_config
 from .base import check_address
 from .smtp import DEFAULT_PORTS, SECURITY_MODES, Security, is_loopback_host, tls_context
 
@@ -67,26 +69,26 @@ def email_config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     """
     env = os.environ if environ is None else environ
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: email: expected a table")
-    r = _Reader(data, "email.", source)
+        raise base_config.ConfigError(f"{source}: email: expected a table")
+    r = base_config._Reader(data, "email.", source)
     if "gateway" not in data:
-        raise ConfigError(f"{r.key('gateway')}: required, one of {', '.join(GATEWAY_KINDS)}")
+        raise base_config.ConfigError(f"{r.key('gateway')}: required, one of {', '.join(GATEWAY_KINDS)}")
     gateway: GatewayKind = "smtp" if r.choice("gateway", GATEWAY_KINDS, "smtp") == "smtp" else "console"
     misplaced = SMTP_ONLY_KEYS if gateway == "console" else CONSOLE_ONLY_KEYS
     for name in misplaced:
         if name in data:
             other = "smtp" if gateway == "console" else "console"
-            raise ConfigError(f"{r.key(name)}: only used with gateway = \"{other}\"")
+            raise base_config.ConfigError(f"{r.key(name)}: only used with gateway = \"{other}\"")
 
     from_address = r.get("from_address", str, None)
     if from_address is None and gateway == "smtp":
-        raise ConfigError(f"{r.key('from_address')}: required, the address messages come from, "
+        raise base_config.ConfigError(f"{r.key('from_address')}: required, the address messages come from, "
                           "such as \"mfa@example.org\"")
     if from_address is not None:
         try:
             check_address(from_address, "from_address")
         except ValueError:
-            raise ConfigError(f"{r.key('from_address')}: must be a single address like \"mfa@example.org\" "
+            raise base_config.ConfigError(f"{r.key('from_address')}: must be a single address like \"mfa@example.org\" "
                               f"(the site name is added as display name), got {from_address!r}") from None
 
     if gateway == "console":
@@ -97,30 +99,30 @@ def email_config_from_dict(data: Mapping[str, Any], source: str = "<config>",
 
     host = r.get("host", str, None)
     if not host or not _valid_host(host):
-        raise ConfigError(f"{r.key('host')}: required, the mail server's host name or IP address "
+        raise base_config.ConfigError(f"{r.key('host')}: required, the mail server's host name or IP address "
                           f"(without port or scheme), got {host!r}")
     host = host.strip("[]")
     security_name = r.choice("security", SECURITY_MODES, "starttls")
     security: Security = next(mode for mode in SECURITY_MODES if mode == security_name)
     if security == "none" and not is_loopback_host(host):
-        raise ConfigError(f"{r.key('security')}: \"none\" sends in plain text and is allowed only for "
+        raise base_config.ConfigError(f"{r.key('security')}: \"none\" sends in plain text and is allowed only for "
                           f"localhost or a loopback address, not {host!r}; use \"starttls\" or \"tls\"")
     port = r.integer("port", DEFAULT_PORTS[security], 1, 65535)
     username = r.get("username", str, None)
     raw_password = r.get("password", str, None)
     if username == "":
-        raise ConfigError(f"{r.key('username')}: must not be empty (leave it out for no login)")
+        raise base_config.ConfigError(f"{r.key('username')}: must not be empty (leave it out for no login)")
     if raw_password == "":
-        raise ConfigError(f"{r.key('password')}: must not be empty (leave it out for no login)")
+        raise base_config.ConfigError(f"{r.key('password')}: must not be empty (leave it out for no login)")
     if username is not None and raw_password is None:
-        raise ConfigError(f"{r.key('password')}: required with username (write \"env:NAME\" to read it "
+        raise base_config.ConfigError(f"{r.key('password')}: required with username (write \"env:NAME\" to read it "
                           "from the environment)")
     if raw_password is not None and username is None:
-        raise ConfigError(f"{r.key('username')}: required with password")
-    password = None if raw_password is None else _secret(raw_password, r.key("password"), env)
+        raise base_config.ConfigError(f"{r.key('username')}: required with password")
+    password = None if raw_password is None else base_config._secret(raw_password, r.key("password"), env)
     timeout = r.duration("timeout", 10.0)
     if not 1 <= timeout <= 300:
-        raise ConfigError(f"{r.key('timeout')}: must be between 1s and 5m, got {timeout:g} s")
+        raise base_config.ConfigError(f"{r.key('timeout')}: must be between 1s and 5m, got {timeout:g} s")
     ca_file = _ca_file(r, security, base_dir)
     r.finish()
     return EmailConfig(gateway="smtp", from_address=str(from_address), host=host, port=port, security=security,
@@ -137,23 +139,23 @@ def _valid_host(host: str) -> bool:
     return not any(ch.isspace() or ord(ch) < 0x20 or ch in "/@[]\\" for ch in host)
 
 
-def _ca_file(r: _Reader, security: Security, base_dir: str | os.PathLike[str] | None) -> str | None:
+def _ca_file(r: base_config._Reader, security: Security, base_dir: str | os.PathLike[str] | None) -> str | None:
     raw = r.get("ca_file", str, None)
     if raw is None:
         return None
     if security == "none":
-        raise ConfigError(f"{r.key('ca_file')}: only used with security = \"starttls\" or \"tls\"")
+        raise base_config.ConfigError(f"{r.key('ca_file')}: only used with security = \"starttls\" or \"tls\"")
     if not raw:
-        raise ConfigError(f"{r.key('ca_file')}: must be a path to a PEM file of CA certificates")
+        raise base_config.ConfigError(f"{r.key('ca_file')}: must be a path to a PEM file of CA certificates")
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = Path(base_dir if base_dir is not None else Path.cwd()) / path
     path = path.resolve()
     if not path.is_file():
-        raise ConfigError(f"{r.key('ca_file')}: no such file: {path}")
+        raise base_config.ConfigError(f"{r.key('ca_file')}: no such file: {path}")
     try:
         tls_context(str(path))
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "no PEM certificate in it"
-        raise ConfigError(f"{r.key('ca_file')}: cannot load CA certificates from {path}: {reason}") from None
+        raise base_config.ConfigError(f"{r.key('ca_file')}: cannot load CA certificates from {path}: {reason}") from None
     return str(path)
