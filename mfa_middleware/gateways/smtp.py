@@ -15,19 +15,24 @@ Trust model, stated once:
   in the object's ``repr``.
 - **One attempt.** :meth:`SmtpGateway.send` opens one connection, sends one message and closes it. It never
   retries: an error after the server may have accepted the data must not turn into two codes in the inbox.
-  A failure at the closing QUIT, after the server accepted the message, is logged and ignored.
-- **Time.** ``timeout`` bounds the connection and each read or write, and the whole exchange is cut off once
-  ``timeout`` has passed since the start (checked between SMTP steps), so a stalled server fails the request
-  within about the timeout instead of holding a page thread for minutes.
+  A failure at the closing QUIT, after the server accepted the message, is logged and ignored; after a failure
+  the connection is dropped without QUIT.
+- **Time.** ``timeout`` bounds the whole exchange, not just each read: a watchdog shuts the connection down
+  once ``timeout`` has passed since the connection was opened, which wakes any read a silent or slow-drip
+  server (or a man in the middle before STARTTLS) keeps blocked, so a page thread is held for about the
+  timeout at most. (Resolving the host name is the system resolver's business and not bounded here;
+  configure an IP address where DNS is unreliable.)
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import smtplib
+import socket
 import ssl
-import time
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -104,58 +109,106 @@ class SmtpGateway:
         mime = compose_message(message, from_address=self.from_address, site_name=self.site_name,
                                now=self._clock())
         where = f"mail server {self.host}:{self.port}"
-        deadline = time.monotonic() + self.timeout
-        smtp: smtplib.SMTP | None = None
+        watchdog = _Watchdog(self.timeout)
+        smtp: _Connection | None = None
+        accepted = False
         try:
-            smtp = self._connect()
+            smtp = _Connection(self.host, self.port, timeout=self.timeout, watchdog=watchdog,
+                               implicit_tls=self._context if self.security == "tls" else None)
             if self.security == "starttls":
-                self._step(smtp, deadline)
                 smtp.ehlo()
                 if not smtp.has_extn("starttls"):
                     raise GatewayUnavailable(f"{where} does not offer STARTTLS; refusing to send in plain text")
-                self._step(smtp, deadline)
                 smtp.starttls(context=self._context)
-                self._step(smtp, deadline)
                 smtp.ehlo()
             if self.username is not None and self._password is not None:
-                self._step(smtp, deadline)
                 smtp.login(self.username, self._password)
-            self._step(smtp, deadline)
             smtp.send_message(mime, from_addr=self.from_address, to_addrs=[message.to])
+            accepted = True
         except GatewayUnavailable as exc:
             log.warning("email not sent: %s", exc)
             raise
         except (smtplib.SMTPException, OSError, UnicodeError) as exc:  # OSError covers timeouts and TLS errors
-            reason = _describe(exc)
+            reason = "timed out" if watchdog.fired else _describe(exc)
             log.warning("email not sent: %s: %s", where, reason)
             raise GatewayUnavailable(f"{where}: {reason}") from None
         finally:
             if smtp is not None:
-                self._close(smtp)
+                _close(smtp, polite=accepted)
+            watchdog.cancel()
         log.info("email %s handed to %s", mime["Message-ID"], where)
 
-    def _connect(self) -> smtplib.SMTP:
-        if self.security == "tls":
-            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._context)
-        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
 
-    def _step(self, smtp: smtplib.SMTP, deadline: float) -> None:
-        """Before each SMTP step: give up once the overall time is spent, else shorten the socket timeout."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out")
-        if smtp.sock is not None:
-            smtp.sock.settimeout(remaining)
+class _Watchdog:
+    """Shuts down the watched connection ``seconds`` after it starts, waking any read blocked on it.
 
-    @staticmethod
-    def _close(smtp: smtplib.SMTP) -> None:
+    ``shutdown(2)`` acts on the socket itself, so the watchdog keeps a duplicate descriptor of it: that stays
+    valid after smtplib wraps the socket for TLS, and closing it never closes smtplib's own descriptor.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._watched: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self.fired:
+                raise TimeoutError("timed out")
+            self._watched = socket.socket(fileno=os.dup(sock.fileno()))
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._watched is not None:
+                try:
+                    self._watched.shutdown(socket.SHUT_RDWR)
+                except OSError:  # already closed by the peer
+                    pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            if self._watched is not None:
+                self._watched.close()
+                self._watched = None
+
+
+class _Connection(smtplib.SMTP):
+    """smtplib's client, with the new socket handed to the watchdog before the first byte is read and,
+    for implicit TLS, wrapped before the greeting (what ``smtplib.SMTP_SSL`` does, plus the watchdog)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, watchdog: _Watchdog,
+                 implicit_tls: ssl.SSLContext | None) -> None:
+        self._watchdog = watchdog
+        self._implicit_tls = implicit_tls
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), timeout, self.source_address)
         try:
-            if smtp.sock is not None:
-                smtp.quit()
-        except (smtplib.SMTPException, OSError) as exc:  # the message is accepted or already failed; QUIT cannot change that
-            log.debug("closing the SMTP connection failed: %s", _describe(exc))
-        finally:
-            smtp.close()
+            self._watchdog.watch(sock)
+            if self._implicit_tls is not None:
+                return self._implicit_tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+
+def _close(smtp: smtplib.SMTP, *, polite: bool) -> None:
+    """Say QUIT after an accepted message; after a failure just drop the connection (the server then discards
+    the unfinished transaction, and a stalled server cannot hold us longer)."""
+    try:
+        if polite and smtp.sock is not None:
+            smtp.quit()
+    except (smtplib.SMTPException, OSError) as exc:  # the message is accepted; QUIT cannot change that
+        log.debug("closing the SMTP connection failed: %s", _describe(exc))
+    finally:
+        smtp.close()
 
 
 def _describe(exc: BaseException) -> str:

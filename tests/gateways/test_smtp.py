@@ -8,6 +8,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -231,6 +232,49 @@ def test_silent_server_times_out(silent_server: int, security: str) -> None:
     """A server that never answers (greeting or TLS handshake) fails within the timeout, not after minutes."""
     sender = SmtpGateway(host="127.0.0.1", port=silent_server, security=security,  # type: ignore[arg-type]
                          from_address=FROM, site_name=SITE, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(GatewayUnavailable, match="timed out"):
+        sender.send(MESSAGE)
+    assert time.monotonic() - started < 5, "answers within 5 s for a 1 s timeout"
+
+
+@pytest.fixture
+def drip_server() -> Iterator[int]:
+    """Answers the greeting, then answers EHLO with an endless reply, one continuation line every 0.2 s.
+
+    Every single read finishes well within a 1 s timeout, so only a bound on the whole exchange stops it
+    (the server gives up after 30 s, so a client without that bound fails the test instead of hanging)."""
+    stop = threading.Event()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                try:
+                    conn.sendall(b"220 drip.test ESMTP\r\n")
+                    conn.recv(1024)  # EHLO
+                    conn.sendall(b"250-drip.test\r\n")
+                    deadline = time.monotonic() + 30
+                    while not stop.wait(0.2) and time.monotonic() < deadline:
+                        conn.sendall(b"250-STILL-THINKING\r\n")
+                except OSError:  # the client hung up
+                    pass
+
+        thread = threading.Thread(target=serve, name="drip-smtp", daemon=True)
+        thread.start()
+        try:
+            yield listener.getsockname()[1]
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def test_slow_drip_server_is_cut_off_at_the_timeout(drip_server: int) -> None:
+    """The timeout bounds the whole exchange, not each read: a page thread is never held much longer."""
+    sender = SmtpGateway(host="127.0.0.1", port=drip_server, security="none", from_address=FROM, site_name=SITE,
+                         timeout=1.0)
     started = time.monotonic()
     with pytest.raises(GatewayUnavailable, match="timed out"):
         sender.send(MESSAGE)
