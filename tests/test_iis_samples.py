@@ -234,7 +234,10 @@ def test_windows_user_needs_no_password_and_is_led_to_enrollment(iis_site: IISSi
     code = pyotp.TOTP(secret_of(shown.text)).at(time.time())
     done = post(client, "/_mfa/enroll", environ, {"action": "confirm", "code": code,
                                                   "csrf_token": csrf_of(shown.text)})
-    assert done.status_code == 303 and done.headers["Location"] == "/", done.text
+    # The sample keeps the default methods: enrollment ends at the offer of backup codes, "Not now" leads home.
+    assert done.status_code == 303 and done.headers["Location"] == "/_mfa/backup-codes?next=/", done.text
+    offer = get(client, done.headers["Location"], environ)
+    assert offer.status_code == 200 and 'href="/"' in offer.text, offer.text
 
     home = get(client, "/", environ)
     assert home.status_code == 200, home.text
