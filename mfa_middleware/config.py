@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .gateways.config import EmailConfig, email_config_from_dict
+
 POLICIES = ("bypass", "one_factor", "two_factor", "deny")
 PRIMARY_METHODS = ("forms", "remote_user")
 USER_STATES = ("disabled", "enabled", "enforced")
@@ -91,7 +93,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "backup_codes")
+KNOWN_METHODS = ("totp", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ class Config:
     basic: BasicConfig = field(default_factory=BasicConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
+    email: EmailConfig | None = None  # the [email] table: how email codes leave (None: no email)
+    #: the demo's page of messages the console gateway kept (``/_mfa/dev/outbox``); refused with a real gateway
+    dev_outbox: bool = False
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
     site_name: str = "Secure sign-in"
@@ -273,7 +278,8 @@ def _rule(data: object, index: int, source: str) -> RuleConfig:
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
-                     environ: Mapping[str, str] | None = None) -> Config:
+                     environ: Mapping[str, str] | None = None,
+                     base_dir: str | os.PathLike[str] | None = None) -> Config:
     """Build a :class:`Config` from already-parsed TOML data (used by :func:`load_config` and by tests)."""
     env = os.environ if environ is None else environ
     top = _Reader(data, "", source)
@@ -381,12 +387,23 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
                             max_authenticators=mt.integer("max_authenticators", 5, 1, 20))
     mt.finish()
 
+    email_raw = top.get("email", dict, None)
+    email = None if email_raw is None else email_config_from_dict(email_raw, source, env, base_dir)
+    if "email" in methods_config.enabled and email is None:
+        raise ConfigError(f"{mt.key('enabled')}: lists \"email\", so an [email] table must say how messages are "
+                          "sent (gateway = \"smtp\" with host and from_address)")
+    dev_outbox = top.get("dev_outbox", bool, False)
+    if dev_outbox and (email is None or email.gateway != "console"):
+        raise ConfigError(f"{top.key('dev_outbox')}: the outbox page is for the demo's console gateway only; "
+                          "remove it when email goes through a real gateway")
+
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, trusted_proxies=proxies,
+        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email, dev_outbox=dev_outbox,
+        trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )
@@ -418,7 +435,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(f"{file}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-    config = config_from_dict(data, source=str(file), environ=environ)
+    config = config_from_dict(data, source=str(file), environ=environ, base_dir=file.parent)
     return _resolve_sqlite_path(config, file.parent)
 
 

@@ -15,7 +15,9 @@ from .core.policy import Policy
 from .core.tokens import TokenCodec
 from .factors import Factor, FactorRegistry
 from .factors.backup_codes import BackupCodesFactor
+from .factors.email import EmailCodeFactor
 from .factors.totp import TotpFactor
+from .gateways import EmailGateway, build_email_gateway
 from .secretbox import SecretBox
 from .services.accounts import Accounts
 from .services.app_passwords import AppPasswords
@@ -45,6 +47,8 @@ class Runtime:
             prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
             refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)
         self.passwords = Passwords(password_hasher)
+        self.email_gateway: EmailGateway | None = (
+            build_email_gateway(config.email, config.site_name) if config.email is not None else None)
         self.factors = FactorRegistry()
         for kind in config.methods.enabled:
             self.factors.register(FACTORS[kind](self))
@@ -61,5 +65,12 @@ class Runtime:
 #: The second-factor methods, by kind: one line each (``[methods] enabled`` picks which are offered).
 FACTORS: dict[str, Callable[[Runtime], Factor]] = {
     "totp": lambda rt: TotpFactor(rt.store, rt.box, rt.config.totp, max_per_user=rt.config.methods.max_authenticators),
+    "email": lambda rt: EmailCodeFactor(rt.store, rt.box, _required(rt.email_gateway)),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
 }
+
+
+def _required(gateway: EmailGateway | None) -> EmailGateway:
+    if gateway is None:  # the configuration refuses "email" without an [email] table
+        raise AssertionError("the email method needs an [email] gateway")
+    return gateway

@@ -36,6 +36,8 @@ from ..primary.remote_user import remote_user_from_environ
 from ..factors import EnrollError, EnrollmentView, FactorContext
 from ..factors.backup_codes import BackupCodesFactor
 from ..factors.backup_codes import display as backup_display
+from ..factors.email import EmailCodeFactor, TooSoon
+from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..runtime import Runtime
 from ..services.signin import Client, FactorResult
 from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
@@ -90,6 +92,7 @@ class PagesApp:
             Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
             Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
             Rule("/backup-codes", endpoint="backup_codes", methods=["GET", "POST"]),
+            Rule("/dev/outbox", endpoint="outbox"),
             Rule("/static/<path:filename>", endpoint="static"),
         ], strict_slashes=False)
 
@@ -344,8 +347,9 @@ class PagesApp:
                            message="Sign-in for this account has been blocked. Contact your helpdesk.")
 
     def page_verify(self, ctx: PageContext) -> Response:
-        action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else ""
-        event = Event.SHOW if action in ("choose", "use") else (
+        action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else (
+            "choose" if ctx.request.args.get("another") else "")
+        event = Event.SHOW if action in ("choose", "use", "resend") else (
             Event.ANSWER if ctx.request.method == "POST" else Event.SHOW)
         found = self.sign_in_step(ctx, Stage.VERIFY, event)
         if isinstance(found, Response):
@@ -361,6 +365,8 @@ class PagesApp:
                                        "Contact your helpdesk.")
         if action == "choose":
             return self.choose_page(ctx, pending, user, usable, method)
+        if action == "resend":
+            return self.resend(ctx, pending, user, usable, method)
         if action == "use":
             picked = next((m for m in usable if str(m.id) == ctx.request.form.get("method_id", "")), None)
             if picked is not None:
@@ -384,10 +390,49 @@ class PagesApp:
                      "That code didn't work. Check that the time on your phone is right and enter the newest code."
                      if method.kind == "totp" else "That code didn't work. Check it and try again.")
             status = 401
-        factor.begin(user, method, fctx)  # sends at most once per attempt (the factor keeps track)
+        try:
+            factor.begin(user, method, fctx)  # sends at most once per attempt (the factor keeps track)
+        except (GatewayUnavailable, TooSoon) as exc:
+            return self.cannot_send(ctx, pending, user, usable, method, exc)
         return self.render(ctx, f"{method.kind}/verify.html", status=status, title="Verify your identity",
                            csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
                            error=error, method=method, username=user.username, others=len(usable) > 1)
+
+    def resend(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
+               method: MethodRecord) -> Response:
+        """ "Send a new code": rate-limited by the method; the failure count is left as it is."""
+        factor = self.rt.factors.get(method.kind)
+        if not isinstance(factor, EmailCodeFactor) or ctx.request.form.get("method_id") != str(method.id):
+            return self.redirect(self.url("verify"))
+        fctx = self.rt.signin.context(ctx.client, ctx.now, pending.sid)
+        try:
+            factor.resend(user, method, fctx)
+        except (GatewayUnavailable, TooSoon) as exc:
+            return self.cannot_send(ctx, pending, user, usable, method, exc)
+        self.rt.audit.write("second_factor", "resent", now=ctx.now, actor=user.username, username=user.username,
+                            client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, method=method.kind)
+        return self.render(ctx, f"{method.kind}/verify.html", title="Verify your identity",
+                           csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
+                           error=None, notice="We sent a new code. Earlier codes still work until they expire.",
+                           method=method, username=user.username, others=len(usable) > 1)
+
+    def cannot_send(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
+                    method: MethodRecord, exc: Exception) -> Response:
+        """The code could not be sent (gateway down, or too many codes): say so and offer the other methods;
+        never a pass."""
+        if isinstance(exc, GatewayUnavailable):
+            log.error("sign-in of %s: could not send a code by %s: %s", user.username, method.kind, exc)
+            message, status = ("We couldn't send your code just now. Try again in a few minutes"
+                               + (", or sign in another way." if len(usable) > 1 else "."), 503)
+        else:
+            message, status = str(exc), 429
+        if len(usable) > 1:
+            return self.render(ctx, "message.html", status=status, title="Code not sent", message=message,
+                               link=self.url("verify") + "?another=1", link_text="Sign in another way")
+        return self.render(ctx, "message.html", status=status, title="Code not sent", message=message,
+                           link=self.url("verify"), link_text="Try again")
+
+
 
     def choose_page(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
                     current: MethodRecord) -> Response:
@@ -455,12 +500,18 @@ class PagesApp:
                                                        attempt_id=pending.sid)
                 except EnrollError as exc:
                     return self.enroll_choice(ctx, user, csrf, str(exc), status=400, kind=kind, inputs=inputs)
+                except (GatewayUnavailable, TooSoon) as exc:
+                    log.error("enrollment of %s: could not send a code: %s", user.username, exc)
+                    message = str(exc) if isinstance(exc, TooSoon) else (
+                        "We couldn't send the code just now. Try again in a few minutes, or choose another method.")
+                    return self.enroll_choice(ctx, user, csrf, message, status=503 if isinstance(
+                        exc, GatewayUnavailable) else 429, kind=kind, inputs=inputs)
                 self.set_pending(ctx, replace(pending, enrollment_id=view.method_id))
                 return self.redirect(self.url("enroll"))
             if event is Event.ENROLL_CONFIRM and pending.enrollment_id is not None:
                 result = self.rt.signin.enroll_finish(user, pending.enrollment_id,
                                                       {"code": ctx.request.form.get("code", "")[:64]},
-                                                      ctx.client, ctx.now)
+                                                      ctx.client, ctx.now, attempt_id=pending.sid)
                 then = ctx.request.form.get("then")
                 if result.accepted and self.rt.factors.get("backup_codes") is not None:
                     then = then or "backup-codes"
@@ -472,6 +523,9 @@ class PagesApp:
                     return self.redirect(self.url("enroll"))
                 return self.enroll_screen(ctx, user, again, csrf, "That code didn't work. Enter the newest code.",
                                           status=401)
+            if action == "restart":
+                self.rt.store.delete_methods(user.id, unconfirmed_only=True)
+                self.set_pending(ctx, replace(pending, enrollment_id=None))
             return self.redirect(self.url("enroll"))
         if pending.enrollment_id is not None:
             shown = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
@@ -496,6 +550,13 @@ class PagesApp:
                            title=f"Set up {factor.label.lower() if factor else 'your method'}", csrf=csrf, view=view,
                            username=user.username, error=error,
                            offer_app_passwords=self.rt.app_passwords.may_create(user))
+
+    def page_outbox(self, ctx: PageContext) -> Response:
+        """The demo's outbox: messages the console gateway kept, newest first (``dev_outbox = true`` only)."""
+        gateway = self.rt.email_gateway
+        if not self.rt.config.dev_outbox or not isinstance(gateway, ConsoleGateway):
+            raise NotFound()
+        return self.render(ctx, "outbox.html", title="Outbox (demo)", messages=gateway.outbox.messages())
 
     def page_backup_codes(self, ctx: PageContext) -> Response:
         """Backup codes: offered at the end of enrollment, made again from the security info page. A new set needs

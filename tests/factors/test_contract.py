@@ -57,6 +57,37 @@ def enroll_backup(rt: Runtime, user: UserRecord, clock: Clock) -> tuple[MethodRe
     return method, list(codes)
 
 
+def outbox_code(rt: Runtime) -> str:
+    from mfa_middleware.gateways import ConsoleGateway
+
+    gateway = rt.email_gateway
+    assert isinstance(gateway, ConsoleGateway)
+    newest = gateway.outbox.messages()[0].email.text
+    code = newest.split("code is ", 1)[1][:6]
+    assert code.isdigit()
+    return code
+
+
+def enroll_email(rt: Runtime, user: UserRecord, clock: Clock) -> tuple[MethodRecord, object]:
+    view = rt.signin.enroll_begin(user, "email", CLIENT, clock.now, {"address": "alice@example.test"},
+                                  attempt_id="enroll-1")
+    result = rt.signin.enroll_finish(user, view.method_id, {"code": outbox_code(rt)}, CLIENT, clock.now,
+                                     attempt_id="enroll-1")
+    assert result.accepted
+    method = rt.store.get_method(view.method_id)
+    assert method is not None
+    return method, "a1"
+
+
+def answer_email(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -> str:
+    """Start the attempt the contract answers in (``a1``), and read the code it sent."""
+    user = rt.store.get_user("alice")
+    factor = rt.factors.get("email")
+    assert user is not None and factor is not None
+    factor.begin(user, method, rt.signin.context(CLIENT, clock.now, "a1"))
+    return outbox_code(rt)
+
+
 def answer_totp(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -> str:
     assert isinstance(state, str)
     return pyotp.TOTP(state).at(clock.now)
@@ -70,6 +101,7 @@ def answer_backup(rt: Runtime, method: MethodRecord, state: object, clock: Clock
 DRIVERS = [
     pytest.param(Driver("totp", enroll_totp, answer_totp, expire=95), id="totp"),
     pytest.param(Driver("backup_codes", enroll_backup, answer_backup, expire=None), id="backup_codes"),
+    pytest.param(Driver("email", enroll_email, answer_email, expire=601), id="email"),
 ]
 
 
@@ -82,8 +114,9 @@ def driver(request: pytest.FixtureRequest) -> Driver:
 @pytest.fixture
 def world(database_url: str) -> Iterator[tuple[Runtime, Clock]]:
     clock = Clock(START)
-    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "backup_codes"]},
-                             lockout={"max_failures": 5}), clock=clock, password_hasher=FAST_HASHER)
+    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "email", "backup_codes"]},
+                             email={"gateway": "console"}, lockout={"max_failures": 5}),
+                 clock=clock, password_hasher=FAST_HASHER)
     rt.store.upgrade()
     yield rt, clock
     rt.close()
@@ -119,7 +152,7 @@ def test_right_answer_then_replay(world: tuple[Runtime, Clock], driver: Driver) 
     answer = driver.answer(rt, method, state, clock)
     first = rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id, attempt_id="a1")
     assert first.accepted and first.method == driver.kind
-    again = rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id, attempt_id="a2")
+    again = rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id, attempt_id="a1")
     assert not again.accepted
 
 
@@ -137,7 +170,8 @@ def test_expired_answer_is_refused(world: tuple[Runtime, Clock], driver: Driver)
     rt, clock, user, method, state = setup(world, driver)
     answer = driver.answer(rt, method, state, clock)
     clock.advance(driver.expire)
-    assert not rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id).accepted
+    assert not rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id,
+                              attempt_id="a1").accepted
 
 
 @pytest.mark.parametrize("bad", [
@@ -166,7 +200,7 @@ def test_twenty_concurrent_right_answers_accept_once(world: tuple[Runtime, Clock
     def attempt(i: int) -> None:
         barrier.wait()
         ok = rt.signin.verify(user, {"code": answer}, Client(f"192.0.2.{i + 20}", "race"), clock.now,
-                              method_id=method.id).accepted
+                              method_id=method.id, attempt_id="a1").accepted
         with lock:
             results.append(ok)
 
@@ -183,7 +217,7 @@ def test_lockout_holds_for_the_method(world: tuple[Runtime, Clock], driver: Driv
     for _ in range(5):
         rt.signin.verify(user, {"code": "000000"}, CLIENT, clock.now, method_id=method.id)
     answer = driver.answer(rt, method, state, clock)
-    result = rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id)
+    result = rt.signin.verify(user, {"code": answer}, CLIENT, clock.now, method_id=method.id, attempt_id="a1")
     assert result.outcome == "locked"
 
 
@@ -201,7 +235,7 @@ def test_a_method_of_another_user_is_refused(world: tuple[Runtime, Clock], drive
     rt, clock, _user, method, state = setup(world, driver)
     bob = rt.accounts.add("bob", actor="test", password="pw-bob-1")
     answer = driver.answer(rt, method, state, clock)
-    result = rt.signin.verify(bob, {"code": answer}, CLIENT, clock.now, method_id=method.id)
+    result = rt.signin.verify(bob, {"code": answer}, CLIENT, clock.now, method_id=method.id, attempt_id="a1")
     assert not result.accepted
-    assert factor_of(rt, driver.kind).verify(bob, method, {"code": answer},
-                                             rt.signin.context(CLIENT, clock.now)).outcome is not Outcome.ACCEPTED
+    assert factor_of(rt, driver.kind).verify(bob, method, {"code": answer}, rt.signin.context(
+        CLIENT, clock.now, "a1")).outcome is not Outcome.ACCEPTED

@@ -1,0 +1,181 @@
+"""Email code: a six-digit code sent to an address the user proved at enrollment.
+
+Rules:
+
+- A code is 6 digits from the CSPRNG, valid :attr:`EmailSettings.code_ttl` (10 minutes), bound to the sign-in
+  attempt that asked for it (``FactorContext.attempt_id``), and stored as a keyed digest (the key is derived from
+  the encryption keys, outside the database). Accepting one code uses up every code of that attempt, in one
+  transaction, so a code works once.
+- :meth:`EmailCodeFactor.begin` sends at most once per attempt: a page reload sends nothing. "Send again"
+  (:meth:`EmailCodeFactor.resend`) waits :attr:`EmailSettings.resend_after` seconds since the last code of the
+  attempt, and the codes sent per user and per address are capped per hour. A resend never resets the failure
+  count (the count lives with the user, not with the code).
+- The address is kept encrypted at rest and shown masked (``m•••@example.com``) everywhere but at entry.
+- Enrolling an address proves it: the method stays unconfirmed until the code sent to it comes back.
+- The gateway being down raises :class:`~mfa_middleware.gateways.GatewayUnavailable`: the page says so and offers
+  the other methods; it is never a pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+
+from ...gateways import EmailGateway, OutgoingEmail, check_address
+from ...secretbox import SecretBox
+from ...store import MethodRecord, Store, UserRecord
+from ..base import EnrollError, EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+
+DIGITS = 6
+
+
+class TooSoon(Exception):
+    """"Send again" asked too early, or the hourly cap is reached; the message says when to try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmailSettings:
+    code_ttl: float = 10 * 60
+    resend_after: float = 30
+    per_user_per_hour: int = 10
+    per_address_per_hour: int = 5
+
+
+def mask(address: str) -> str:
+    """``m•••@example.com``: enough for the user to recognise it, not enough to learn it."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def normalize(typed: str) -> str | None:
+    code = "".join(ch for ch in (typed or "")[:64] if not ch.isspace() and ch != "-")
+    if len(code) != DIGITS or not code.isascii() or not code.isdigit():
+        return None
+    return code
+
+
+class EmailCodeFactor:
+    kind = "email"
+    label = "Email code"
+    description = "Get a 6-digit code by email."
+    interaction = Interaction.CODE
+    templates = __name__
+    enroll_fields: tuple[EnrollField, ...] = (
+        EnrollField("address", "Email address", "email", "email",
+                    "We send a code to this address to check that it is yours."),)
+    standalone = True
+    max_per_user = 3
+
+    def __init__(self, store: Store, box: SecretBox, gateway: EmailGateway,
+                 settings: EmailSettings | None = None) -> None:
+        self.store = store
+        self.box = box
+        self.gateway = gateway
+        self.settings = settings or EmailSettings()
+        self._key = box.lookup_keys("email codes")[0]
+
+    # -- codes -----------------------------------------------------------------------------------------------
+    def _digest(self, method_id: int, attempt_id: str, code: str) -> str:
+        return hmac.new(self._key, f"{method_id}:{attempt_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+    def address(self, method: MethodRecord) -> str:
+        if method.detail is None:
+            raise ValueError(f"email method {method.id} has no address")
+        return self.box.decrypt(method.detail)
+
+    def _send(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        """Make a code for this attempt and send it (the caller checked the limits)."""
+        s = self.settings
+        since = ctx.now - 3600
+        if self.store.count_challenges(user_id=user.id, since=since) >= s.per_user_per_hour:
+            raise TooSoon("Too many codes were sent to you in the last hour. Wait a while or sign in another way.")
+        if self.store.count_challenges(method_id=method.id, since=since) >= s.per_address_per_hour:
+            raise TooSoon("Too many codes were sent to this address in the last hour. Wait a while or sign in "
+                          "another way.")
+        code = f"{secrets.randbelow(10 ** DIGITS):0{DIGITS}d}"
+        self.store.add_challenge(user.id, method.id, ctx.attempt_id, self._digest(method.id, ctx.attempt_id, code),
+                                 now=ctx.now, expires_at=ctx.now + s.code_ttl)
+        site = ctx.site_name or "Sign-in"
+        minutes = int(s.code_ttl // 60)
+        text = (f"Your {site} verification code is {code}\n\n"
+                f"It is valid for {minutes} minutes and works once. If you did not try to sign in, someone may know "
+                f"your password: change it and tell your helpdesk.\n")
+        html = (f"<p>Your {escape(site)} verification code is</p>"
+                f'<p style="font-size:1.6em;font-weight:bold;letter-spacing:.15em">{code}</p>'
+                f"<p>It is valid for {minutes} minutes and works once. If you did not try to sign in, someone may "
+                "know your password: change it and tell your helpdesk.</p>")
+        self.gateway.send(OutgoingEmail(to=self.address(method), subject=f"{code} is your {site} code",
+                                        text=text, html=html))
+
+    def resend(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        """"Send again": a new code for the attempt, at most every ``resend_after`` seconds and within the hourly
+        caps. Raises :class:`TooSoon` with words for the user."""
+        live = self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now)
+        if live and ctx.now - live[0][2] < self.settings.resend_after:
+            wait = int(self.settings.resend_after - (ctx.now - live[0][2])) + 1
+            raise TooSoon(f"A code was sent a moment ago. Wait {wait} seconds before asking for another.")
+        self._send(user, method, ctx)
+
+    # -- the Factor protocol ---------------------------------------------------------------------------------
+    def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
+        raw = (inputs.get("address") or "").strip()
+        try:
+            address = check_address(raw, "email address")
+        except ValueError:
+            raise EnrollError("Enter one email address, like name@example.com.") from None
+        if len(address) > 254 or "." not in address.rpartition("@")[2]:
+            raise EnrollError("Enter one email address, like name@example.com.")
+        self.store.delete_methods(user.id, unconfirmed_only=True)  # one enrollment in flight per user
+        method_id = self.store.add_method(user.id, self.kind, f"Email {mask(address)}", None, now=ctx.now,
+                                          detail=self.box.encrypt(address))
+        method = self.store.get_method(method_id)
+        assert method is not None
+        self._send(user, method, ctx)
+        return EnrollmentView(method_id=method_id, fields={"address": mask(address)})
+
+    def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
+        return EnrollmentView(method_id=method.id, fields={"address": mask(self.address(method))})
+
+    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+                      ctx: FactorContext) -> Verification:
+        if method.confirmed or method.user_id != user.id or method.kind != self.kind:
+            return Verification(Outcome.REJECTED)
+        if not self._accept(method, response, ctx):
+            return Verification(Outcome.REJECTED)
+        if not self.store.confirm_method(method.id, user.id, step=None, now=ctx.now,
+                                         only_if_first=ctx.first_method_only):
+            return Verification(Outcome.REPLAYED)
+        return Verification(Outcome.ACCEPTED)
+
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        if not self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
+            self._send(user, method, ctx)
+
+    def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+        minutes = int(self.settings.code_ttl // 60)
+        return Prompt(Interaction.CODE, f"We sent a code to {mask(self.address(method))}. It is valid for "
+                                        f"{minutes} minutes.", {"digits": str(DIGITS), "resend": "1"})
+
+    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+               ctx: FactorContext) -> Verification:
+        if not method.confirmed or method.user_id != user.id or method.kind != self.kind:
+            return Verification(Outcome.REJECTED)
+        return Verification(Outcome.ACCEPTED if self._accept(method, response, ctx) else Outcome.REJECTED)
+
+    def _accept(self, method: MethodRecord, response: Mapping[str, str], ctx: FactorContext) -> bool:
+        code = normalize(response.get("code", ""))
+        if code is None or not ctx.attempt_id:
+            return False
+        expected = self._digest(method.id, ctx.attempt_id, code)
+        match = None
+        for challenge_id, digest, _created in self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
+            if hmac.compare_digest(digest, expected) and match is None:
+                match = challenge_id
+        return match is not None and self.store.use_challenge(match, now=ctx.now)
+
+
+__all__ = ["EmailCodeFactor", "EmailSettings", "TooSoon", "mask", "normalize"]
