@@ -918,13 +918,18 @@ class Store:
         return [self._oath_token(r) for r in self._run(lambda c: c.execute(stmt).all())]
 
     def oath_serials(self, serials: Collection[str]) -> set[str]:
-        """Which of ``serials`` are in the inventory already (one query per 500)."""
+        """Which of ``serials`` are in the inventory already (one query per 500, in one transaction)."""
         wanted = sorted(set(serials))
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            stmt = select(oath_tokens.c.serial).where(oath_tokens.c.serial.in_(wanted[start:start + 500]))
-            found.update(str(r[0]) for r in self._run(lambda c, stmt=stmt: c.execute(stmt).all()))
-        return found
+
+        def run(c: Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                found.update(str(r[0]) for r in c.execute(select(oath_tokens.c.serial)
+                                                          .where(oath_tokens.c.serial.in_(chunk))).all())
+            return found
+
+        return self._run(run)
 
     def get_oath_token(self, serial: str) -> OathTokenRecord | None:
         stmt = self._oath_select().where(oath_tokens.c.serial == serial)
