@@ -5,7 +5,10 @@ twenty concurrent requests. Every test runs on SQLite and on a real PostgreSQL."
 from __future__ import annotations
 
 import base64
+import multiprocessing
+import traceback
 from collections.abc import Iterator
+from typing import Any
 
 import pyotp
 import pytest
@@ -17,7 +20,7 @@ from mfa_middleware.services.audit import AuditLog
 from mfa_middleware.services.oath_tokens import CodeCheck, OathTokens, TokenError
 from mfa_middleware.store import Store, UserRecord
 from mfa_middleware.store.sql import OathTokenRecord, SerialTaken
-from tests.store.test_concurrency import run_together
+from tests.store.test_concurrency import BARRIER_TIMEOUT, run_together
 from tests.support.mfa import ENCRYPTION_KEY, START, Clock
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
@@ -362,3 +365,55 @@ def test_service_assign_unassign_delete_audit_and_revoke(store: Store, alice: Us
                       ("oath_token_unassign", "alice", "T1"), ("oath_token_assign", "alice", "T1")]
     assert [t.serial for t in service.list()] == ["T2"]
     assert service.list("bob") == [] and bob.id
+
+
+# -- processes ---------------------------------------------------------------------------------------------------
+def check_in_process(url: str, key: str, serial: str, code: str, attempts: int, barrier: Any,
+                     results: Any) -> None:
+    """Worker (spawned process): its own store and service; checks ``code`` ``attempts`` times after the barrier.
+    Puts ``(accepted, errors)`` on ``results`` (formatted tracebacks, never raised)."""
+    accepted = 0
+    errors: list[str] = []
+    store = Store(url)
+    try:
+        service = OathTokens(store, SecretBox((key,)), AuditLog(store), Clock())
+        record = store.get_oath_token(serial)
+        assert record is not None
+        barrier.wait(timeout=BARRIER_TIMEOUT)
+        for _ in range(attempts):
+            try:
+                if service.check(record, code).outcome is CodeCheck.ACCEPTED:
+                    accepted += 1
+            except Exception:
+                errors.append(traceback.format_exc())
+    except Exception:
+        errors.append(traceback.format_exc())
+    finally:
+        store.close()
+        results.put((accepted, errors))
+
+
+def test_four_processes_times_five_requests_accept_one_hotp_code_once(database_url: str, store: Store,
+                                                                       box: SecretBox) -> None:
+    store.add_oath_token("P1", "hotp", box.encrypt(SECRET), digits=6, counter=0, now=START)
+    code = hotp_code(decode_base32(SECRET), 4)
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    results = ctx.Queue()
+    workers = [ctx.Process(target=check_in_process, args=(database_url, ENCRYPTION_KEY, "P1", code, 5, barrier,
+                                                             results))
+               for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        outcomes = [results.get(timeout=120) for _ in workers]
+    finally:
+        for w in workers:
+            w.join(timeout=60)
+        results.close()
+        results.join_thread()
+
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert [e for _, errs in outcomes for e in errs] == []
+    assert sum(accepted for accepted, _ in outcomes) == 1
+    assert token(store, "P1").counter == 5
