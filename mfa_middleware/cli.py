@@ -677,8 +677,9 @@ def tokens_delete(state: _State, serial: str, yes: bool) -> None:
     service = _token_service(state)
     with _errors():
         before = service.delete(serial, actor=_actor())
-    owner = f" (it was {'activated' if before.activated else 'assigned'} by {before.username})" \
-        if before.username else ""
+    owner = ""
+    if before.username:
+        owner = f" (it was {'activated by' if before.activated else 'assigned to'} {before.username})"
     console.print(f"Deleted token {before.serial}{owner}.")
 
 

@@ -417,3 +417,15 @@ def test_four_processes_times_five_requests_accept_one_hotp_code_once(database_u
     assert [e for _, errs in outcomes for e in errs] == []
     assert sum(accepted for accepted, _ in outcomes) == 1
     assert token(store, "P1").counter == 5
+
+
+def test_the_migration_matches_the_table_definition(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from mfa_middleware.store.schema import metadata
+
+    with store.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+
+    assert [d for d in diffs if "mfa_oath_tokens" in repr(d)] == []
