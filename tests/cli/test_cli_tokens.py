@@ -27,7 +27,7 @@ INVENTORY = "\r\n".join([
     f"bob,T60,{SECRET},60,Contoso,Token 60,,",
     f",H1,{SECRET},,Contoso,Event token,hotp,5",
     f"ghost,G1,{SECRET},30,Contoso,Token 30,,",
-    f"alice,BAD,NOT-BASE32!,30,Contoso,Token 30,,",
+    "alice,BAD,NOT-BASE32!,30,Contoso,Token 30,,",
     f"alice,T30,{SECRET},30,Contoso,Token 30,,",
 ]) + "\r\n"
 

@@ -189,7 +189,7 @@ def test_duplicate_serials_in_the_file_refuse_the_later_lines() -> None:
 
 
 def test_a_refused_line_does_not_reserve_its_serial() -> None:
-    parsed = parse(HEADER, f"alice,A1,bad!,30,,", f"bob,A1,{S2},30,,")
+    parsed = parse(HEADER, "alice,A1,bad!,30,,", f"bob,A1,{S2},30,,")
 
     assert [(r.line, r.upn) for r in parsed.accepted] == [(3, "bob")]
     assert [(r.line, r.reason) for r in parsed.refused] == [(2, Refused.BAD_BASE32)]
