@@ -561,6 +561,128 @@ def audit_cmd(state: _State, username: str | None, limit: int) -> None:
     console.print(table)
 
 
+# -- tokens: OATH hardware tokens ---------------------------------------------------------------------------------
+@admin.group()
+def tokens() -> None:
+    """OATH hardware tokens: import an inventory file, list, assign, unassign, delete."""
+
+
+def _token_service(state: _State) -> Any:
+    from .services.oath_tokens import OathTokens
+
+    rt = state.runtime()
+    service = getattr(rt, "oath_tokens", None)
+    return service if service is not None else OathTokens(rt.store, rt.box, rt.audit, rt.clock)
+
+
+@tokens.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+@click.pass_obj
+def tokens_import(state: _State, path: str) -> None:
+    """Import tokens from a CSV file ('-' for standard input).
+
+    \b
+    Columns (header row, any order, any case):
+      upn,serial number,secret key,time interval,manufacturer,model
+    secret key: Base32, at least 80 bits; time interval: 30 or 60 (TOTP).
+    HOTP tokens: an extra column type = hotp, time interval left empty, and
+    optionally counter (default 0). Optional column digits: 6 (default) or 8.
+    An empty upn leaves the token unassigned.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            data = Path(path).read_bytes()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from None
+    service = _token_service(state)
+    with _errors():
+        parsed = service.parse(data)
+        columns = (TextColumn("Importing tokens"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=err_console, transient=False) as progress:
+            task = progress.add_task("tokens", total=len(parsed.accepted))
+            report = service.import_rows(parsed, actor=_actor(), on_row=lambda: progress.advance(task))
+    if report.refused:
+        table = Table(title="Refused lines", header_style="bold")
+        for col in ("Line", "Serial", "Reason", "Details"):
+            table.add_column(col)
+        for refusal in report.refused:
+            table.add_row(str(refusal.line), refusal.serial or "-", refusal.reason.value, refusal.message)
+        console.print(table)
+    console.print(f"Imported {len(report.imported)} of {report.lines} token(s); {len(report.refused)} refused.")
+    if not report.imported:
+        raise SystemExit(1)
+
+
+@tokens.command("list")
+@click.option("--user", "username", help="Only this user's tokens.")
+@click.pass_obj
+def tokens_list(state: _State, username: str | None) -> None:
+    """List the token inventory (never the secrets)."""
+    service = _token_service(state)
+    with _errors():
+        items = service.list(username)
+    table = Table(title=f"{len(items)} token(s)", header_style="bold")
+    for col in ("Serial", "Kind", "User", "Manufacturer", "Model", "Activated"):
+        table.add_column(col)
+    for t in items:
+        kind = f"TOTP {t.period}s" if t.kind == "totp" else "HOTP"
+        table.add_row(t.serial, kind, t.username or "-", t.manufacturer or "-", t.model or "-",
+                      "yes" if t.activated else "no")
+    console.print(table)
+
+
+@tokens.command("assign")
+@click.argument("serial")
+@click.argument("name")
+@click.pass_obj
+def tokens_assign(state: _State, serial: str, name: str) -> None:
+    """Assign an unassigned token to a user (who then activates it with a code)."""
+    service = _token_service(state)
+    with _errors():
+        token = service.assign(serial, name, actor=_actor())
+    console.print(f"Token {token.serial} is assigned to {token.username}.")
+
+
+@tokens.command("unassign")
+@click.argument("serial")
+@click.pass_obj
+def tokens_unassign(state: _State, serial: str) -> None:
+    """Put a token back in the pool; if its user activated it, remove that method and end their sessions."""
+    service = _token_service(state)
+    with _errors():
+        before = service.unassign(serial, actor=_actor())
+    if before.username is None:
+        console.print(f"Token {before.serial} was not assigned; nothing changed.")
+    elif before.activated:
+        console.print(f"Token {before.serial} is back in the pool; {before.username} can no longer sign in with it "
+                      "and their sessions were ended.")
+    else:
+        console.print(f"Token {before.serial} is back in the pool (it was assigned to {before.username}).")
+
+
+@tokens.command("delete")
+@click.argument("serial")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def tokens_delete(state: _State, serial: str, yes: bool) -> None:
+    """Remove a token from the inventory (and the method of the user who activated it)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("refusing to delete without confirmation: add --yes")
+        click.confirm(f"Delete token {serial}?", abort=True)
+    service = _token_service(state)
+    with _errors():
+        before = service.delete(serial, actor=_actor())
+    owner = ""
+    if before.username:
+        owner = f" (it was {'activated by' if before.activated else 'assigned to'} {before.username})"
+    console.print(f"Deleted token {before.serial}{owner}.")
+
+
 # -- mfa-middleware -----------------------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:

@@ -93,7 +93,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "oath", "email", "backup_codes")
 
 
 @dataclass(frozen=True)

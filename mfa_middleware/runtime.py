@@ -16,6 +16,7 @@ from .core.tokens import TokenCodec
 from .factors import Factor, FactorRegistry
 from .factors.backup_codes import BackupCodesFactor
 from .factors.email import EmailCodeFactor
+from .factors.oath.factor import OathTokenFactor
 from .factors.totp import TotpFactor
 from .gateways import EmailGateway, build_email_gateway
 from .secretbox import SecretBox
@@ -23,6 +24,7 @@ from .services.accounts import Accounts
 from .services.app_passwords import AppPasswords
 from .services.audit import AuditLog
 from .services.basic import BasicAuthenticator
+from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
 from .services.revocation import RevocationCache
 from .services.signin import SignIn
@@ -49,10 +51,11 @@ class Runtime:
         self.passwords = Passwords(password_hasher)
         self.email_gateway: EmailGateway | None = (
             build_email_gateway(config.email, config.site_name) if config.email is not None else None)
+        self.audit = AuditLog(self.store)
+        self.oath_tokens = OathTokens(self.store, self.box, self.audit, clock)
         self.factors = FactorRegistry()
         for kind in config.methods.enabled:
             self.factors.register(FACTORS[kind](self))
-        self.audit = AuditLog(self.store)
         self.accounts = Accounts(self)
         self.signin = SignIn(self)
         self.app_passwords = AppPasswords(self)
@@ -66,6 +69,8 @@ class Runtime:
 FACTORS: dict[str, Callable[[Runtime], Factor]] = {
     "totp": lambda rt: TotpFactor(rt.store, rt.box, rt.config.totp, max_per_user=rt.config.methods.max_authenticators),
     "email": lambda rt: EmailCodeFactor(rt.store, rt.box, _required(rt.email_gateway)),
+    "oath": lambda rt: OathTokenFactor(rt.store, rt.box, rt.oath_tokens,
+                                       max_per_user=rt.config.methods.max_authenticators),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
 }
 

@@ -380,8 +380,9 @@ class PagesApp:
         if event is Event.ANSWER:
             if ctx.request.form.get("method_id", str(method.id)) != str(method.id):
                 return self.redirect(self.url("verify"))  # a form for another method than this attempt's
-            result = self.rt.signin.verify(user, {"code": ctx.request.form.get("code", "")[:64]}, ctx.client,
-                                           ctx.now, method_id=method.id, attempt_id=pending.sid)
+            answer = {name: ctx.request.form.get(name, "")[:64] for name in ("code", "next_code")}
+            result = self.rt.signin.verify(user, answer, ctx.client, ctx.now, method_id=method.id,
+                                           attempt_id=pending.sid)
             done = self.second_factor_done(ctx, pending, user, result)
             if done is not None:
                 return done

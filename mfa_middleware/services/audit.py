@@ -16,7 +16,7 @@ log = logging.getLogger("mfa_middleware.audit")
 
 ALLOWED_DETAIL = frozenset({"method", "stage", "reason", "state", "previous_state", "count", "locked_until",
                             "primary", "target", "label", "groups", "admin", "methods_removed", "session",
-                            "until", "seconds", "path", "credential"})
+                            "until", "seconds", "path", "credential", "serial", "refused"})
 
 
 class AuditLog:

@@ -117,3 +117,26 @@ client_failures = Table(
     Column("last_failed_at", Float, nullable=False),
     Column("locked_until", Float),
 )
+
+oath_tokens = Table(
+    "mfa_oath_tokens", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("serial", String(64), nullable=False),  # as printed on the token
+    # NULL: in the pool (unassigned); a deleted user's tokens go back to the pool
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="SET NULL")),
+    Column("kind", String(8), nullable=False),  # totp | hotp
+    Column("secret", LargeBinary, nullable=False),  # the Base32 key, encrypted with the configured encryption key
+    Column("digits", Integer, nullable=False),  # 6 or 8
+    Column("period", Integer),  # TOTP: 30 or 60 seconds; NULL for HOTP
+    Column("counter", BigInteger),  # HOTP: the next counter value expected, moved forward atomically
+    Column("last_step", BigInteger),  # TOTP: the last accepted time step, consumed atomically
+    Column("manufacturer", String(100)),
+    Column("model", String(100)),
+    Column("imported_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    # set when the user activates the token: the method row that signs in with it
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="SET NULL")),
+    UniqueConstraint("serial", name="uq_mfa_oath_tokens_serial"),
+    UniqueConstraint("method_id", name="uq_mfa_oath_tokens_method"),
+    Index("ix_mfa_oath_tokens_user", "user_id"),
+)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -32,7 +32,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import app_passwords, audit, backup_codes, challenges, client_failures, methods, revocations, users
+from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, methods, oath_tokens,
+                     revocations, users)
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -116,6 +117,38 @@ class AppPasswordRecord:
     created_at: float
     last_used_at: float | None
     last_used_ip: str | None
+
+
+OathKind = Literal["totp", "hotp"]
+
+
+@dataclass(frozen=True, slots=True)
+class OathTokenRecord:
+    """One OATH hardware token of the inventory (see :mod:`mfa_middleware.factors.oath`)."""
+
+    id: int
+    serial: str
+    user_id: int | None  # None: unassigned (in the pool)
+    username: str | None  # of ``user_id``, read in the same query
+    kind: OathKind
+    secret: bytes = field(repr=False)  # the Base32 key, encrypted
+    digits: int = 6
+    period: int | None = None  # TOTP only
+    counter: int | None = None  # HOTP only: the next counter value expected
+    last_step: int | None = None  # TOTP only: the last accepted step
+    manufacturer: str | None = None
+    model: str | None = None
+    imported_at: float = 0.0
+    last_used_at: float | None = None
+    method_id: int | None = None  # set once the user activated the token
+
+    @property
+    def activated(self) -> bool:
+        return self.method_id is not None
+
+
+class SerialTaken(ValueError):
+    """A token with this serial number is in the inventory already."""
 
 
 class AppPasswordLimit(ValueError):
@@ -962,6 +995,143 @@ class Store:
         stmt = select(func.count()).select_from(challenges).where(*where)
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
 
+    # -- OATH hardware tokens -----------------------------------------------------------------------------------
+    # The inventory of hardware tokens. The one-time codes are checked by mfa_middleware.factors.oath.otp; here a
+    # matched counter (HOTP) or time step (TOTP) is consumed in one conditional UPDATE, so a code works once however
+    # many requests carry it at the same time on however many servers.
+    @staticmethod
+    def _oath_token(row: Any) -> OathTokenRecord:
+        return OathTokenRecord(id=row.id, serial=row.serial, user_id=row.user_id, username=row.username,
+                               kind=row.kind, secret=bytes(row.secret), digits=row.digits, period=row.period,
+                               counter=row.counter, last_step=row.last_step, manufacturer=row.manufacturer,
+                               model=row.model, imported_at=row.imported_at, last_used_at=row.last_used_at,
+                               method_id=row.method_id)
+
+    @staticmethod
+    def _oath_select() -> Any:
+        return (select(oath_tokens, users.c.username)
+                .select_from(oath_tokens.outerjoin(users, oath_tokens.c.user_id == users.c.id)))
+
+    def add_oath_token(self, serial: str, kind: OathKind, secret: bytes, *, digits: int, now: float,
+                       period: int | None = None, counter: int | None = None, user_id: int | None = None,
+                       manufacturer: str | None = None, model: str | None = None) -> int:
+        """Add a token to the inventory; raises :class:`SerialTaken` when the serial is there already (the unique
+        constraint decides, so two imports of one file at the same time cannot both add it)."""
+        if kind not in ("totp", "hotp"):
+            raise ValueError(f"an OATH token is totp or hotp, not {kind!r}")
+        stmt = insert(oath_tokens).values(
+            serial=serial, kind=kind, secret=secret, digits=digits, user_id=user_id,
+            period=period if kind == "totp" else None, counter=(counter or 0) if kind == "hotp" else None,
+            manufacturer=manufacturer, model=model, imported_at=now).returning(oath_tokens.c.id)
+        try:
+            return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+        except IntegrityError:
+            raise SerialTaken(serial) from None
+
+    def list_oath_tokens(self, *, user_id: int | None = None) -> list[OathTokenRecord]:
+        stmt = self._oath_select().order_by(oath_tokens.c.serial)
+        if user_id is not None:
+            stmt = stmt.where(oath_tokens.c.user_id == user_id)
+        return [self._oath_token(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def oath_serials(self, serials: Collection[str]) -> set[str]:
+        """Which of ``serials`` are in the inventory already (one query per 500, in one transaction)."""
+        wanted = sorted(set(serials))
+
+        def run(c: Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                found.update(str(r[0]) for r in c.execute(select(oath_tokens.c.serial)
+                                                          .where(oath_tokens.c.serial.in_(chunk))).all())
+            return found
+
+        return self._run(run)
+
+    def get_oath_token(self, serial: str) -> OathTokenRecord | None:
+        stmt = self._oath_select().where(oath_tokens.c.serial == serial)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._oath_token(row)
+
+    def get_oath_token_by_method(self, method_id: int) -> OathTokenRecord | None:
+        stmt = self._oath_select().where(oath_tokens.c.method_id == method_id)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._oath_token(row)
+
+    def assign_oath_token(self, serial: str, user_id: int) -> bool:
+        """Assign an unassigned token to a user (True also when it is theirs already); False when the token is
+        missing or assigned to someone else. One conditional UPDATE: two helpdesk assignments cannot both win."""
+        stmt = (update(oath_tokens)
+                .where(oath_tokens.c.serial == serial,
+                       or_(oath_tokens.c.user_id.is_(None), oath_tokens.c.user_id == user_id))
+                .values(user_id=user_id))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def unassign_oath_token(self, serial: str) -> OathTokenRecord | None:
+        """Put a token back in the pool: no user, not activated; the method row it signed in with is deleted in
+        the same transaction. Its counter and last step stay, so codes used before never work again. Returns the
+        token as it was, or None when there is no such token."""
+        def run(c: Connection) -> OathTokenRecord | None:
+            row = c.execute(self._oath_select().where(oath_tokens.c.serial == serial).with_for_update(
+                of=oath_tokens)).first()
+            if row is None:
+                return None
+            c.execute(update(oath_tokens).where(oath_tokens.c.id == row.id).values(user_id=None, method_id=None))
+            if row.method_id is not None:
+                c.execute(delete(methods).where(methods.c.id == row.method_id))
+            return self._oath_token(row)
+        return self._run(run)
+
+    def delete_oath_token(self, serial: str) -> OathTokenRecord | None:
+        """Remove a token from the inventory, and the method row it signed in with; returns it as it was."""
+        def run(c: Connection) -> OathTokenRecord | None:
+            row = c.execute(self._oath_select().where(oath_tokens.c.serial == serial).with_for_update(
+                of=oath_tokens)).first()
+            if row is None:
+                return None
+            c.execute(delete(oath_tokens).where(oath_tokens.c.id == row.id))
+            if row.method_id is not None:
+                c.execute(delete(methods).where(methods.c.id == row.method_id))
+            return self._oath_token(row)
+        return self._run(run)
+
+    def link_oath_token(self, token_id: int, user_id: int, method_id: int) -> bool:
+        """Activation: tie a token to the method row of the user who proved they hold it. Only a token that is
+        not activated and is unassigned or assigned to this user; it becomes theirs (one conditional UPDATE)."""
+        stmt = (update(oath_tokens)
+                .where(oath_tokens.c.id == token_id, oath_tokens.c.method_id.is_(None),
+                       or_(oath_tokens.c.user_id.is_(None), oath_tokens.c.user_id == user_id))
+                .values(user_id=user_id, method_id=method_id))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def consume_oath_step(self, token_id: int, step: int, *, now: float) -> bool:
+        """TOTP token: accept time step ``step`` at most once (only a step newer than the last accepted one), in
+        one conditional UPDATE."""
+        stmt = (update(oath_tokens)
+                .where(oath_tokens.c.id == token_id, oath_tokens.c.kind == "totp",
+                       or_(oath_tokens.c.last_step.is_(None), oath_tokens.c.last_step < step))
+                .values(last_step=step, last_used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def consume_oath_counter(self, token_id: int, counter: int, *, now: float) -> bool:
+        """HOTP token: accept the code of ``counter`` at most once, in one conditional UPDATE that moves the
+        expected counter to ``counter + 1`` only while it is still at or below ``counter``. The codes of the
+        counters skipped over can never be used afterwards (RFC 4226 section 7.2)."""
+        stmt = (update(oath_tokens)
+                .where(oath_tokens.c.id == token_id, oath_tokens.c.kind == "hotp",
+                       oath_tokens.c.counter <= counter)
+                .values(counter=counter + 1, last_used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def resync_oath_counter(self, token_id: int, second: int, *, now: float) -> bool:
+        """HOTP resynchronisation by two consecutive codes (counters ``second - 1`` and ``second``): the expected
+        counter becomes ``second + 1``, only while neither code was used (one conditional UPDATE)."""
+        stmt = (update(oath_tokens)
+                .where(oath_tokens.c.id == token_id, oath_tokens.c.kind == "hotp",
+                       oath_tokens.c.counter <= second - 1)
+                .values(counter=second + 1, last_used_at=now))
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
     # -- revocations -------------------------------------------------------------------------------------------
     def add_revocation(self, username: str, *, now: float, session_id: str | None = None) -> None:
         stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
@@ -1019,6 +1189,6 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "LabelTaken", "MethodRecord", "RevocationRecord",
-           "SchemaOutOfDate", "Store", "StoreUnavailable",
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "LabelTaken", "MethodRecord", "OathKind",
+           "OathTokenRecord", "RevocationRecord", "SchemaOutOfDate", "SerialTaken", "Store", "StoreUnavailable",
            "UserExists", "UserRecord", "schema"]

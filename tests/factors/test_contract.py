@@ -88,6 +88,23 @@ def answer_email(rt: Runtime, method: MethodRecord, state: object, clock: Clock)
     return outbox_code(rt)
 
 
+OATH_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+
+
+def enroll_oath(rt: Runtime, user: UserRecord, clock: Clock) -> tuple[MethodRecord, object]:
+    csv = f"upn,serial number,secret key,time interval,manufacturer,model\n,TK-0001,{OATH_SECRET},30,Acme,C200\n"
+    report = rt.oath_tokens.import_file(csv, actor="test")
+    assert report.imported == ("TK-0001",)
+    view = rt.signin.enroll_begin(user, "oath", CLIENT, clock.now, {"serial": "TK-0001"})
+    result = rt.signin.enroll_finish(user, view.method_id, {"code": pyotp.TOTP(OATH_SECRET).at(clock.now)}, CLIENT,
+                                     clock.now)
+    assert result.accepted
+    clock.advance(30)
+    method = rt.store.get_method(view.method_id)
+    assert method is not None
+    return method, OATH_SECRET
+
+
 def answer_totp(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -> str:
     assert isinstance(state, str)
     return pyotp.TOTP(state).at(clock.now)
@@ -102,6 +119,7 @@ DRIVERS = [
     pytest.param(Driver("totp", enroll_totp, answer_totp, expire=95), id="totp"),
     pytest.param(Driver("backup_codes", enroll_backup, answer_backup, expire=None), id="backup_codes"),
     pytest.param(Driver("email", enroll_email, answer_email, expire=601), id="email"),
+    pytest.param(Driver("oath", enroll_oath, answer_totp, expire=95), id="oath"),
 ]
 
 
@@ -114,7 +132,7 @@ def driver(request: pytest.FixtureRequest) -> Driver:
 @pytest.fixture
 def world(database_url: str) -> Iterator[tuple[Runtime, Clock]]:
     clock = Clock(START)
-    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "email", "backup_codes"]},
+    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "oath", "email", "backup_codes"]},
                              email={"gateway": "console"}, lockout={"max_failures": 5}),
                  clock=clock, password_hasher=FAST_HASHER)
     rt.store.upgrade()
