@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 from itsdangerous import BadData, URLSafeSerializer
 
-from mfa_middleware.core.tokens import (SALT_CSRF, SALT_PENDING, SALT_SESSION, PendingSignIn, Session, TokenCodec,
-                                        _HMACSHA256, _session_payload, pending_expired, session_expired)
+from mfa_middleware.core.tokens import (_HMACSHA256, SALT_CSRF, SALT_PENDING, SALT_SESSION, PendingSignIn, Session,
+                                        TokenCodec, _session_payload, pending_expired, session_expired)
 
 OLD, NEW = "old-key-" + "o" * 32, "new-key-" + "n" * 32
 NOW = 1_800_000_000.0
