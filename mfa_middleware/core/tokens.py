@@ -33,11 +33,14 @@ import secrets
 import threading
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.signer import HMACAlgorithm
+
+if TYPE_CHECKING:
+    from .decision import Identity
 
 SALT_SESSION = "mfa_middleware.session"
 SALT_PENDING = "mfa_middleware.pending-sign-in"
@@ -68,6 +71,10 @@ class Session:
     admin: bool = False
     email: str | None = None
     name: str | None = None
+    #: The request identity made from this session, built by ``Identity.from_session`` on first use and kept
+    #: here, so a cookie served from the verified-cookie cache brings its identity along. Derived, so not part of
+    #: the value: never compared, hashed, shown, passed in or copied by ``dataclasses.replace``.
+    identity: Identity | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_payload(self) -> dict[str, Any]:
         payload = {"s": self.sid, "u": self.username, "g": list(self.groups), "l": self.level,
@@ -94,8 +101,10 @@ class Session:
         if (type(sid) is not str or type(username) is not str or not username or type(groups) is not list
                 or type(methods) is not list or type(level) is not int or level not in (1, 2)
                 or type(exempt) is not int or exempt not in (0, 1) or type(admin) is not int or admin not in (0, 1)
-                or not (_is_time(primary_at) and _is_time(issued_at) and _is_time(last_seen))
-                or (mfa_at is not None and not _is_time(mfa_at))
+                # times: a float or an int (not a bool), not negative (what _is_time says, written out: per cookie)
+                or type(primary_at) not in _TIME_TYPES or type(issued_at) not in _TIME_TYPES
+                or type(last_seen) not in _TIME_TYPES or (mfa_at is not None and type(mfa_at) not in _TIME_TYPES)
+                or not (primary_at >= 0 and issued_at >= 0 and last_seen >= 0 and (mfa_at is None or mfa_at >= 0))
                 or (email is not None and type(email) is not str) or (name is not None and type(name) is not str)):
             return None
         for item in groups:
@@ -190,9 +199,11 @@ def _session_payload(signed: bytes) -> Any:
     return value if end == len(text) else None
 
 
+_TIME_TYPES = (float, int)
+
+
 def _is_time(value: object) -> bool:
-    kind = type(value)
-    return (kind is float or kind is int) and value >= 0  # type: ignore[operator]
+    return type(value) in _TIME_TYPES and value >= 0  # type: ignore[operator]
 
 
 class TokenCodec:
