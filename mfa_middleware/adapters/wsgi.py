@@ -12,8 +12,8 @@ requires, its UTF-8 bytes as latin-1 text, exactly as a server hands a path over
 gets 400); ``REMOTE_USER`` set to the signed-in user; and ``environ["mfa.identity"]`` (an
 :class:`~mfa_middleware.core.decision.Identity`).
 
-The authenticated hot path reads no store: cookie parse, one HMAC check, the timeouts, and a lookup in the
-in-process revocation cache.
+The authenticated hot path reads no store: cookie parse, one HMAC check (none for a cookie verified before, see
+:mod:`mfa_middleware.core.tokens`), the timeouts, and a lookup in the in-process revocation cache.
 """
 
 from __future__ import annotations

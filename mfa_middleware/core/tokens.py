@@ -16,7 +16,8 @@ Rules:
   JSON must fill the whole text. itsdangerous still signs every token and verifies the other purposes.
 - A session token whose signature has been verified once is remembered (a bounded first-in-first-out map keyed
   by the exact token string), so a browser repeating the same cookie costs a dictionary lookup, not an HMAC and
-  a JSON parse.
+  a JSON parse. The remembered Session carries the request Identity built from it (``Session.identity``, a
+  derived field outside the Session's value), so that is built once per token too.
   Only tokens this process verified as correctly signed are remembered; expiry and revocation are still
   checked on every request by the callers, from the payload.
 
