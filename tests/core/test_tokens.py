@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 from itsdangerous import BadData, URLSafeSerializer
 
+from mfa_middleware.core.decision import Identity
 from mfa_middleware.core.tokens import (_HMACSHA256, SALT_CSRF, SALT_PENDING, SALT_SESSION, PendingSignIn, Session,
                                         TokenCodec, _session_payload, pending_expired, session_expired)
 
@@ -284,3 +285,20 @@ def test_whitespace_around_the_json_is_refused_though_itsdangerous_reads_it(payl
 def test_the_keyed_hmac_is_hmac_sha256(key: bytes) -> None:
     for message in (b"", b"m", b"m" * 1000):
         assert _HMACSHA256(key).digest(message) == hmac.new(key, message, hashlib.sha256).digest()
+
+
+def test_the_identity_is_built_once_per_verified_token_and_is_not_part_of_the_session_value() -> None:
+    codec = TokenCodec((NEW,))
+    token = codec.dump_session(SESSION)
+    session = codec.load_session(token)
+    assert session is not None and session.identity is None
+    identity = Identity.from_session(session)
+
+    assert codec.load_session(token) is session  # the verified-cookie cache hands out the same Session ...
+    assert Identity.from_session(session) is identity  # ... and with it the same Identity
+    assert identity == Identity(username="alice", groups=("admins",), level=2, methods=("forms", "totp"),
+                                primary_at=NOW, mfa_at=NOW, session_id="sid1", exempt=False, admin=False)
+    # Derived data: the Session's value, hash, text and payload are what they were.
+    assert session == SESSION and hash(session) == hash(SESSION) and repr(session) == repr(SESSION)
+    assert session.to_payload() == SESSION.to_payload()
+    assert replace(session, last_seen=NOW + 60).identity is None  # a refreshed session builds its own
