@@ -114,9 +114,12 @@ class Session:
         for item in methods:
             if type(item) is not str:
                 return None
-        return cls(sid, username, tuple(groups), level, tuple(methods), float(primary_at),
-                   None if mfa_at is None else float(mfa_at), float(issued_at), float(last_seen), exempt == 1,
-                   admin == 1, email, name)
+        try:
+            return cls(sid, username, tuple(groups), level, tuple(methods), float(primary_at),
+                       None if mfa_at is None else float(mfa_at), float(issued_at), float(last_seen), exempt == 1,
+                       admin == 1, email, name)
+        except OverflowError:  # an integer time too large for a float
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +153,11 @@ class PendingSignIn:
                 and _is_time(primary_at) and isinstance(nxt, str)
                 and (enrollment is None or (isinstance(enrollment, int) and not isinstance(enrollment, bool)))):
             return None
-        return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
-                   enrollment_id=enrollment)
+        try:
+            return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
+                       enrollment_id=enrollment)
+        except OverflowError:  # an integer time too large for a float
+            return None
 
 
 class _HMACSHA256:

@@ -74,6 +74,8 @@ def test_tampered_and_malformed_tokens() -> None:
     pytest.param({**SESSION.to_payload(), "i": "now"}, id="string-time"),
     pytest.param({**SESSION.to_payload(), "g": "admins"}, id="groups-string"),
     pytest.param({**SESSION.to_payload(), "t": -1}, id="negative-time"),
+    pytest.param({**SESSION.to_payload(), "p": 10**400}, id="time-too-large-for-a-float"),
+    pytest.param({**SESSION.to_payload(), "a": 10**400}, id="mfa-time-too-large-for-a-float"),
 ])
 def test_well_signed_but_wrongly_shaped_payloads_are_refused(payload: object) -> None:
     codec = TokenCodec((NEW,))
@@ -81,6 +83,12 @@ def test_well_signed_but_wrongly_shaped_payloads_are_refused(payload: object) ->
                               signer_kwargs={"digest_method": codec.session_serializer.signer_kwargs["digest_method"]}
                               ).dumps(payload)
     assert codec.load_session(str(token)) is None
+
+
+def test_a_pending_token_with_a_time_too_large_for_a_float_is_refused() -> None:
+    codec = TokenCodec((NEW,))
+    token = codec.pending_serializer.dumps({**PENDING.to_payload(), "p": 10**400})
+    assert codec.load_pending(str(token)) is None
 
 
 def test_session_timeouts_come_from_the_payload() -> None:
