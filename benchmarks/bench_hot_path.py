@@ -1,8 +1,9 @@
 """The authenticated hot path, in process: what a valid session cookie on a two_factor rule costs.
 
 DESIGN.md section 7: the middleware's overhead on such a request must be at most 2x the cost of one bare
-itsdangerous ``loads`` of the same cookie, and it must run no store query. Everything is measured in ONE run
-and ONE process, so the ratio holds on any machine; the absolute nanoseconds only describe this one.
+itsdangerous ``loads`` of the same cookie, and it must run no store query. Issue 8 tightened the ratios: at most
+0.5x for a cookie seen before, at most 1.5x for a cookie not seen before. Everything is measured in ONE run and
+ONE process, so the ratio holds on any machine; the absolute nanoseconds only describe this one.
 
     .venv/bin/python benchmarks/bench_hot_path.py [--iterations N] [--repeats R] [--realistic-seconds S]
 
@@ -41,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography.fernet import Fernet
 from sqlalchemy import event
@@ -53,7 +54,8 @@ from mfa_middleware.config import config_from_dict
 from mfa_middleware.core import tokens
 from mfa_middleware.core.tokens import Session, new_session_id
 
-TARGET_RATIO = 2.0
+TARGET_RATIO = 0.5  # overhead / loads, the same cookie again (served from the verified-cookie cache)
+TARGET_RATIO_NEW_COOKIE = 1.5  # overhead / loads, a cookie not seen before (the full verification)
 FIXED_NOW = 1_800_000_000.0
 USERNAME = "alice"
 PATH = "/home"
@@ -99,7 +101,7 @@ class StatementCounter:
                 executemany: bool) -> None:
         self.statements.append(statement)
 
-    def __enter__(self) -> StatementCounter:
+    def __enter__(self) -> Self:
         event.listen(self.engine, "before_cursor_execute", self._record)
         return self
 
@@ -325,8 +327,8 @@ def realistic_run(database: str, seconds: float) -> RealisticResult:
 
 
 def report(fixed: FixedClockResult, realistic: RealisticResult | None, iterations: int, repeats: int) -> str:
-    def verdict(ratio: float) -> str:
-        return "PASS" if ratio <= TARGET_RATIO else "ABOVE TARGET"
+    def verdict(ratio: float, target: float) -> str:
+        return "PASS" if ratio <= target else "ABOVE TARGET"
 
     sql_verdict = "PASS" if fixed.statements == 0 else "FAIL"
     rows = [
@@ -347,11 +349,12 @@ def report(fixed: FixedClockResult, realistic: RealisticResult | None, iteration
         f"  {'':<46}{'ns/request':>12}",
         *(f"  {label:<46}{value:>12.0f}" for label, value in rows),
         "",
-        f"ratio overhead / loads: {fixed.ratio:.2f} (target <= {TARGET_RATIO:.1f}) {verdict(fixed.ratio)}",
-        f"ratio overhead / loads, new cookie each request: {fixed.new_cookie_ratio:.2f} (target <= "
-        f"{TARGET_RATIO:.1f}) {verdict(fixed.new_cookie_ratio)}",
-        f"SQL statements during {fixed.requests} requests with a fixed clock: {fixed.statements} (target 0)"
-        f" {sql_verdict}",
+        (f"ratio overhead / loads: {fixed.ratio:.2f} (target <= {TARGET_RATIO:.1f}) "
+         f"{verdict(fixed.ratio, TARGET_RATIO)}"),
+        (f"ratio overhead / loads, new cookie each request: {fixed.new_cookie_ratio:.2f} (target <= "
+         f"{TARGET_RATIO_NEW_COOKIE:.1f}) {verdict(fixed.new_cookie_ratio, TARGET_RATIO_NEW_COOKIE)}"),
+        (f"SQL statements during {fixed.requests} requests with a fixed clock: {fixed.statements} (target 0)"
+         f" {sql_verdict}"),
     ]
     if fixed.middleware_new_cookie_ns < fixed.middleware_ns + fixed.loads_ns / 2:
         lines.append(f"warning: (b') is hardly dearer than (b): the {fixed.pool} new cookies may be served from a "

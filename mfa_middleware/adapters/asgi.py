@@ -86,24 +86,26 @@ class MFAAuth:
 
 
 class ScopeHeaders:
-    """Header lookup over an ASGI scope's header list (built once per request)."""
+    """Header lookup over an ASGI scope's header list (built once per request). Names and values stay bytes
+    until one is asked for: the gate reads three or four headers of the dozen a browser sends."""
 
     __slots__ = ("_map",)
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        headers: dict[str, str] = {}
+        headers: dict[bytes, bytes] = {}
         for key, value in raw:
-            name = key.decode("latin-1").lower()
-            text = value.decode("latin-1")
+            name = key.lower()
             # Repeated headers join with a comma, as WSGI servers do (cookies with "; ").
             if name in headers:
-                headers[name] = headers[name] + ("; " if name == "cookie" else ", ") + text
+                headers[name] = headers[name] + (b"; " if name == b"cookie" else b", ") + value
             else:
-                headers[name] = text
+                headers[name] = value
         self._map = headers
 
     def get(self, name: str) -> str | None:
-        return self._map.get(name)
+        """The value of header ``name`` (lower case ASCII), latin-1 decoded, or None."""
+        value = self._map.get(name.encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
 
 class ASGIMFAMiddleware:

@@ -106,8 +106,11 @@ class Gate:
         400 (forward auth turns it into 403). ``remote_user`` is what the server itself authenticated, if anything.
         With ``may_block=False`` (an event loop), a decision that needs I/O returns ``blocking=True`` instead."""
         rt = self.rt
-        https = self.https(scheme, peer, headers)
-        client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted) if self._trusted else peer
+        if self._trusted:
+            https = self.https(scheme, peer, headers)
+            client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted)
+        else:  # no trusted proxy: the connection itself says everything
+            https, client_ip = scheme == "https", peer
         path = normalize_path(raw_path)
         if path is None:
             return GateResult(None, https, client_ip,
@@ -121,14 +124,15 @@ class Gate:
         names = self._names[https]
         token = read_cookie(headers.get("cookie") or "", names.session)
         accept = headers.get("accept") or ""
+        basic = requirement.basic
         facts = RequestFacts(method, path, query, "https" if https else "http", client_ip, token,
-                             headers.get("authorization"), wants_json(accept, headers.get("x-requested-with") or ""),
-                             "text/html" in accept)
+                             headers.get("authorization") if basic else None,  # read only where Basic counts
+                             wants_json(accept, headers.get("x-requested-with") or ""), "text/html" in accept)
         if not may_block and rt.revocations.due(now):
             return GateResult(path, https, client_ip, blocking=True)
         view = rt.revocations.view(now)
         decision: Decision
-        if requirement.basic and (facts.authorization is not None or (token is None and not facts.wants_html)):
+        if basic and (facts.authorization is not None or (token is None and not facts.wants_html)):
             creds = parse_basic(facts.authorization)
             verdict: VerifiedCredential | BasicFailure
             if creds is None:
@@ -155,8 +159,7 @@ class Gate:
             if decision.refreshed is not None:
                 refresh = set_cookie_header(names.session, rt.codec.dump_session(decision.refreshed),
                                             secure=names.secure)
-            return GateResult(path, https, client_ip, forward=True, identity=decision.identity,
-                              refresh_cookie=refresh)
+            return GateResult(path, https, client_ip, False, True, decision.identity, refresh)  # forward
         return GateResult(path, https, client_ip, reply=self.reply_for(decision, names.session, names.secure,
                                                                        facts.wants_json, headers))
 

@@ -12,8 +12,8 @@ requires, its UTF-8 bytes as latin-1 text, exactly as a server hands a path over
 gets 400); ``REMOTE_USER`` set to the signed-in user; and ``environ["mfa.identity"]`` (an
 :class:`~mfa_middleware.core.decision.Identity`).
 
-The authenticated hot path reads no store: cookie parse, one HMAC check, the timeouts, and a lookup in the
-in-process revocation cache.
+The authenticated hot path reads no store: cookie parse, one HMAC check (none for a cookie verified before, see
+:mod:`mfa_middleware.core.tokens`), the timeouts, and a lookup in the in-process revocation cache.
 """
 
 from __future__ import annotations
@@ -64,19 +64,17 @@ class MFAMiddleware:
             query=environ.get("QUERY_STRING", ""), scheme=environ.get("wsgi.url_scheme", "http"),
             peer=environ.get("REMOTE_ADDR") or "", headers=EnvironHeaders(environ),
             remote_user=remote_user if isinstance(remote_user, str) else None)
-        if result.reply is not None:
-            reply = result.reply
+        path, https, client_ip, to_pages, _, identity, cookie, reply, _ = result
+        if reply is not None:
             start_response(reply.status_line, reply.headers)
             return [reply.body]
-        path = result.path
         assert path is not None
         environ["PATH_INFO"] = path if path.isascii() else wsgi_form(path)  # PEP 3333: bytes as latin-1 text
-        environ["mfa.client_ip"] = result.client_ip
-        if result.https:
+        environ["mfa.client_ip"] = client_ip
+        if https:
             environ["wsgi.url_scheme"] = "https"
-        if result.to_pages:
+        if to_pages:
             return self.pages(environ, start_response)
-        identity = result.identity
         if identity is not None:
             environ["REMOTE_USER"] = identity.username
             environ["mfa.identity"] = identity
@@ -84,7 +82,6 @@ class MFAMiddleware:
             # A bypass route with nobody signed in: a user the server authenticated on its own (without MFA)
             # must not reach the app as signed in (Django's RemoteUserMiddleware would log them in).
             environ.pop("REMOTE_USER", None)
-        cookie = result.refresh_cookie
         if cookie is None:
             return self.app(environ, start_response)
 

@@ -29,7 +29,6 @@ The function gets facts and ``now`` and returns a frozen value. It reads no cloc
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from urllib.parse import quote
@@ -58,14 +57,15 @@ class Identity:
 
     @classmethod
     def from_session(cls, s: Session) -> Identity:
-        return _identity_of(s)
-
-
-@functools.lru_cache(maxsize=4096)
-def _identity_of(s: Session) -> Identity:
-    """One Identity per session value: a browser repeating its cookie gets the same (immutable) object."""
-    return Identity(s.username, s.groups, s.level, s.methods, s.primary_at, s.mfa_at, s.sid, s.exempt, s.admin,
-                    s.email, s.name)
+        """The identity of a session, built once per Session object and kept on it (``Session.identity``): a
+        browser repeating its cookie gets the Session the verified-cookie cache holds, and with it the same
+        (immutable) Identity."""
+        identity = s.identity
+        if identity is None:
+            identity = cls(s.username, s.groups, s.level, s.methods, s.primary_at, s.mfa_at, s.sid, s.exempt,
+                           s.admin, s.email, s.name)
+            object.__setattr__(s, "identity", identity)  # a memo of derived data: the Session's value is unchanged
+        return identity
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ class RequestFacts(NamedTuple):
     scheme: str
     client_ip: str
     session_cookie: str | None
-    authorization: str | None
+    authorization: str | None  # the Authorization header, on a ``basic = true`` rule (else None: nothing reads it)
     wants_json: bool
     wants_html: bool = False
 

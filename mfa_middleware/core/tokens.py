@@ -8,9 +8,16 @@ Rules:
   The absolute and inactivity timeouts are checked here against the ``now`` the caller passes in.
 - The pending sign-in token names the user and what is left to do; it never holds a password.
 - Malformed, tampered, wrong-purpose or wrongly-typed tokens all decode to ``None``; nothing raises.
+- Session tokens are verified here, not by itsdangerous's ``loads``, because they are checked on every request:
+  the same HMAC-SHA256 over the same bytes with the same derived keys (itsdangerous derives each key again for
+  every token; here each is derived once, at start), every key of the list tried, and the same decoding of the
+  signature. ``tests/core/test_tokens.py`` checks that this accepts exactly the tokens itsdangerous accepts.
+  The payload is decoded as itsdangerous encodes it (base64, zlib when it starts with ``.``, then JSON); the
+  JSON must fill the whole text. itsdangerous still signs every token and verifies the other purposes.
 - A session token whose signature has been verified once is remembered (a bounded first-in-first-out map keyed
   by the exact token string), so a browser repeating the same cookie costs a dictionary lookup, not an HMAC and
-  a JSON parse.
+  a JSON parse. The remembered Session carries the request Identity built from it (``Session.identity``, a
+  derived field outside the Session's value), so that is built once per token too.
   Only tokens this process verified as correctly signed are remembered; expiry and revocation are still
   checked on every request by the callers, from the payload.
 
@@ -19,14 +26,22 @@ Nothing here reads a clock, a store or a request: callers pass ``now`` and get f
 
 from __future__ import annotations
 
+import binascii
 import hashlib
+import hmac
+import json
 import secrets
 import threading
+import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous.signer import HMACAlgorithm
+
+if TYPE_CHECKING:
+    from .decision import Identity
 
 SALT_SESSION = "mfa_middleware.session"
 SALT_PENDING = "mfa_middleware.pending-sign-in"
@@ -57,6 +72,10 @@ class Session:
     admin: bool = False
     email: str | None = None
     name: str | None = None
+    #: The request identity made from this session, built by ``Identity.from_session`` on first use and kept
+    #: here, so a cookie served from the verified-cookie cache brings its identity along. Derived, so not part of
+    #: the value: never compared, hashed, shown, passed in or copied by ``dataclasses.replace``.
+    identity: Identity | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_payload(self) -> dict[str, Any]:
         payload = {"s": self.sid, "u": self.username, "g": list(self.groups), "l": self.level,
@@ -83,8 +102,10 @@ class Session:
         if (type(sid) is not str or type(username) is not str or not username or type(groups) is not list
                 or type(methods) is not list or type(level) is not int or level not in (1, 2)
                 or type(exempt) is not int or exempt not in (0, 1) or type(admin) is not int or admin not in (0, 1)
-                or not (_is_time(primary_at) and _is_time(issued_at) and _is_time(last_seen))
-                or (mfa_at is not None and not _is_time(mfa_at))
+                # times: a float or an int (not a bool), not negative (what _is_time says, written out: per cookie)
+                or type(primary_at) not in _TIME_TYPES or type(issued_at) not in _TIME_TYPES
+                or type(last_seen) not in _TIME_TYPES or (mfa_at is not None and type(mfa_at) not in _TIME_TYPES)
+                or not (primary_at >= 0 and issued_at >= 0 and last_seen >= 0 and (mfa_at is None or mfa_at >= 0))
                 or (email is not None and type(email) is not str) or (name is not None and type(name) is not str)):
             return None
         for item in groups:
@@ -93,9 +114,12 @@ class Session:
         for item in methods:
             if type(item) is not str:
                 return None
-        return cls(sid, username, tuple(groups), level, tuple(methods), float(primary_at),
-                   None if mfa_at is None else float(mfa_at), float(issued_at), float(last_seen), exempt == 1,
-                   admin == 1, email, name)
+        try:
+            return cls(sid, username, tuple(groups), level, tuple(methods), float(primary_at),
+                       None if mfa_at is None else float(mfa_at), float(issued_at), float(last_seen), exempt == 1,
+                       admin == 1, email, name)
+        except OverflowError:  # an integer time too large for a float
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,17 +155,68 @@ class PendingSignIn:
         if not (isinstance(sid, str) and sid and isinstance(username, str) and username and isinstance(pm, str)
                 and _is_time(primary_at) and isinstance(nxt, str) and _is_id(enrollment) and _is_id(method)):
             return None
-        return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
-                   enrollment_id=enrollment, method_id=method)
+        try:
+            return cls(sid=sid, username=username, primary_method=pm, primary_at=float(primary_at), next=nxt,
+                       enrollment_id=enrollment, method_id=method)
+        except OverflowError:  # an integer time too large for a float
+            return None
 
 
 def _is_id(value: object) -> bool:
     return value is None or (type(value) is int and value > 0)
 
 
+class _HMACSHA256:
+    """HMAC-SHA256 (RFC 2104) under one key, the key's two padded blocks hashed once: ``digest(message)`` equals
+    ``hmac.new(key, message, hashlib.sha256).digest()`` at two hash copies instead of a key setup per call."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64decode(data: bytes) -> bytes:
+    """``itsdangerous.encoding.base64_decode`` of bytes in one C call: padded, URL-safe alphabet, bytes outside
+    the alphabet skipped (``base64.urlsafe_b64decode`` does exactly this); raises ``binascii.Error``."""
+    return binascii.a2b_base64(data.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(data) % 4))
+
+
+_JSON = json.JSONDecoder()
+
+
+def _session_payload(signed: bytes) -> Any:
+    """The value in a verified session payload, decoded as itsdangerous's ``URLSafeSerializer`` encodes it; None
+    when it does not decode (only a holder of a key could sign such a payload)."""
+    try:
+        compressed = signed.startswith(b".")
+        data = _b64decode(signed[1:] if compressed else signed)
+        if compressed:
+            data = zlib.decompress(data)
+        text = data.decode()
+        value, end = _JSON.raw_decode(text)
+    except (ValueError, zlib.error, RecursionError):  # base64, UTF-8 and JSON errors are ValueErrors
+        return None
+    return value if end == len(text) else None
+
+
+_TIME_TYPES = (float, int)
+
+
 def _is_time(value: object) -> bool:
-    kind = type(value)
-    return (kind is float or kind is int) and value >= 0  # type: ignore[operator]
+    return type(value) in _TIME_TYPES and value >= 0  # type: ignore[operator]
 
 
 class TokenCodec:
@@ -158,8 +233,10 @@ class TokenCodec:
         self.session_serializer = URLSafeSerializer(keys, salt=SALT_SESSION, signer_kwargs=kwargs)
         self.pending_serializer = URLSafeSerializer(keys, salt=SALT_PENDING, signer_kwargs=kwargs)
         self.csrf_serializer = URLSafeSerializer(keys, salt=SALT_CSRF, signer_kwargs=kwargs)
-        # Built once: the serializer would build a new signer for every cookie it checks.
-        self._session_signer = self.session_serializer.make_signer(SALT_SESSION)
+        # The session keys, derived once as itsdangerous derives them, newest first (itsdangerous's order).
+        signer = self.session_serializer.make_signer(SALT_SESSION)
+        assert type(signer.algorithm) is HMACAlgorithm and signer.digest_method is hashlib.sha256
+        self._session_macs = tuple(_HMACSHA256(signer.derive_key(key)) for key in reversed(signer.secret_keys))
 
     @staticmethod
     def _loads(serializer: URLSafeSerializer, token: str | None) -> Any:
@@ -181,17 +258,31 @@ class TokenCodec:
             return known
         if len(token) > MAX_TOKEN_LENGTH:
             return None
-        try:
-            payload = self.session_serializer.load_payload(self._session_signer.unsign(token))
-        except (BadData, ValueError, TypeError, UnicodeError):
+        signed = self.unsign_session(token)
+        if signed is None:
             return None
-        session = Session.from_payload(payload)
+        session = Session.from_payload(_session_payload(signed))
         if session is not None and self._verified_size:
             with self._verified_lock:
                 self._verified[token] = session
                 if len(self._verified) > self._verified_size:
                     self._verified.popitem(last=False)
         return session
+
+    def unsign_session(self, token: str) -> bytes | None:
+        """The signed part of a session token (its payload) when the signature verifies with one of the keys,
+        else None: what itsdangerous's ``Signer.unsign`` returns for the session salt, without raising."""
+        try:
+            value, sep, signature = token.encode().rpartition(b".")
+            mac = _b64decode(signature)
+        except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+            return None
+        if not sep:
+            return None
+        for keyed in self._session_macs:
+            if hmac.compare_digest(keyed.digest(value), mac):
+                return value
+        return None
 
     def dump_pending(self, pending: PendingSignIn) -> str:
         return str(self.pending_serializer.dumps(pending.to_payload()))
