@@ -596,6 +596,7 @@ def demo(host: str, port: int, data_dir: str | None) -> None:
         raise SystemExit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in _demo_signals()}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)  # restored after the clean-up
     middleware = None
     try:
         folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="mfa-demo-"))
@@ -612,14 +613,20 @@ def demo(host: str, port: int, data_dir: str | None) -> None:
             click.echo(line)
         server.serve_forever()  # returns on Ctrl-C (werkzeug catches KeyboardInterrupt)
     finally:
-        sock.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if middleware is not None:
-            middleware.runtime.close()
-        if temporary and folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-            click.echo(f"Demo stopped; removed {folder}.")
+        # A second Ctrl-C or TERM must not cut the clean-up short: the folder holds secret keys.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            sock.close()
+            if middleware is not None:
+                middleware.runtime.close()
+            if temporary and folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                click.echo(f"Demo stopped; removed {_demo_path(folder)}.")
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
 
 
 def _demo_signals() -> list[int]:
@@ -650,7 +657,7 @@ def _demo_socket(host: str, port: int) -> Any:
     try:
         return bind(port)
     except socket.gaierror as exc:
-        raise click.ClickException(f"cannot listen on --host {host}: {exc.strerror}") from None
+        raise click.ClickException(f"cannot listen on --host {host}: {exc.strerror}.") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             hint = "choose another with --port"
@@ -661,17 +668,26 @@ def _demo_socket(host: str, port: int) -> Any:
                     continue
                 hint += f", e.g. --port {candidate}"
                 break
-            raise click.ClickException(f"port {port} on {host} is already in use by another program; stop it, "
-                                       f"or {hint}.") from None
+            raise click.ClickException(f"port {port} on {host} is already in use by another program.\n"
+                                       f"Stop that program, or {hint}.") from None
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise click.ClickException(f"port {port} needs administrator rights; choose one above 1023 with "
-                                       "--port, e.g. --port 8000.") from None
-        raise click.ClickException(f"cannot listen on {host} port {port}: {exc.strerror}; change --host or "
-                                   "--port.") from None
+            raise click.ClickException(f"port {port} needs administrator rights.\n"
+                                       "Choose one above 1023 with --port, e.g. --port 8000.") from None
+        raise click.ClickException(f"cannot listen on {host} port {port}: {exc.strerror}.\n"
+                                   "Change --host or --port.") from None
+
+
+def _demo_path(path: Path) -> str:
+    """``path`` as the person who started the demo can type it: relative when it is inside their folder."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
 
 
 def _demo_program(name: str) -> str:
-    """How the person who started the demo runs ``name`` (a script installed beside this Python)."""
+    """How the person who started the demo runs ``name`` (a script installed beside this Python): the bare name
+    when their PATH finds this very script, else its path (a person who never activated the venv)."""
     import shutil
 
     beside = Path(sys.executable).parent / name
@@ -680,14 +696,12 @@ def _demo_program(name: str) -> str:
     found = shutil.which(name)
     if found and Path(found).resolve() == beside.resolve():
         return name
-    try:
-        return str(beside.relative_to(Path.cwd()))
-    except ValueError:
-        return str(beside)
+    return _demo_path(beside)
 
 
 def _demo_command(words: list[str], indent: str = "  ") -> list[str]:
-    """A shell command as lines of at most DEMO_WIDTH columns, broken with ``\\`` between words."""
+    """A shell command as lines of at most DEMO_WIDTH columns, broken with ``\\`` between words (a single word
+    longer than a line stays whole, so that the command still runs when copied)."""
     import shlex
 
     lines: list[str] = []
@@ -715,16 +729,16 @@ def _demo_banner(url: str, folder: Path, password: str, username: str, basic_pat
         "",
         "At the first sign-in you set up an authenticator app (any TOTP app). No app",
         "at hand? Once the page shows the QR code, this prints the current code:",
-        *_demo_command([cli, "demo-code", str(folder)]),
+        *_demo_command([cli, "demo-code", _demo_path(folder)]),
         "",
         "Mail and sync clients use app passwords (HTTP Basic). After setting up the",
         "app, create one under App passwords, then try it:",
         *_demo_command(["curl", "-u", f"{username}:APP PASSWORD", url.rstrip("/") + basic_path]),
         "",
         f"Config and store ({where}):",
-        *_demo_command([str(folder)]),
+        *_demo_command([_demo_path(folder)]),
         "Manage users, e.g.:",
-        *_demo_command([admin_cli, "--config", str(folder / "mfa.toml"), "user", "list"]),
+        *_demo_command([admin_cli, "--config", _demo_path(folder / "mfa.toml"), "user", "list"]),
         "Press Ctrl-C to stop.",
     ]
     return lines
