@@ -34,10 +34,14 @@ BASIC_PATH = "/dav/"
 _MARKER_TEXT = ("This folder was made by `mfa-middleware demo`. It holds throwaway keys and a throwaway store;\n"
                 "`mfa-middleware demo-code` reads the demo user's authenticator code only where this file is.\n")
 
-_BASIC_RULES = f'''\
+_BASIC_SECTION = '''\
+# App passwords for mail, WebDAV and sync clients (HTTP Basic on rules with basic = true).
 [basic]
 realm = "Contoso demo"
 
+'''
+
+_BASIC_RULE = f'''\
 # The demo's files for mail, WebDAV and sync clients: HTTP Basic with an app password. Try it with
 #   curl -u 'demo:APP PASSWORD' http://localhost:8000{BASIC_PATH}
 [[rules]]
@@ -96,7 +100,9 @@ def write_demo_config(path: Path) -> None:
     write_starter_config(path, database="sqlite:///mfa.db", issuer="mfa_middleware demo")
     text = path.read_text(encoding="utf-8")
     first_rule = text.index("\n[[rules]]\n") + 1
-    path.write_text(text[:first_rule] + _BASIC_RULES + text[first_rule:], encoding="utf-8")
+    text = text[:first_rule] + _BASIC_RULE + text[first_rule:]
+    rules_comment = text.index("\n# Rules:") + 1
+    path.write_text(text[:rules_comment] + _BASIC_SECTION + text[rules_comment:], encoding="utf-8")
 
 
 def is_demo_folder(folder: Path) -> bool:
@@ -112,12 +118,12 @@ def prepare_demo(folder: Path) -> tuple[MFAMiddleware, str]:
     from .config import load_config
     from .services.accounts import AccountError
 
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new folder: private, it will hold secret keys
     config_path = folder / "mfa.toml"
     if config_path.exists() and not is_demo_folder(folder):
-        raise DemoError(f"{folder} holds an mfa.toml that `mfa-middleware demo` did not make; the demo adds a "
-                        "user and resets its password, so it runs only in a folder of its own: choose an "
-                        "empty or new folder with --data-dir")
+        raise DemoError(f"{folder} holds an mfa.toml that `mfa-middleware demo` did not make.\n"
+                        "The demo adds a user and resets its password, so it runs only in a folder\n"
+                        "of its own: choose an empty or new folder with --data-dir.")
     if not config_path.exists():
         (folder / MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
         write_demo_config(config_path)
@@ -155,8 +161,9 @@ def demo_code(folder: Path, now: float | None = None) -> DemoCode:
     from .store import Store
 
     if not is_demo_folder(folder):
-        raise DemoError(f"{folder} is not a folder made by `mfa-middleware demo`: this helper shows codes only "
-                        "for the demo's throwaway user, never for a real installation")
+        raise DemoError(f"{folder} is not a folder made by `mfa-middleware demo`.\n"
+                        "This helper shows codes only for the demo's throwaway user, never for a real\n"
+                        "installation.")
     try:
         config = load_config(folder / "mfa.toml")
     except ConfigError as exc:
@@ -170,8 +177,9 @@ def demo_code(folder: Path, now: float | None = None) -> DemoCode:
         store.close()
     method = methods[-1] if methods else None
     if method is None or method.secret is None:
-        raise DemoError("the demo user has no authenticator app yet: sign in at the demo's address and choose "
-                        "\"Set it up now\"; run this again when the page shows the QR code")
+        raise DemoError("the demo user has no authenticator app yet.\n"
+                        "Sign in at the demo's address and choose \"Set it up now\"; run this again\n"
+                        "when the page shows the QR code.")
     secret = SecretBox(config.encryption_keys).decrypt(method.secret)
     period = config.totp.period
     step = int(now // period)

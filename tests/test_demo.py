@@ -209,6 +209,11 @@ def test_demo_code_command_refuses_other_folders(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo-code", str(tmp_path)])
     assert result.exit_code == 1 and "not a folder made by `mfa-middleware demo`" in result.output
     assert not (tmp_path / "mfa.db").exists()
+    tmp_path.joinpath("mfa.toml").unlink()
+    prepare_demo(tmp_path)[0].runtime.close()
+    result = CliRunner().invoke(main, ["demo-code", str(tmp_path)])
+    assert result.exit_code == 1 and "no authenticator app yet" in result.output
+    assert all(len(line) <= DEMO_WIDTH for line in result.output.splitlines()), result.output
 
 
 def test_demo_app_answers_the_basic_route_in_plain_text() -> None:
