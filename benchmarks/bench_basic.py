@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
 
-    folder = Path(tempfile.mkdtemp(prefix="mfa-bench-basic-"))
+    with tempfile.TemporaryDirectory(prefix="mfa-bench-basic-") as folder:  # removed however the run ends
+        return measure(Path(folder), args.iterations, args.repeats)
+
+
+def measure(folder: Path, iterations: int, repeats: int) -> int:
+    """Run the four measurements on a store in ``folder`` and print them."""
     clock = Clock()
     config = config_from_dict({
         "secret_keys": ["b" * 40], "encryption_key": Fernet.generate_key().decode(),
@@ -99,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         queries += 1
 
     event.listen(rt.store.engine, "before_cursor_execute", count)
-    bare = timed(lambda: app(dict(environ), start_response), args.iterations, args.repeats)
-    repeat = timed(lambda: mw(dict(environ), start_response), args.iterations, args.repeats)
+    bare = timed(lambda: app(dict(environ), start_response), iterations, repeats)
+    repeat = timed(lambda: mw(dict(environ), start_response), iterations, repeats)
     assert all(s.startswith("200") for s in statuses), "a repeated request was refused"
     measured_queries = queries
     event.remove(rt.store.engine, "before_cursor_execute", count)
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     rt.close()
 
     overhead = repeat - bare
-    print(f"Basic path with an app password ({args.iterations} iterations x {args.repeats} repeats, median; "
+    print(f"Basic path with an app password ({iterations} iterations x {repeats} repeats, median; "
           f"Python {sys.version.split()[0]})\n")
     print(f"  {'':44}{'ns/request':>12}")
     print(f"  {'(a) bare app':44}{bare:>12.0f}")
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if overhead < TARGET_NS else "ABOVE TARGET"
     print(f"repeat: {overhead / 1000:.1f} us of middleware time (target < {TARGET_NS / 1000:.0f} us) {verdict}; "
           f"first request {first_ns / 1e6:.1f} ms = {first_ns / max(overhead, 1):.0f}x a repeat")
-    print(f"SQL statements during {args.iterations * args.repeats} repeated requests: {measured_queries}")
+    print(f"SQL statements during {iterations * repeats} repeated requests: {measured_queries}")
     print(f"revoked app password refused on the first request after the revocation interval: "
           f"{'yes' if refused else 'NO'}")
     return 0

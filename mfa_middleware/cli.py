@@ -689,29 +689,218 @@ def main() -> None:
     """mfa_middleware: multi-factor authentication in front of WSGI apps."""
 
 
+# -- the demo: everything it prints fits in 80 columns; it binds its port before it makes or prints anything,
+# and removes its temporary folder (which holds secret keys) however it stops.
+DEMO_WIDTH = 80
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Keep the demo's config and store here "
-              "(default: a new temporary folder).")
+              "(default: a temporary folder, removed when the demo stops).")
 def demo(host: str, port: int, data_dir: str | None) -> None:
     """Run a sample app behind the middleware on a fresh SQLite store."""
-    from werkzeug.serving import run_simple
+    import shutil
+    import signal
 
-    from .demo import prepare_demo
+    from werkzeug.serving import make_server
 
-    folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="mfa-demo-"))
-    middleware, password = prepare_demo(folder)
-    config_path = folder / "mfa.toml"
-    url = f"http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/"
-    console.print(f"[bold]mfa_middleware demo[/]  config and store in {folder}")
-    console.print(f"  Open      {url}")
-    console.print("  Username  demo")
-    console.print(f"  Password  {password}")
-    console.print("  At the first sign-in you set up an authenticator app (any TOTP app; or read the key from the "
-                  "page and run `python -c \"import pyotp; print(pyotp.TOTP('KEY').now())\"`).")
-    console.print(f"  Manage users: mfa-admin --config {config_path} user list")
-    run_simple(host, port, middleware, threaded=True)
+    from .demo import BASIC_PATH, USERNAME, DemoError, prepare_demo
+
+    sock = _demo_socket(host, port)
+    port = sock.getsockname()[1]
+    folder: Path | None = None
+    temporary = data_dir is None
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in _demo_signals()}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)  # restored after the clean-up
+    middleware = None
+    try:
+        folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="mfa-demo-"))
+        try:
+            middleware, password = prepare_demo(folder)
+        except DemoError as exc:
+            raise click.ClickException(str(exc)) from None
+        server = make_server(host, port, middleware, threaded=True, request_handler=_make_demo_request_handler(),
+                             fd=sock.fileno())
+        sock.close()  # the server holds its own duplicate of the listening socket
+        shown = host if host not in ("127.0.0.1", "::1", "0.0.0.0", "::") else "localhost"
+        url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
+        for line in _demo_banner(url, folder, password, USERNAME, BASIC_PATH, temporary):
+            click.echo(line)
+        server.serve_forever()  # returns on Ctrl-C (werkzeug catches KeyboardInterrupt)
+    finally:
+        # A second Ctrl-C or TERM must not cut the clean-up short: the folder holds secret keys.
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            sock.close()
+            if middleware is not None:
+                middleware.runtime.close()
+            if temporary and folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+                click.echo(f"Demo stopped; removed {_demo_path(folder)}.")
+        finally:
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
+
+
+def _demo_signals() -> list[int]:
+    import signal
+
+    return [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
+def _demo_socket(host: str, port: int) -> Any:
+    """A listening socket on ``host:port``, or a ClickException naming the port and the option to change it."""
+    import errno
+    import socket
+
+    def bind(p: int) -> socket.socket:
+        family, _type, _proto, _name, address = socket.getaddrinfo(
+            host, p, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if os.name != "nt":  # as werkzeug does: a restart may reuse a port in TIME_WAIT
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        return bind(port)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on --host {host}: {exc.strerror}.") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            hint = "choose another with --port"
+            for candidate in range(port + 1, min(port + 20, 65536)) if port else ():
+                try:
+                    bind(candidate).close()
+                except OSError:
+                    continue
+                hint += f", e.g. --port {candidate}"
+                break
+            raise click.ClickException(f"port {port} on {host} is already in use by another program.\n"
+                                       f"Stop that program, or {hint}.") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise click.ClickException(f"port {port} needs administrator rights.\n"
+                                       "Choose one above 1023 with --port, e.g. --port 8000.") from None
+        raise click.ClickException(f"cannot listen on {host} port {port}: {exc.strerror}.\n"
+                                   "Change --host or --port.") from None
+
+
+def _demo_path(path: Path) -> str:
+    """``path`` as the person who started the demo can type it: relative when it is inside their folder."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.absolute())
+
+
+def _demo_program(name: str) -> str:
+    """How the person who started the demo runs ``name`` (a script installed beside this Python): the bare name
+    when their PATH finds this very script, else its path (a person who never activated the venv)."""
+    import shutil
+
+    beside = Path(sys.executable).parent / name
+    if not beside.exists():
+        return name
+    found = shutil.which(name)
+    if found and Path(found).resolve() == beside.resolve():
+        return name
+    return _demo_path(beside)
+
+
+def _demo_command(words: list[str], indent: str = "  ") -> list[str]:
+    """A shell command as lines of at most DEMO_WIDTH columns, broken with ``\\`` between words (a single word
+    longer than a line stays whole, so that the command still runs when copied)."""
+    import shlex
+
+    lines: list[str] = []
+    current = indent
+    for word in (shlex.quote(w) for w in words):
+        if current.strip() and len(current) + 1 + len(word) + 2 > DEMO_WIDTH:
+            lines.append(current + " \\")
+            current = indent + "  "
+        current += ("" if not current.strip() else " ") + word
+    lines.append(current)
+    return lines
+
+
+def _demo_banner(url: str, folder: Path, password: str, username: str, basic_path: str,
+                 temporary: bool) -> list[str]:
+    """What the demo prints before it serves: every line at most DEMO_WIDTH columns."""
+    cli = _demo_program("mfa-middleware")
+    admin_cli = _demo_program("mfa-admin")
+    where = "removed when the demo stops" if temporary else "kept"
+    lines = [
+        click.style("mfa_middleware demo", bold=True) + ": a sample intranet app behind the middleware",
+        f"  Open      {url}",
+        f"  Username  {username}",
+        f"  Password  {password}",
+        "",
+        "At the first sign-in you set up an authenticator app (any TOTP app). No app",
+        "at hand? Once the page shows the QR code, this prints the current code:",
+        *_demo_command([cli, "demo-code", _demo_path(folder)]),
+        "",
+        "Mail and sync clients use app passwords (HTTP Basic). After setting up the",
+        "app, create one under App passwords, then try it:",
+        *_demo_command(["curl", "-u", f"{username}:APP PASSWORD", url.rstrip("/") + basic_path]),
+        "",
+        f"Config and store ({where}):",
+        *_demo_command([_demo_path(folder)]),
+        "Manage users, e.g.:",
+        *_demo_command([admin_cli, "--config", _demo_path(folder / "mfa.toml"), "user", "list"]),
+        "Press Ctrl-C to stop.",
+    ]
+    return lines
+
+
+def _demo_request_line(method: str, target: str, status: str) -> str:
+    """A request as one log line of at most DEMO_WIDTH columns, control characters escaped."""
+    line = f"{time.strftime('%H:%M:%S')} {status} {method} {target}"
+    line = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in line)
+    return line if len(line) <= DEMO_WIDTH else line[:DEMO_WIDTH - 3] + "..."
+
+
+def _make_demo_request_handler() -> Any:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class DemoRequestHandler(WSGIRequestHandler):
+        """werkzeug's handler with a request log that fits the demo's 80 columns."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            method, target = getattr(self, "command", None), getattr(self, "path", None)
+            if method is None or target is None:  # a request line that could not be parsed
+                method, target = "-", self.requestline
+            click.echo(_demo_request_line(method, target, str(int(code)) if isinstance(code, int) else code))
+
+    return DemoRequestHandler
+
+
+@main.command("demo-code")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+def demo_code_cmd(folder: str) -> None:
+    """Print the demo user's current authenticator code (demo folders only)."""
+    from .demo import DemoError, demo_code
+
+    try:
+        result = demo_code(Path(folder))
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.code)
+    state = "" if result.confirmed else " (the code that confirms the app you are setting up)"
+    click.echo(f"Accepted for at least {result.seconds_left} more seconds{state}.", err=True)
 
 
 @main.command()

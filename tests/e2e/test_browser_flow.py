@@ -5,12 +5,13 @@ Debian's Chromium (Playwright) against the demo app wrapped by the middleware, s
 next step's code (``time.time() + 30``), because enrollment consumed the current step and the verifier accepts
 one step of drift.
 
-Screenshots of the login and enrollment pages go to ``/tmp/mfa-shots`` for people to look at; they are not
-compared with anything.
+Screenshots of the login and enrollment pages go to the test's own temporary folder, or to the folder named by
+``MFA_TEST_SHOTS`` for people who want to look at them; they are not compared with anything.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-SHOTS = Path("/tmp/mfa-shots")
 USERNAME = "alice"
 PASSWORD = "correct horse battery staple"
 LOCAL_SCHEMES = ("data", "about", "blob")  # no network behind these
@@ -58,7 +58,14 @@ def focused(page: Page) -> str:
     return result
 
 
-def test_sign_in_enroll_sign_out_and_sign_in_again(page: Page, site: str) -> None:
+def shots_folder(tmp_path: Path) -> Path:
+    """Where screenshots go: ``MFA_TEST_SHOTS`` when set (kept), else inside the test's tmp_path (cleaned up)."""
+    folder = Path(os.environ["MFA_TEST_SHOTS"]) if os.environ.get("MFA_TEST_SHOTS") else tmp_path / "shots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_sign_in_enroll_sign_out_and_sign_in_again(page: Page, site: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     requested: list[str] = []
@@ -70,13 +77,13 @@ def test_sign_in_enroll_sign_out_and_sign_in_again(page: Page, site: str) -> Non
     page.on("request", on_request)
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = shots_folder(tmp_path)
 
     # Anonymous: the app sends the browser to the login page.
     page.goto(site + "/")
     expect(page).to_have_url(re.compile(r"/_mfa/login\?next=(/|%2F)$"))
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.screenshot(path=str(SHOTS / "login.png"), full_page=True)
+    page.screenshot(path=str(shots / "login.png"), full_page=True)
 
     page.get_by_label("Username").fill(USERNAME)
     page.get_by_label("Password").fill(PASSWORD)
@@ -89,7 +96,7 @@ def test_sign_in_enroll_sign_out_and_sign_in_again(page: Page, site: str) -> Non
     expect(page.locator("figure.qr svg")).to_be_visible()
     key = page.locator("#secret").inner_text()
     assert re.fullmatch(r"[A-Z2-7]{4}( [A-Z2-7]{4})+", key), key
-    page.screenshot(path=str(SHOTS / "enroll.png"), full_page=True)
+    page.screenshot(path=str(shots / "enroll.png"), full_page=True)
 
     page.get_by_label("Code").fill(pyotp.TOTP(key.replace(" ", "")).at(time.time()))
     page.get_by_role("button", name="Verify and finish").click()
