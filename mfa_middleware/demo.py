@@ -35,6 +35,15 @@ _MARKER_TEXT = ("This folder was made by `mfa-middleware demo`. It holds throwaw
                 "`mfa-middleware demo-code` reads the demo user's authenticator code only where this file is.\n")
 
 _BASIC_SECTION = '''\
+# Every verification method, so each can be tried from the browser. Email codes go to the console gateway:
+# the server log, and the outbox page at /_mfa/dev/outbox (dev_outbox, at the top of this file: the demo only).
+[methods]
+enabled = ["totp", "email", "backup_codes"]
+
+[email]
+gateway = "console"
+from_address = "no-reply@contoso.example"
+
 # App passwords for mail, WebDAV and sync clients (HTTP Basic on rules with basic = true).
 [basic]
 realm = "Contoso demo"
@@ -102,7 +111,12 @@ def write_demo_config(path: Path) -> None:
     first_rule = text.index("\n[[rules]]\n") + 1
     text = text[:first_rule] + _BASIC_RULE + text[first_rule:]
     rules_comment = text.index("\n# Rules:") + 1
-    path.write_text(text[:rules_comment] + _BASIC_SECTION + text[rules_comment:], encoding="utf-8")
+    text = text[:rules_comment] + _BASIC_SECTION + text[rules_comment:]
+    # A top-level key must come before the first table.
+    first_table = text.index("\n[") + 1
+    text = (text[:first_table] + "# The demo's outbox page (/_mfa/dev/outbox) lists the emails the console gateway "
+            "kept.\ndev_outbox = true\n\n" + text[first_table:])
+    path.write_text(text, encoding="utf-8")
 
 
 def is_demo_folder(folder: Path) -> bool:
