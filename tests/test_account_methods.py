@@ -225,7 +225,8 @@ def test_concurrent_removals_cannot_remove_the_last_method(database_url: str, cl
             barrier = threading.Barrier(2)
             results: list[bool | str] = []
 
-            def remove(method_id: int) -> None:
+            def remove(method_id: int, barrier: threading.Barrier = barrier,
+                       results: list[bool | str] = results) -> None:
                 barrier.wait()
                 try:
                     results.append(store.delete_method(user.id, method_id, keep_one=True, counted_kinds=("totp",)))

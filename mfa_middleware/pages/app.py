@@ -695,19 +695,23 @@ class PagesApp:
         method = next((m for m in self.rt.signin.methods(user) if str(m.id) == method_id), None)
         if method is None or method.kind == "backup_codes":
             return self.page_account(ctx, error="That method is not in your list.", status=400)
-        audit = {"now": ctx.now, "username": user.username, **who}
+
+        def audit(result: str, **detail: str) -> None:
+            self.rt.audit.write("method", result, now=ctx.now, actor=user.username, username=user.username,
+                                client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, **detail)
+
         if action == "rename":
             label = " ".join(form.get("label", "").split())[:100]
             if not label:
                 return self.page_account(ctx, error="Enter a name for the method.", status=400)
             self.rt.store.rename_method(user.id, method.id, label)
-            self.rt.audit.write("method", "renamed", method=method.kind, label=label, **audit)
+            audit("renamed", method=method.kind, label=label)
             return self.redirect(self.url("?done=renamed"))
         factor = self.rt.factors.get(method.kind)
         if action == "default":
             if factor is None or not factor.standalone or not self.rt.store.set_default_method(user.id, method.id):
                 return self.page_account(ctx, error="That method cannot be the default.", status=400)
-            self.rt.audit.write("method", "default", method=method.kind, **audit)
+            audit("default", method=method.kind)
             return self.redirect(self.url("?done=default"))
         # remove: while the user is enforced, never the last method that can stand alone (backup codes only back
         # up another method). The store checks under a lock on the user's row, so two removals at once cannot
@@ -717,7 +721,7 @@ class PagesApp:
         # Remembered devices stood for the methods the user had: forgotten first, so a failure leaves none.
         self.rt.devices.forget_all(user, now=ctx.now, reason="method_removed", **who)
         if not self.rt.store.delete_method(user.id, method.id, keep_one=enforced, counted_kinds=standalone):
-            self.rt.audit.write("method", "refused", method=method.kind, reason="last_method", **audit)
+            audit("refused", method=method.kind, reason="last_method")
             return self.page_account(ctx, status=409,
                                      error="This is your only sign-in method and your organisation requires one. "
                                            "Add another method first, then remove this one.")
@@ -725,7 +729,7 @@ class PagesApp:
             rest = [m for m in self.rt.signin.methods(user) if m.kind in standalone]
             if rest:
                 self.rt.store.set_default_method(user.id, rest[0].id)
-        self.rt.audit.write("method", "removed", method=method.kind, label=method.label, **audit)
+        audit("removed", method=method.kind, label=method.label)
         return self.redirect(self.url("?done=removed"))
 
     def page_add_method(self, ctx: PageContext) -> Response:
