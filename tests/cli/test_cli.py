@@ -58,8 +58,8 @@ def test_db_upgrade_migrates_and_is_idempotent(runner: CliRunner, fresh_config: 
     first = ok(run(runner, fresh_config, "db", "upgrade"))
     second = ok(run(runner, fresh_config, "db", "upgrade"))
 
-    assert "schema revision 0005" in first.output
-    assert "schema revision 0005" in second.output
+    assert "schema revision 0007" in first.output
+    assert "schema revision 0007" in second.output
     store = Store(load_config(fresh_config).database)
     try:
         store.check_schema()
