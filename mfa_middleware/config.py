@@ -102,6 +102,12 @@ class MethodsConfig:
 
     enabled: tuple[str, ...] = ("totp", "backup_codes")
     max_authenticators: int = 5  # authenticator apps and hardware tokens per user
+    #: "Remember this device": how long a browser may skip the second factor (seconds); 0: off (the default)
+    remember_device: float = 0.0
+
+
+#: the longest "remember this device" may last (``[methods] remember_device``)
+MAX_REMEMBER_DEVICE = 365 * 86400
 
 
 @dataclass(frozen=True)
@@ -383,8 +389,17 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if not any(kind != "backup_codes" for kind in enabled):
         raise ConfigError(f"{mt.key('enabled')}: enable at least one method besides backup codes (for example "
                           "\"totp\"): backup codes only back up another method")
+    remember_device = 0.0
+    raw_remember = mt.get("remember_device", (str, int, bool), False)
+    if raw_remember is not False:
+        if raw_remember is True:
+            raise ConfigError(f"{mt.key('remember_device')}: give a duration like \"14d\" (or false to turn it off)")
+        remember_device = parse_duration(raw_remember, mt.key("remember_device"))
+        if not 3600 <= remember_device <= MAX_REMEMBER_DEVICE:
+            raise ConfigError(f"{mt.key('remember_device')}: must be between 1h and 365d, got {raw_remember!r}")
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
-                            max_authenticators=mt.integer("max_authenticators", 5, 1, 20))
+                                   max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
+                                   remember_device=remember_device)
     mt.finish()
 
     email_raw = top.get("email", dict, None)

@@ -24,6 +24,7 @@ from .services.accounts import Accounts
 from .services.app_passwords import AppPasswords
 from .services.audit import AuditLog
 from .services.basic import BasicAuthenticator
+from .services.devices import RememberedDevices
 from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
 from .services.revocation import RevocationCache
@@ -60,6 +61,7 @@ class Runtime:
         self.signin = SignIn(self)
         self.app_passwords = AppPasswords(self)
         self.basic = BasicAuthenticator(self)
+        self.devices = RememberedDevices(self.store, self.codec, self.audit, lifetime=config.methods.remember_device)
 
     def close(self) -> None:
         self.store.close()

@@ -307,3 +307,32 @@ def test_logout_token_of_another_browser_is_refused(mw: MFAMiddleware, clock: Cl
     response = victim.post("/_mfa/logout", {"csrf_token": foreign})
     assert response.status_code == 403
     assert victim.get("/reports/x").status_code == 200
+
+
+def test_step_up_of_an_old_one_factor_session_works(mw: MFAMiddleware, clock: Clock) -> None:
+    """A one-factor session older than the sign-in timeout can still step up: the step-up counts from now."""
+    secret = Browser(mw).sign_in_and_enroll("bob", PASSWORD, clock)
+    clock.advance(31)
+    browser = Browser(mw)
+    assert browser.login("bob", PASSWORD, "/reports/x").headers["Location"] == "/reports/x"
+    for _ in range(5):  # 25 minutes of activity, within the inactivity timeout
+        clock.advance(300)
+        assert browser.get("/reports/x").status_code == 200
+    step_up = browser.get("/hello")
+    assert browser.get(step_up.headers["Location"]).headers["Location"] == "/_mfa/verify"
+    page = browser.get("/_mfa/verify")
+    done = browser.post("/_mfa/verify", {"code": pyotp.TOTP(secret).at(clock.now), "csrf_token": csrf_of(page.text)})
+    assert done.status_code == 303 and done.headers["Location"] == "/hello"
+
+
+def test_step_up_of_a_revoked_session_ends(mw: MFAMiddleware, clock: Clock) -> None:
+    Browser(mw).sign_in_and_enroll("bob", PASSWORD, clock)
+    clock.advance(31)
+    browser = Browser(mw)
+    browser.login("bob", PASSWORD, "/reports/x")
+    step_up = browser.get("/hello")
+    clock.advance(1)
+    mw.runtime.accounts.revoke_sessions("bob", actor="helpdesk")  # this process's cache has not seen it yet
+    response = browser.get(step_up.headers["Location"])
+    assert response.status_code in (302, 303, 401)
+    assert browser.cookie("mfa_session_pending") is None

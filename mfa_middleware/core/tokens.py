@@ -1,4 +1,4 @@
-"""Signed tokens: the session cookie, the pending sign-in cookie, CSRF tokens.
+"""Signed tokens: the session cookie, the pending sign-in cookie, CSRF tokens, the "remember this device" cookie.
 
 Rules:
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 SALT_SESSION = "mfa_middleware.session"
 SALT_PENDING = "mfa_middleware.pending-sign-in"
 SALT_CSRF = "mfa_middleware.csrf"
+SALT_DEVICE = "mfa_middleware.remember-device"
 
 MAX_TOKEN_LENGTH = 4096
 VERIFIED_CACHE_SIZE = 10_000
@@ -162,6 +163,34 @@ class PendingSignIn:
             return None
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceToken:
+    """ "Remember this device": which user (id AND name, so a user deleted and made again under the same name does
+    not inherit it), which device (a random id; the store keeps only a digest of it) and when it was remembered
+    (the device row's ``created_at``: the user's credential epoch the device belongs to). The signature makes it
+    unforgeable; whether the device still stands (not forgotten, expired or ended by a revocation) is the store's
+    question (``services/devices.py``)."""
+
+    user_id: int
+    username: str
+    device_id: str
+    created_at: float
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"i": self.user_id, "u": self.username, "d": self.device_id, "c": self.created_at}
+
+    @classmethod
+    def from_payload(cls, data: Any) -> DeviceToken | None:
+        if type(data) is not dict:
+            return None
+        user_id, username, device_id, created_at = data.get("i"), data.get("u"), data.get("d"), data.get("c")
+        if not (type(user_id) is int and user_id > 0 and type(username) is str and username
+                and type(device_id) is str and 16 <= len(device_id) <= 64 and _is_time(created_at)):
+            return None
+        assert isinstance(created_at, (int, float))
+        return cls(user_id=user_id, username=username, device_id=device_id, created_at=float(created_at))
+
+
 def _is_id(value: object) -> bool:
     return value is None or (type(value) is int and value > 0)
 
@@ -233,6 +262,7 @@ class TokenCodec:
         self.session_serializer = URLSafeSerializer(keys, salt=SALT_SESSION, signer_kwargs=kwargs)
         self.pending_serializer = URLSafeSerializer(keys, salt=SALT_PENDING, signer_kwargs=kwargs)
         self.csrf_serializer = URLSafeSerializer(keys, salt=SALT_CSRF, signer_kwargs=kwargs)
+        self.device_serializer = URLSafeSerializer(keys, salt=SALT_DEVICE, signer_kwargs=kwargs)
         # The session keys, derived once as itsdangerous derives them, newest first (itsdangerous's order).
         signer = self.session_serializer.make_signer(SALT_SESSION)
         assert type(signer.algorithm) is HMACAlgorithm and signer.digest_method is hashlib.sha256
@@ -289,6 +319,14 @@ class TokenCodec:
 
     def load_pending(self, token: str | None) -> PendingSignIn | None:
         return PendingSignIn.from_payload(self._loads(self.pending_serializer, token))
+
+    def dump_device(self, device: DeviceToken) -> str:
+        return str(self.device_serializer.dumps(device.to_payload()))
+
+    def load_device(self, token: str | None) -> DeviceToken | None:
+        """The remembered device in a correctly signed device token, or None (tampered, another purpose's salt,
+        malformed)."""
+        return DeviceToken.from_payload(self._loads(self.device_serializer, token))
 
     def make_csrf(self, binding: str) -> str:
         """A CSRF token bound to the browser's current cookie (session id, pending id or anonymous id)."""

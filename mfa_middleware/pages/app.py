@@ -39,6 +39,7 @@ from ..factors.backup_codes import display as backup_display
 from ..factors.email import EmailCodeFactor, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..runtime import Runtime
+from ..services.devices import REMEMBERED
 from ..services.signin import Client, FactorResult
 from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
 
@@ -93,6 +94,8 @@ class PagesApp:
             Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
             Rule("/backup-codes", endpoint="backup_codes", methods=["GET", "POST"]),
             Rule("/dev/outbox", endpoint="outbox"),
+            Rule("/methods", endpoint="methods", methods=["POST"]),
+            Rule("/methods/add", endpoint="add_method", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
         ], strict_slashes=False)
 
@@ -210,6 +213,31 @@ class PagesApp:
         ctx.set_cookies.append(set_cookie_header(ctx.names.session, self.rt.codec.dump_session(session),
                                                  secure=ctx.names.secure))
 
+    def device_cookie(self, ctx: PageContext) -> str:
+        """The name of the "remember this device" cookie (same prefix and attributes as the others)."""
+        return ctx.names.session + "_device"
+
+    def fresh_mfa(self, session: Session, now: float) -> bool:
+        """Whether ``session`` had a real second factor in the last :data:`FRESH_MFA` seconds (needed to change
+        the account's methods). A remembered device never counts: it stands in for a second factor at sign-in
+        only."""
+        return (session.level >= 2 and session.mfa_at is not None and 0 <= now - session.mfa_at <= FRESH_MFA
+                and REMEMBERED not in session.methods)
+
+    def remembered_device(self, ctx: PageContext, user: UserRecord) -> bool:
+        """Whether the browser holds a remembered device that still stands for ``user`` (services/devices.py).
+        A device cookie that does not (another user's, forgotten, expired, ended) is cleared."""
+        name = self.device_cookie(ctx)
+        token = ctx.cookie(name)
+        if token is None or not self.rt.devices.enabled:
+            return False
+        device = self.rt.devices.recognise(user, token, client_ip=ctx.client.ip,
+                                           user_agent=ctx.client.user_agent, now=ctx.now)
+        if device is None:
+            self.clear(ctx, name)
+            return False
+        return True
+
     def finish_pending(self, ctx: PageContext, pending: PendingSignIn) -> None:
         self.rt.store.add_revocation(pending.username, now=ctx.now, session_id=pending.sid)
         self.rt.revocations.refresh(ctx.now)
@@ -225,6 +253,12 @@ class PagesApp:
             return self.redirect(target)
         if stage not in PAGES:
             return self.off_track(ctx, stage, user)
+        # "Remember this device": after the primary step, never instead of it; only for a user who has a method to
+        # skip (VERIFY: not blocked, not locked, sign-in not revoked; the machine said so just above).
+        if stage is Stage.VERIFY and self.remembered_device(ctx, user):
+            self.rt.store.reset_failures(user.id)
+            self.start_session(ctx, user, level=2, methods=(primary, REMEMBERED), primary_at=ctx.now, exempt=False)
+            return self.redirect(target)
         if self.rt.signin.use_bypass(user, ctx.client, ctx.now):
             # A helpdesk granted a one-time bypass of the second factor (lost phone): used up now.
             self.start_session(ctx, user, level=2, methods=(primary, "bypass"), primary_at=ctx.now, exempt=False)
@@ -383,7 +417,8 @@ class PagesApp:
             answer = {name: ctx.request.form.get(name, "")[:64] for name in ("code", "next_code")}
             result = self.rt.signin.verify(user, answer, ctx.client, ctx.now, method_id=method.id,
                                            attempt_id=pending.sid)
-            done = self.second_factor_done(ctx, pending, user, result)
+            remember = self.rt.devices.enabled and ctx.request.form.get("remember") == "1"
+            done = self.second_factor_done(ctx, pending, user, result, remember=remember)
             if done is not None:
                 return done
             error = ("That code has already been used. Wait for the next code in your app."
@@ -397,7 +432,8 @@ class PagesApp:
             return self.cannot_send(ctx, pending, user, usable, method, exc)
         return self.render(ctx, f"{method.kind}/verify.html", status=status, title="Verify your identity",
                            csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
-                           error=error, method=method, username=user.username, others=len(usable) > 1)
+                           error=error, method=method, username=user.username, others=len(usable) > 1,
+                           remember_days=self.rt.devices.days if self.rt.devices.enabled else None)
 
     def resend(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
                method: MethodRecord) -> Response:
@@ -452,9 +488,10 @@ class PagesApp:
                            choices=choices, username=user.username)
 
     def second_factor_done(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord,
-                           result: FactorResult, then: str | None = None) -> Response | None:
+                           result: FactorResult, then: str | None = None, *, remember: bool = False) -> Response | None:
         """The response that ends a second-factor step (signed in, locked or blocked), or None to ask again.
-        ``then="app-passwords"`` (offered at the end of enrollment) goes on to create an app password first."""
+        ``then="app-passwords"`` (offered at the end of enrollment) goes on to create an app password first.
+        ``remember``: the user ticked "Don't ask again on this device" (only honoured when the answer passed)."""
         if result.accepted:
             # A revocation (password change, revoke-sessions, block) may have landed while the answer was
             # checked: the machine is asked once more before a session is issued.
@@ -467,6 +504,12 @@ class PagesApp:
             self.start_session(ctx, user, level=2, methods=(pending.primary_method, result.method or "unknown"),
                                primary_at=pending.primary_at, exempt=False)
             self.finish_pending(ctx, pending)
+            if remember:
+                made = self.rt.devices.remember(user, client_ip=ctx.client.ip, user_agent=ctx.client.user_agent,
+                                                now=ctx.now)
+                if made is not None:
+                    ctx.set_cookies.append(set_cookie_header(self.device_cookie(ctx), made.token,
+                                                             secure=ctx.names.secure, max_age=made.max_age))
             if then == "app-passwords" and self.rt.app_passwords.may_create(user):
                 return self.redirect(self.url("app-passwords", pending.next))
             if then == "backup-codes":
@@ -570,12 +613,12 @@ class PagesApp:
         if session is None:
             return self.redirect(self.url("login", here))
         target = self.next_of(ctx) if ctx.request.values.get("next") else self.prefix + "/"
-        fresh = session.level >= 2 and session.mfa_at is not None and ctx.now - session.mfa_at <= FRESH_MFA
-        if not fresh:
+        if not self.fresh_mfa(session, ctx.now):
             return self.render(ctx, "message.html", status=403, title="Verify again first",
                                message="For your security, making backup codes needs a second factor from the last "
-                                       "few minutes. Sign out and sign in again, then come back.",
-                               link=self.url(""), link_text="Security info")
+                                       "few minutes. Verify again, then come back.",
+                               link=self.url("step-up?fresh=1&next=" + quote(here, safe="/")),
+                               link_text="Verify again")
         user = self.rt.store.get_user(session.username)
         if user is None:
             return self.redirect(self.url("login"))
@@ -600,7 +643,10 @@ class PagesApp:
         session = self.session(ctx)
         if session is None:
             return self.redirect(self.url("login", target))
-        if session.level >= 2:
+        # ``fresh=1``: a full session whose second factor is no longer recent (or was a remembered device) asks for
+        # a new one before the account's methods may change. Any other full session has nothing to step up to.
+        again = session.level >= 2 and ctx.request.args.get("fresh") == "1" and not self.fresh_mfa(session, ctx.now)
+        if session.level >= 2 and not again:
             return self.redirect(target)
         user = self.rt.store.get_user(session.username)
         if user is None:
@@ -610,8 +656,12 @@ class PagesApp:
         stage = stage_of(self.rt.signin.facts(user, ctx.now))
         if stage not in PAGES:
             return self.off_track(ctx, stage, user)
+        # The primary step of this session may be older than the sign-in timeout: the step-up counts from now, once
+        # the store (not only this process's cache) confirms the session still stands.
+        if self.rt.store.sign_in_revoked(user.username, since=session.issued_at, session_id=session.sid):
+            return self.off_track(ctx, Stage.ENDED, user)
         pending = PendingSignIn(sid=new_session_id(), username=user.username, primary_method=session.methods[0],
-                                primary_at=session.primary_at, next=target)
+                                primary_at=ctx.now, next=target)
         self.set_pending(ctx, pending)
         return self.redirect(self.url(PAGES[stage]))
 
@@ -640,7 +690,10 @@ class PagesApp:
                            message="You have signed out. Close the browser if you are on a shared computer.",
                            link=self.url("login"), link_text="Sign in again")
 
-    def page_account(self, ctx: PageContext) -> Response:
+    def page_account(self, ctx: PageContext, notice: str | None = None, error: str | None = None,
+                     status: int = 200) -> Response:
+        """Security info: the account, its methods (add, remove, rename, default after a fresh second factor),
+        backup codes, remembered devices (forget one by one) and app passwords."""
         session = self.session(ctx)
         if session is None:
             return self.redirect(self.url("login", self.prefix + "/"))
@@ -650,11 +703,164 @@ class PagesApp:
         methods = self.rt.signin.methods(user)
         labels = {f.kind: f.label for f in self.rt.factors}
         fmt = "%Y-%m-%d %H:%M UTC"
-        return self.render(ctx, "account.html", title="Security info", user=user, session=session,
-                           methods=[(labels.get(m.kind, m.kind), m) for m in methods],
+        codes = self.rt.factors.get("backup_codes")
+        addable = [f for f in self.rt.factors if f.standalone]
+        notice = notice or {"added": "The method was added.", "removed": "The method was removed.",
+                            "renamed": "The method was renamed.", "default": "Your default method was changed.",
+                            "forgotten": "The device was forgotten."}.get(ctx.request.args.get("done", ""))
+        return self.render(ctx, "account.html", status=status, title="Security info", user=user, session=session,
+                           methods=[(labels.get(m.kind, m.kind), m) for m in methods if m.kind != "backup_codes"],
                            signed_in=time.strftime(fmt, time.gmtime(session.primary_at)),
                            fmt_time=lambda t: time.strftime(fmt, time.gmtime(t)) if t else "never",
-                           csrf=self.rt.codec.make_csrf(session.sid))
+                           csrf=self.rt.codec.make_csrf(session.sid), fresh=self.fresh_mfa(session, ctx.now),
+                           verify_again=self.url("step-up?fresh=1&next=" + quote(self.prefix + "/", safe="/")),
+                           backup_codes=(isinstance(codes, BackupCodesFactor) and user.state != "disabled"),
+                           backup_remaining=codes.remaining(user) if isinstance(codes, BackupCodesFactor) else 0,
+                           may_add=bool(addable), remember=self.rt.devices.enabled,
+                           devices=self.rt.devices.of_user(user, now=ctx.now) if self.rt.devices.enabled else [],
+                           notice=notice, error=error)
+
+    def page_methods(self, ctx: PageContext) -> Response:
+        """The security info page's forms (POST): ``remove``, ``rename`` or ``default`` a method (each after a fresh
+        second factor), ``forget`` a remembered device. Every change writes an audit row."""
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", self.prefix + "/"))
+        if not self.csrf_ok(ctx, session.sid):
+            return self.csrf_refused(ctx)
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login"))
+        form = ctx.request.form
+        action = form.get("action", "")
+        who = {"actor": user.username, "client_ip": ctx.client.ip, "user_agent": ctx.client.user_agent}
+        if action == "forget":
+            # Forgetting a device only takes access away: a full session is enough, no fresh second factor.
+            if session.level < 2 and not session.exempt:
+                return self.redirect(self.url("step-up", self.prefix + "/"))
+            device_id = form.get("device_id", "")
+            if not device_id.isdigit() or not self.rt.devices.forget(user, int(device_id), now=ctx.now, **who):
+                return self.page_account(ctx, error="That device is not in your list.", status=400)
+            return self.redirect(self.url("?done=forgotten"))
+        if action not in ("remove", "rename", "default"):
+            return self.page_account(ctx, error="Unknown action.", status=400)
+        if not self.fresh_mfa(session, ctx.now):
+            return self.render(ctx, "message.html", status=403, title="Verify again first",
+                               message="For your security, changing your sign-in methods needs a second factor from "
+                                       "the last few minutes. Nothing was changed.",
+                               link=self.url("step-up?fresh=1&next=" + quote(self.prefix + "/", safe="/")),
+                               link_text="Verify again")
+        method_id = form.get("method_id", "")
+        method = next((m for m in self.rt.signin.methods(user) if str(m.id) == method_id), None)
+        if method is None or method.kind == "backup_codes":
+            return self.page_account(ctx, error="That method is not in your list.", status=400)
+
+        def audit(result: str, **detail: str) -> None:
+            self.rt.audit.write("method", result, now=ctx.now, actor=user.username, username=user.username,
+                                client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, **detail)
+
+        if action == "rename":
+            label = " ".join(form.get("label", "").split())[:100]
+            if not label:
+                return self.page_account(ctx, error="Enter a name for the method.", status=400)
+            self.rt.store.rename_method(user.id, method.id, label)
+            audit("renamed", method=method.kind, label=label)
+            return self.redirect(self.url("?done=renamed"))
+        factor = self.rt.factors.get(method.kind)
+        if action == "default":
+            if factor is None or not factor.standalone or not self.rt.store.set_default_method(user.id, method.id):
+                return self.page_account(ctx, error="That method cannot be the default.", status=400)
+            audit("default", method=method.kind)
+            return self.redirect(self.url("?done=default"))
+        # remove: while the user is enforced, never the last method that can stand alone (backup codes only back
+        # up another method). The store checks under a lock on the user's row, so two removals at once cannot
+        # both pass.
+        standalone = tuple(f.kind for f in self.rt.factors if f.standalone)
+        enforced = user.state == "enforced"
+        # Remembered devices stood for the methods the user had: forgotten first, so a failure leaves none.
+        self.rt.devices.forget_all(user, now=ctx.now, reason="method_removed", **who)
+        if not self.rt.store.delete_method(user.id, method.id, keep_one=enforced, counted_kinds=standalone):
+            audit("refused", method=method.kind, reason="last_method")
+            return self.page_account(ctx, status=409,
+                                     error="This is your only sign-in method and your organisation requires one. "
+                                           "Add another method first, then remove this one.")
+        if method.is_default:
+            rest = [m for m in self.rt.signin.methods(user) if m.kind in standalone]
+            if rest:
+                self.rt.store.set_default_method(user.id, rest[0].id)
+        audit("removed", method=method.kind, label=method.label)
+        return self.redirect(self.url("?done=removed"))
+
+    def page_add_method(self, ctx: PageContext) -> Response:
+        """Add a method to an account that has one: choose (GET), start (POST ``start``: the method's enrollment
+        inputs), confirm (POST ``confirm`` with ``?id=`` of the unconfirmed method). Every step needs a full session
+        with a fresh second factor; the enrollment is the method's own, with ``first_method_only=False``."""
+        here = self.prefix + "/methods/add"
+        session = self.session(ctx)
+        if session is None:
+            return self.redirect(self.url("login", self.prefix + "/"))
+        if not self.fresh_mfa(session, ctx.now):
+            return self.render(ctx, "message.html", status=403, title="Verify again first",
+                               message="For your security, adding a sign-in method needs a second factor from the "
+                                       "last few minutes.",
+                               link=self.url("step-up?fresh=1&next=" + quote(self.prefix + "/", safe="/")),
+                               link_text="Verify again")
+        user = self.rt.store.get_user(session.username)
+        if user is None:
+            return self.redirect(self.url("login"))
+        csrf = self.rt.codec.make_csrf(session.sid)
+        factors = [f for f in self.rt.factors if f.standalone]
+        raw_id = ctx.request.args.get("id", "")
+        method_id = int(raw_id) if raw_id.isdigit() and len(raw_id) < 12 else None
+        action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else ""
+        if ctx.request.method == "POST" and not self.csrf_ok(ctx, session.sid):
+            return self.csrf_refused(ctx)
+
+        def choice(error: str | None, status: int, kind: str | None = None,
+                   inputs: dict[str, str] | None = None) -> Response:
+            return self.render(ctx, "add_method.html", status=status, title="Add a sign-in method", csrf=csrf,
+                               factors=factors, error=error, selected=kind or factors[0].kind, inputs=inputs or {})
+
+        if action == "start":
+            kind = ctx.request.form.get("method", "")
+            factor = self.rt.factors.get(kind)
+            if factor is None or not factor.standalone:
+                return choice("Choose one of the methods listed.", 400)
+            inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+            try:
+                view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs, attempt_id=session.sid,
+                                                   first_method_only=False)
+            except EnrollError as exc:
+                return choice(str(exc), 400, kind, inputs)
+            except (GatewayUnavailable, TooSoon) as exc:
+                log.error("adding a method for %s: could not send a code: %s", user.username, exc)
+                return choice(str(exc) if isinstance(exc, TooSoon) else
+                              "We couldn't send the code just now. Try again in a few minutes.", 503, kind, inputs)
+            return self.redirect(f"{here}?id={view.method_id}")
+        if method_id is not None:
+            shown = self.rt.signin.enroll_view(user, method_id, ctx.client, ctx.now)
+            if shown is None:
+                return self.redirect(here)
+            error, status = None, 200
+            if action == "confirm":
+                result = self.rt.signin.enroll_finish(user, method_id, {"code": ctx.request.form.get("code", "")[:64]},
+                                                      ctx.client, ctx.now, attempt_id=session.sid,
+                                                      first_method_only=False)
+                if result.accepted:
+                    return self.redirect(self.url("?done=added"))
+                if result.outcome == "locked":
+                    return self.locked(ctx, result.locked_until)
+                if result.outcome == "blocked":
+                    return self.blocked(ctx)
+                error, status = "That code didn't work. Enter the newest code.", 401
+            method = self.rt.store.get_method(method_id)
+            kind = method.kind if method is not None else "totp"
+            factor = self.rt.factors.get(kind)
+            return self.render(ctx, f"{kind}/enroll.html", status=status,
+                               title=f"Set up {factor.label.lower() if factor else 'your method'}", csrf=csrf,
+                               view=shown, username=user.username, error=error, offer_app_passwords=False,
+                               enroll_action=f"{here}?id={method_id}")
+        return choice(None, 200)
 
     def page_app_passwords(self, ctx: PageContext) -> Response:
         """Create, list and revoke app passwords; only after a full sign-in (second factor, or MFA-exempt)."""

@@ -269,7 +269,9 @@ class SignIn:
         return factor.enroll_view(user, method, self.context(client, now))
 
     def enroll_finish(self, user: UserRecord, method_id: int, response: Mapping[str, str], client: Client,
-                      now: float, *, attempt_id: str = "") -> FactorResult:
+                      now: float, *, attempt_id: str = "", first_method_only: bool = True) -> FactorResult:
+        """Confirm a method being set up. ``first_method_only=False`` adds a method to an account that has one
+        (from a full session with a fresh second factor; the pages check that)."""
         fresh = self.rt.store.get_user(user.username)
         method = self.rt.store.get_method(method_id)
         if fresh is None or method is None or method.user_id != fresh.id or method.confirmed:
@@ -284,7 +286,8 @@ class SignIn:
             self.rt.audit.write("enroll", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind)
             return FactorResult("locked", attempt.locked_until)
-        result: Verification = factor.enroll_finish(fresh, method, response, self.context(client, now, attempt_id))
+        result: Verification = factor.enroll_finish(
+            fresh, method, response, self.context(client, now, attempt_id, first_method_only=first_method_only))
         if result.outcome is Outcome.PENDING:
             self.release(attempt, fresh, client)
             return FactorResult("pending", method=method.kind)

@@ -70,6 +70,20 @@ challenges = Table(
     Index("ix_mfa_challenges_user_at", "user_id", "created_at"),
 )
 
+# "Remember this device": a browser that may skip the second factor until expires_at. Rows are deleted when the
+# device is forgotten, when the user's methods change, and with every user-wide revocation (Store.add_revocation).
+devices = Table(
+    "mfa_devices", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", String(64), nullable=False, unique=True),  # SHA-256 of the random id in the cookie
+    Column("name", String(100), nullable=False),  # from the user agent ("Firefox on Windows")
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_mfa_devices_user", "user_id"),
+)
+
 revocations = Table(
     "mfa_revocations", metadata,
     Column("id", Integer, primary_key=True),

@@ -32,8 +32,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, methods, oath_tokens,
-                     revocations, users)
+from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, devices, methods,
+                     oath_tokens, revocations, users)
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -170,6 +170,19 @@ class AuditRecord:
     client_ip: str | None
     user_agent: str | None
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A remembered device (``device_id`` is the digest of the random id its cookie holds)."""
+
+    id: int
+    user_id: int
+    device_id: str
+    name: str
+    created_at: float
+    last_used_at: float | None
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,6 +630,7 @@ class Store:
             c.execute(delete(challenges).where(challenges.c.user_id == user_id))
             c.execute(delete(methods).where(methods.c.user_id == user_id))
             c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id))
+            c.execute(delete(devices).where(devices.c.user_id == user_id))
             return int(c.execute(delete(users).where(users.c.id == user_id)).rowcount)
         return self._run(run) == 1
 
@@ -847,21 +861,29 @@ class Store:
                 .values(label=label[:100]))
         return self._run(lambda c: c.execute(stmt).rowcount) == 1
 
-    def delete_method(self, user_id: int, method_id: int, *, keep_one: bool = False) -> bool:
-        """Delete one of the user's methods. ``keep_one``: refuse to delete the last confirmed method (the user's
-        row is locked first, so two removals at once cannot both pass the check)."""
+    def delete_method(self, user_id: int, method_id: int, *, keep_one: bool = False,
+                      counted_kinds: Collection[str] | None = None) -> bool:
+        """Delete one of the user's methods. ``keep_one``: refuse to delete the last confirmed method (of one of
+        ``counted_kinds``, when given: backup codes alone cannot stand in for a method).
+
+        Two removals at once cannot both pass the check: the transaction first writes the user's row (a row lock
+        on PostgreSQL, the database's write lock on SQLite, where a SELECT ... FOR UPDATE would lock nothing), and
+        the DELETE itself carries the condition."""
+        where = [methods.c.id == method_id, methods.c.user_id == user_id]
+        if keep_one:
+            others = [methods.c.user_id == user_id, methods.c.confirmed.is_(True), methods.c.id != method_id]
+            if counted_kinds is not None:
+                others.append(methods.c.kind.in_(sorted(counted_kinds)))
+            where.append(select(methods.c.id).where(*others).exists())
+
         def run(c: Connection) -> bool:
-            c.execute(select(users.c.id).where(users.c.id == user_id).with_for_update())
-            if keep_one:
-                others = c.execute(select(func.count()).select_from(methods).where(
-                    methods.c.user_id == user_id, methods.c.confirmed.is_(True),
-                    methods.c.id != method_id)).scalar_one()
-                if not others:
-                    return False
+            c.execute(update(users).where(users.c.id == user_id).values(updated_at=users.c.updated_at))
+            target = c.execute(select(methods.c.id).where(*where)).first()
+            if target is None:
+                return False
             c.execute(delete(backup_codes).where(backup_codes.c.method_id == method_id))
             c.execute(delete(challenges).where(challenges.c.method_id == method_id))
-            return bool(c.execute(delete(methods).where(methods.c.id == method_id,
-                                                        methods.c.user_id == user_id)).rowcount == 1)
+            return bool(c.execute(delete(methods).where(*where)).rowcount == 1)
         return self._run(run)
 
     def count_methods(self) -> dict[int, int]:
@@ -1131,11 +1153,59 @@ class Store:
                        oath_tokens.c.counter <= second - 1)
                 .values(counter=second + 1, last_used_at=now))
         return self._run(lambda c: c.execute(stmt).rowcount) == 1
+    # -- remembered devices ------------------------------------------------------------------------------------
+    @staticmethod
+    def _device(row: Any) -> DeviceRecord:
+        return DeviceRecord(id=row.id, user_id=row.user_id, device_id=row.device_id, name=row.name,
+                            created_at=row.created_at, last_used_at=row.last_used_at, expires_at=row.expires_at)
+
+    def add_device(self, user_id: int, device_id: str, name: str, *, now: float, expires_at: float,
+                   keep: int) -> int:
+        """Remember a device; the user's expired devices go, and only the ``keep`` newest others stay."""
+        def run(c: Connection) -> int:
+            c.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.expires_at <= now))
+            newest = (select(devices.c.id).where(devices.c.user_id == user_id)
+                      .order_by(devices.c.created_at.desc(), devices.c.id.desc()).limit(max(0, keep - 1)))
+            c.execute(delete(devices).where(devices.c.user_id == user_id, devices.c.id.not_in(newest)))
+            return int(c.execute(insert(devices).values(user_id=user_id, device_id=device_id, name=name[:100],
+                                                        created_at=now, expires_at=expires_at)
+                                 .returning(devices.c.id)).scalar_one())
+        return self._run(run)
+
+    def find_device(self, device_id: str) -> DeviceRecord | None:
+        row = self._run(lambda c: c.execute(select(devices).where(devices.c.device_id == device_id)).first())
+        return None if row is None else self._device(row)
+
+    def touch_device(self, device_row_id: int, *, now: float) -> None:
+        stmt = update(devices).where(devices.c.id == device_row_id).values(last_used_at=now)
+        self._run(lambda c: c.execute(stmt))
+
+    def list_devices(self, user_id: int, *, now: float) -> list[DeviceRecord]:
+        stmt = (select(devices).where(devices.c.user_id == user_id, devices.c.expires_at > now)
+                .order_by(devices.c.created_at, devices.c.id))
+        return [self._device(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def delete_device(self, user_id: int, device_row_id: int) -> bool:
+        stmt = delete(devices).where(devices.c.id == device_row_id, devices.c.user_id == user_id)
+        return self._run(lambda c: c.execute(stmt).rowcount) == 1
+
+    def delete_devices(self, user_id: int) -> int:
+        stmt = delete(devices).where(devices.c.user_id == user_id)
+        return int(self._run(lambda c: c.execute(stmt).rowcount))
 
     # -- revocations -------------------------------------------------------------------------------------------
     def add_revocation(self, username: str, *, now: float, session_id: str | None = None) -> None:
+        """Revoke one session (``session_id``) or, without one, every session and sign-in of the user up to now.
+        A user-wide revocation also forgets the user's remembered devices, in the same transaction: revocation
+        rows are pruned after the longest session, devices live longer."""
         stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
-        self._run(lambda c: c.execute(stmt))
+
+        def run(c: Connection) -> None:
+            c.execute(stmt)
+            if session_id is None:
+                c.execute(delete(devices).where(devices.c.user_id.in_(
+                    select(users.c.id).where(users.c.username == username))))
+        self._run(run)
 
     def revocations_since(self, after_id: int, *, newer_than: float,
                           also_ids: Collection[int] = ()) -> list[RevocationRecord]:
