@@ -103,7 +103,7 @@ class Session:
         if (type(sid) is not str or type(username) is not str or not username or type(groups) is not list
                 or type(methods) is not list or type(level) is not int or level not in (1, 2)
                 or type(exempt) is not int or exempt not in (0, 1) or type(admin) is not int or admin not in (0, 1)
-                # times: a float or an int (not a bool), not negative (what _is_time says, written out: per cookie)
+                # times: a float or an int (not a bool), not negative: _is_time, inlined as this runs per cookie
                 or type(primary_at) not in _TIME_TYPES or type(issued_at) not in _TIME_TYPES
                 or type(last_seen) not in _TIME_TYPES or (mfa_at is not None and type(mfa_at) not in _TIME_TYPES)
                 or not (primary_at >= 0 and issued_at >= 0 and last_seen >= 0 and (mfa_at is None or mfa_at >= 0))
@@ -265,7 +265,8 @@ class TokenCodec:
         self.device_serializer = URLSafeSerializer(keys, salt=SALT_DEVICE, signer_kwargs=kwargs)
         # The session keys, derived once as itsdangerous derives them, newest first (itsdangerous's order).
         signer = self.session_serializer.make_signer(SALT_SESSION)
-        assert type(signer.algorithm) is HMACAlgorithm and signer.digest_method is hashlib.sha256
+        if type(signer.algorithm) is not HMACAlgorithm or signer.digest_method is not hashlib.sha256:
+            raise TypeError("session tokens are verified here as HMAC-SHA256, as itsdangerous signs them")
         self._session_macs = tuple(_HMACSHA256(signer.derive_key(key)) for key in reversed(signer.secret_keys))
 
     @staticmethod
