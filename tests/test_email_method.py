@@ -205,3 +205,19 @@ def test_enroll_refuses_bad_addresses(mw: MFAMiddleware, smtp: SmtpServer) -> No
                                                  "csrf_token": csrf_of(page.text)})
         assert response.status_code == 400 and "Enter one email address" in response.text, bad
     assert smtp.recorder.messages() == []
+
+
+def test_start_again_with_another_address(mw: MFAMiddleware, smtp: SmtpServer) -> None:
+    browser = Browser(mw)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/enroll")
+    browser.post("/_mfa/enroll", {"action": "start", "method": "email", "address": "typo@example.test",
+                                  "csrf_token": csrf_of(page.text)})
+    shown = browser.get("/_mfa/enroll")
+    assert "Use another address or method" in shown.text
+    again = browser.post("/_mfa/enroll", {"action": "restart", "csrf_token": csrf_of(shown.text)})
+    assert again.status_code == 303
+    choice = browser.get("/_mfa/enroll")
+    assert "How should we verify you?" in choice.text
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and mw.runtime.store.list_methods(user.id, confirmed_only=False) == []
