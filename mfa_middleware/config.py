@@ -383,7 +383,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     enabled = mt.strings("enabled", MethodsConfig.enabled)
     for kind in enabled:
         if kind not in KNOWN_METHODS:
-            raise ConfigError(f"{mt.key('enabled')}: unknown method {kind!r}; known methods: {', '.join(KNOWN_METHODS)}")
+            raise ConfigError(f"{mt.key('enabled')}: unknown method {kind!r}; "
+                              f"known methods: {', '.join(KNOWN_METHODS)}")
     if len(set(enabled)) != len(enabled):
         raise ConfigError(f"{mt.key('enabled')}: lists a method twice")
     if not any(kind != "backup_codes" for kind in enabled):
@@ -417,7 +418,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email, dev_outbox=dev_outbox,
+        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email,
+        dev_outbox=dev_outbox,
         trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,

@@ -795,7 +795,7 @@ def test_app_password_page_enforces_csrf(mw: MFAMiddleware, clock: Clock, token:
     assert [r.label for r in mw.runtime.app_passwords.list(user(mw, "erin"))] == ["phone"]
 
 
-# -- helpdesk: bypass and block ------------------------------------------------------------------------------------------
+# -- helpdesk: bypass and block ----------------------------------------------------------------------------------------
 def test_bypass_skips_the_code_page_once(pair: tuple[MFAMiddleware, MFAMiddleware], clock: Clock) -> None:
     first, second = pair
     put_in_state(first, clock, "alice", "enforced")

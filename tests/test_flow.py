@@ -467,7 +467,7 @@ def test_groups_rule_denies_other_users(mw: MFAMiddleware, clock: Clock) -> None
     assert alice.get("/admin/").status_code == 200
 
 
-# -- Windows sign-in -----------------------------------------------------------------------------------------------------
+# -- Windows sign-in ---------------------------------------------------------------------------------------------------
 def test_remote_user_from_the_server_only(sqlite_url: str, clock: Clock) -> None:
     mw = make_middleware(sqlite_url, clock, primary={"methods": ["forms", "remote_user"]})
     mw.runtime.accounts.add("alice", actor="test", password=PASSWORD)
@@ -495,7 +495,7 @@ def test_remote_user_mismatch_ends_the_session(sqlite_url: str, clock: Clock) ->
     mw.runtime.close()
 
 
-# -- audit, fail closed ----------------------------------------------------------------------------------------------------
+# -- audit, fail closed ------------------------------------------------------------------------------------------------
 def test_every_step_is_audited_without_secrets(mw: MFAMiddleware, clock: Clock) -> None:
     Browser(mw).login("alice", "wrong password here")
     browser, secret = enrolled(mw, clock)

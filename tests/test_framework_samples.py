@@ -48,8 +48,9 @@ from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
 from mfa_middleware.adapters.asgi import MFAUser
 from mfa_middleware.cli import admin
 from tests.support.servers import free_port
-from tests.test_samples import (PASSWORD, after_enrollment, SAMPLES_DIR, SESSION_COOKIE, USERNAME, HttpClient, HttpResponse,
-                                assert_sent_to_login, enroll, load_sample, sign_in, sign_out, user_shown)
+from tests.test_samples import (PASSWORD, SAMPLES_DIR, SESSION_COOKIE, USERNAME, HttpClient, HttpResponse,
+                                after_enrollment, assert_sent_to_login, enroll, load_sample, sign_in, sign_out,
+                                user_shown)
 
 DISPLAY_NAME = "Alice Liddell"
 BIN = Path(sys.executable).parent

@@ -11,8 +11,8 @@
 - The app gets the normalised path (``path`` as text, and ``raw_path`` re-encoded when normalising changed it;
   a path whose bytes are not UTF-8 gets 400, see :func:`scope_path`), ``scope["mfa.identity"]``, and
   ``scope["user"]``/``scope["auth"]`` in the shape Starlette's ``request.user``/``request.auth`` expect
-  (``is_authenticated``, ``display_name``, ``identity``; ``scopes``). ``Remote-User`` request headers are removed, and so are
-  ``X-Forwarded-*``/``Forwarded`` headers from a peer that is not a trusted proxy.
+  (``is_authenticated``, ``display_name``, ``identity``; ``scopes``). ``Remote-User`` request headers are removed,
+  and so are ``X-Forwarded-*``/``Forwarded`` headers from a peer that is not a trusted proxy.
 - A response that refreshes the session cookie gets ``Set-Cookie``, ``Cache-Control: private, no-store`` and
   ``Vary: Cookie`` added to the app's ``http.response.start``.
 """

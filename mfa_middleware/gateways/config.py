@@ -157,5 +157,6 @@ def _ca_file(r: base_config._Reader, security: Security, base_dir: str | os.Path
         tls_context(str(path))
     except (OSError, ssl.SSLError) as exc:
         reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "no PEM certificate in it"
-        raise base_config.ConfigError(f"{r.key('ca_file')}: cannot load CA certificates from {path}: {reason}") from None
+        raise base_config.ConfigError(
+            f"{r.key('ca_file')}: cannot load CA certificates from {path}: {reason}") from None
     return str(path)

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -33,7 +33,7 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import EnrollError, EnrollmentView, FactorContext
+from ..factors import EnrollError, EnrollmentView
 from ..factors.backup_codes import BackupCodesFactor
 from ..factors.backup_codes import display as backup_display
 from ..factors.email import EmailCodeFactor, TooSoon
@@ -369,7 +369,7 @@ class PagesApp:
         if until is None or until > 1e17:
             when = "An administrator must unlock it."
         else:
-            stamp = datetime.fromtimestamp(until, tz=timezone.utc).strftime("%H:%M UTC")
+            stamp = datetime.fromtimestamp(until, tz=UTC).strftime("%H:%M UTC")
             when = f"Try again after {stamp}, or ask your helpdesk to unlock it."
         return self.render(ctx, "message.html", status=429, title="Account locked",
                            message=f"Too many failed sign-in attempts. Sign-in for this account is paused. {when}",

@@ -529,7 +529,7 @@ def test_browser_signs_in_through_nginx_and_reaches_the_static_site(page: Page, 
         raise AssertionError(f"{error}{stack.details()}") from error
 
     # The access log names the user on the request that reached the static site.
-    line = wait_for_line(stack.access_lines, lambda l: '"GET / HTTP/1.1" 200 ' in l, "GET / 200", stack.details)
+    line = wait_for_line(stack.access_lines, lambda entry: '"GET / HTTP/1.1" 200 ' in entry, "GET / 200", stack.details)
     assert f" - {USERNAME} [" in line, line
     upstream = wait_for_line(stack.upstream_lines, lambda u: u.startswith("/ "), "the upstream", stack.details)
     assert upstream.startswith("/ ") and upstream.endswith(f" remote_user={USERNAME}"), upstream
@@ -601,7 +601,8 @@ def test_non_canonical_uris_never_reach_the_upstream(stack: Stack, name: str) ->
     target = NGINX_ATTACK_CASES[name]
     for cookie in (None, minted_cookie(stack, USERNAME)):
         tag = secrets.token_hex(6)
-        reply = raw_get(stack.port, target + b"?t=" + tag.encode(), {**BROWSER, **({"Cookie": cookie} if cookie else {})})
+        headers = {**BROWSER, **({"Cookie": cookie} if cookie else {})}
+        reply = raw_get(stack.port, target + b"?t=" + tag.encode(), headers)
         body = reply.body.decode("utf-8", "replace")
         if name in ROUTED_TO_PAGES:  # the sign-in page (a signed-in user is sent on: 303), or the server's 404
             assert reply.status in (200, 303, 404), f"{target!r}: {reply.status} {body[:300]}{stack.details()}"

@@ -1,7 +1,8 @@
 """Issue 7, finding 6: ``trusted_proxies`` works behind every server the README names, and cannot be spoofed.
 
 Each server is started as the README (or the sample) says, as a child process on a free port of 127.0.0.1,
-stopped by its pid at the end (``PYTHONPATH`` names where the app is imported from), with a throwaway SQLite store and ``[lockout] max_failures_per_client = 3``:
+stopped by its pid at the end (``PYTHONPATH`` names where the app is imported from), with a throwaway SQLite store
+and ``[lockout] max_failures_per_client = 3``:
 
 - ``mfa-middleware serve`` (forward auth on waitress);
 - ``waitress.serve(app, **waitress_options(config))`` (``python -m tests.e2e.proxy_app``), once with one proxy
@@ -97,7 +98,8 @@ SERVERS = [
     pytest.param(Spec(serve_argv, echoes_client=False), id="mfa-middleware-serve"),
     pytest.param(Spec(waitress_app_argv), id="waitress-one-proxy"),
     pytest.param(Spec(waitress_app_argv, trusted_proxies=("127.0.0.0/31", "192.0.2.0/24")), id="waitress-networks"),
-    pytest.param(Spec(iis_argv, pythonpath=IIS_DIR, forwarded_for=lambda client: f"{client}:51861", echoes_client=False),
+    pytest.param(Spec(iis_argv, pythonpath=IIS_DIR, forwarded_for=lambda client: f"{client}:51861",
+                      echoes_client=False),
                  id="iis-httpplatform-waitress"),
     pytest.param(Spec(gunicorn_argv), id="gunicorn"),
     pytest.param(Spec(uvicorn_argv("--forwarded-allow-ips", PROXY)), id="uvicorn-proxy-headers"),

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from mfa_middleware.factors import (EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction, Outcome,
-                                    Prompt, Verification)
+from mfa_middleware.factors import (EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction,
+                                    Outcome, Prompt, Verification)
 from mfa_middleware.store import MethodRecord, UserRecord
 
 

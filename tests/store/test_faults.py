@@ -318,7 +318,7 @@ def test_frozen_postgres_store_calls_are_bounded(pg: PostgresServer) -> None:
         store.close()
 
 
-# -- SQLite locked by another process, in process ------------------------------------------------------------------------
+# -- SQLite locked by another process, in process ----------------------------------------------------------------------
 def test_sqlite_write_lock_held_elsewhere(sqlite_path: Path, sqlite_site: Site) -> None:
     """Another process holds the write lock: sign-in gives up within the busy timeout (2 s, was 10.2 s) with a
     503, never a pass; reads still work (WAL), so sessions pass even past the grace period; nothing else waits."""
@@ -335,7 +335,7 @@ def test_sqlite_write_lock_held_elsewhere(sqlite_path: Path, sqlite_site: Site) 
     eventually(lambda: recovered(site), step=lambda: site.clock.advance(1))
 
 
-# -- SQLite corrupted, then restored, in process ------------------------------------------------------------------------
+# -- SQLite corrupted, then restored, in process -----------------------------------------------------------------------
 @pytest.mark.parametrize("restore", [pytest.param("in-place", id="restored-in-place"),
                                      pytest.param("replaced", id="restored-by-moving-a-copy-into-place")])
 def test_sqlite_corrupted_then_restored(sqlite_path: Path, sqlite_site: Site, restore: str) -> None:
@@ -351,7 +351,7 @@ def test_sqlite_corrupted_then_restored(sqlite_path: Path, sqlite_site: Site, re
     eventually(lambda: recovered(site), step=lambda: site.clock.advance(1))
 
 
-# -- through a real server (waitress, the demo app, the real clock) ------------------------------------------------------
+# -- through a real server (waitress, the demo app, the real clock) ----------------------------------------------------
 SERVER_APP = """\
 from mfa_middleware import MFAMiddleware
 from mfa_middleware.demo import demo_app
@@ -490,7 +490,7 @@ def test_sqlite_locked_through_a_real_server(sqlite_path: Path, tmp_path: Path) 
         eventually(lambda: site.sign_in() == 303)
 
 
-# -- configuration ------------------------------------------------------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------------------------------
 def test_store_limits_come_from_the_configuration(sqlite_path: Path) -> None:
     config = make_config(f"sqlite:///{sqlite_path}", store={"timeout": "4s", "busy_timeout": "500ms"})
     assert (config.store.timeout, config.store.busy_timeout) == (4.0, 0.5)
@@ -515,7 +515,7 @@ def test_bad_store_limits_name_the_key(store: dict[str, Any], key: str) -> None:
         make_config("sqlite:///x.db", store=store)
 
 
-# -- ASGI: the event loop never waits on the store ----------------------------------------------------------------------
+# -- ASGI: the event loop never waits on the store ---------------------------------------------------------------------
 async def hello_asgi(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello"})

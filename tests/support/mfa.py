@@ -64,7 +64,8 @@ def make_config(database: str, **overrides: Any) -> Config:
 
 def echo_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     identity = environ.get("mfa.identity")
-    body = f"app path={environ['PATH_INFO']} user={environ.get('REMOTE_USER', '-')} level={getattr(identity, 'level', '-')}"
+    level = getattr(identity, "level", "-")
+    body = f"app path={environ['PATH_INFO']} user={environ.get('REMOTE_USER', '-')} level={level}"
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]
 
