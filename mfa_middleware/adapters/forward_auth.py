@@ -19,8 +19,9 @@
   Refused, among others: any ``.`` or ``..`` segment (also as ``%2e``), ``//``, ``;params``, a trailing ``/.``,
   encoded slashes and backslashes (``%2F``, ``%5C``), backslashes, ``%XX`` left after one decoding (``%2561``),
   control characters, ``#`` or an encoded ``?``, invalid UTF-8 and overlong forms, a segment ending in a dot or a
-  space, fullwidth and other compatibility forms of ASCII characters. A trailing slash is kept by normalising, so ``/docs/`` and
-  ``/docs`` are both canonical (and judged as written). A URI's valid UTF-8, raw or percent-encoded, passes.
+  space, fullwidth and other compatibility forms of ASCII characters. A trailing slash is kept by normalising,
+  so ``/docs/`` and ``/docs`` are both canonical (and judged as written). A URI's valid UTF-8, raw or
+  percent-encoded, passes.
 
 Answers: 200 with ``Remote-User``, ``Remote-Groups``, ``Remote-Email``, ``Remote-Name`` (and a refreshed
 ``Set-Cookie`` when due) when the request may pass; 401 for API and Basic clients (with the gate's body and
