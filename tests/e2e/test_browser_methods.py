@@ -14,6 +14,7 @@ import pytest
 from mfa_middleware import MFAMiddleware
 from mfa_middleware.demo import demo_app
 from tests.support.mfa import FAST_HASHER, make_config
+from tests.support.browser import sign_in, sign_out
 from tests.support.servers import serve_wsgi
 
 if TYPE_CHECKING:
@@ -38,20 +39,6 @@ def site(sqlite_url: str) -> Iterator[str]:
         mw.runtime.close()
 
 
-def sign_in(page: Page, site: str) -> None:
-    page.goto(site + "/")
-    page.get_by_label("Username").fill(USERNAME)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-
-
-def sign_out(page: Page, site: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(site + "/_mfa/logout")
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
-
 
 def use_backup_code(page: Page, code: str) -> None:
     from playwright.sync_api import expect
@@ -68,7 +55,7 @@ def use_backup_code(page: Page, code: str) -> None:
 def test_backup_code_through_sign_in_another_way(page: Page, site: str) -> None:
     from playwright.sync_api import expect
 
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     page.get_by_role("button", name="Set it up now").click()
     key = page.locator("#secret").inner_text().replace(" ", "")
     page.get_by_label("Code").fill(pyotp.TOTP(key).at(time.time()))
@@ -85,13 +72,13 @@ def test_backup_code_through_sign_in_another_way(page: Page, site: str) -> None:
     expect(page).to_have_url(site + "/")
     sign_out(page, site)
 
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     use_backup_code(page, codes[3])
     expect(page).to_have_url(site + "/")
     expect(page.locator("body")).to_contain_text(f"Signed in as {USERNAME}")
     sign_out(page, site)
 
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     use_backup_code(page, codes[3])
     expect(page.get_by_role("alert")).to_contain_text("didn't work")
     expect(page).to_have_url(re.compile(r"/_mfa/verify$"))

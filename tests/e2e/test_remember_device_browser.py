@@ -22,6 +22,7 @@ from mfa_middleware import MFAMiddleware
 from mfa_middleware.cli import admin
 from mfa_middleware.demo import demo_app
 from tests.support.mfa import ENCRYPTION_KEY, FAST_HASHER, SECRET_KEY, make_config
+from tests.support.browser import sign_in, sign_out
 from tests.support.servers import serve_wsgi
 
 if TYPE_CHECKING:
@@ -46,25 +47,11 @@ def site(sqlite_url: str) -> Iterator[str]:
         mw.runtime.close()
 
 
-def sign_in(page: Page, site: str) -> None:
-    page.goto(site + "/")
-    page.get_by_label("Username").fill(USERNAME)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-
-
-def sign_out(page: Page, site: str) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(site + "/_mfa/logout")
-    page.get_by_role("button", name="Sign out").click()
-    expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
-
 
 def test_a_remembered_device_until_revoke_sessions(page: Page, site: str, sqlite_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     page.get_by_role("button", name="Set it up now").click()
     key = page.locator("#secret").inner_text().replace(" ", "")
     page.get_by_label("Code").fill(pyotp.TOTP(key).at(time.time()))
@@ -73,7 +60,7 @@ def test_a_remembered_device_until_revoke_sessions(page: Page, site: str, sqlite
     sign_out(page, site)
 
     # Second sign-in: the code, and "Don't ask again on this device".
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     expect(page.get_by_role("heading", name="Verify your identity")).to_be_visible()
     page.get_by_label("Code").fill(pyotp.TOTP(key).at(time.time() + 30))
     page.get_by_label("Don't ask again on this device for 14 days").check()
@@ -82,7 +69,7 @@ def test_a_remembered_device_until_revoke_sessions(page: Page, site: str, sqlite
     sign_out(page, site)
 
     # Third: the password alone; the device is listed on the security info page.
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     expect(page).to_have_url(site + "/")
     expect(page.locator("body")).to_contain_text(f"Signed in as {USERNAME}")
     page.goto(site + "/_mfa/")
@@ -96,5 +83,5 @@ def test_a_remembered_device_until_revoke_sessions(page: Page, site: str, sqlite
     result = CliRunner(env={"MFA_CONFIG": None}).invoke(
         admin, ["--config", str(config), "user", "revoke-sessions", USERNAME], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    sign_in(page, site)
+    sign_in(page, site, USERNAME, PASSWORD)
     expect(page.get_by_role("heading", name="Verify your identity")).to_be_visible()

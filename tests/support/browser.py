@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from tests.support.components import require_component
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Playwright
+    from playwright.sync_api import Browser, Page, Playwright
 
 CHROMIUM_PATH = "/usr/bin/chromium"
 CHROMIUM_ARGS: tuple[str, ...] = (
@@ -74,3 +74,20 @@ def chromium_browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def sign_in(page: Page, site: str, username: str, password: str) -> None:
+    """From the app's front page, through our sign-in form (whatever comes next is the caller's)."""
+    page.goto(site + "/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def sign_out(page: Page, site: str) -> None:
+    """The sign-out confirmation page, then its POST."""
+    from playwright.sync_api import expect
+
+    page.goto(site + "/_mfa/logout")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Signed out")).to_be_visible()
