@@ -131,3 +131,30 @@ def test_backup_codes_cannot_be_the_first_method(mw: MFAMiddleware, clock: Clock
     assert refused.status_code == 400
     user = mw.runtime.store.get_user("bob")
     assert user is not None and mw.runtime.store.list_methods(user.id, confirmed_only=False) == []
+
+
+def test_another_users_method_cannot_be_chosen_or_answered(mw: MFAMiddleware, clock: Clock) -> None:
+    """The method id travels in a form and in the pending cookie: one of another user's methods is ignored when
+    chosen, and an answer naming it is not checked against it."""
+    _, _, bob_codes = enroll_and_make_codes(mw, clock)
+    mw.runtime.accounts.add("carol", actor="test", password=PASSWORD)
+    carol = Browser(mw)
+    carol.login("carol", PASSWORD, "/hello")
+    carol.enroll(clock)
+    bob = mw.runtime.store.get_user("bob")
+    assert bob is not None
+    bob_backup = [m.id for m in mw.runtime.store.list_methods(bob.id) if m.kind == "backup_codes"][0]
+    clock.advance(60)
+    attacker = Browser(mw)
+    attacker.login("carol", PASSWORD, "/hello")
+    page = attacker.get("/_mfa/verify")
+    token = csrf_of(page.text)
+    chosen = attacker.post("/_mfa/verify", {"action": "use", "method_id": str(bob_backup), "csrf_token": token})
+    assert chosen.headers["Location"] == "/_mfa/verify"
+    pending = mw.runtime.codec.load_pending(attacker.cookie("mfa_session_pending"))
+    assert pending is not None and pending.method_id is None
+    answer = attacker.post("/_mfa/verify", {"code": bob_codes[0], "method_id": str(bob_backup),
+                                            "csrf_token": token})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/_mfa/verify"
+    assert attacker.cookie("mfa_session") is None
+    assert mw.runtime.store.count_backup_codes(bob.id) == 10

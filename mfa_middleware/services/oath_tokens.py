@@ -157,25 +157,22 @@ class OathTokens:
 
     def unassign(self, serial: str, *, actor: str) -> OathTokenRecord:
         """Back to the pool; returns the token as it was (its ``username`` and ``activated`` say what changed)."""
-        before = self.store.unassign_oath_token(self.get(serial).serial)
-        if before is None:
-            raise TokenError(f"no token with serial number {serial.strip()!r} (see `mfa-admin tokens list`)")
-        now = self.clock()
-        if before.activated and before.username is not None:
-            self.store.add_revocation(before.username, now=now)
-        self.audit.write("oath_token_unassign", "success", now=now, actor=actor, username=before.username,
-                         serial=before.serial, methods_removed=int(before.activated))
-        return before
+        return self._release(self.store.unassign_oath_token, serial, actor, "oath_token_unassign")
 
     def delete(self, serial: str, *, actor: str) -> OathTokenRecord:
-        before = self.store.delete_oath_token(self.get(serial).serial)
+        return self._release(self.store.delete_oath_token, serial, actor, "oath_token_delete")
+
+    def _release(self, change: Callable[[str], OathTokenRecord | None], serial: str, actor: str,
+                 event: str) -> OathTokenRecord:
+        """Unassign or delete: an activated token's method goes with it, so the holder's sessions end."""
+        before = change(self.get(serial).serial)
         if before is None:
             raise TokenError(f"no token with serial number {serial.strip()!r} (see `mfa-admin tokens list`)")
         now = self.clock()
         if before.activated and before.username is not None:
             self.store.add_revocation(before.username, now=now)
-        self.audit.write("oath_token_delete", "success", now=now, actor=actor, username=before.username,
-                         serial=before.serial, methods_removed=int(before.activated))
+        self.audit.write(event, "success", now=now, actor=actor, username=before.username, serial=before.serial,
+                         methods_removed=int(before.activated))
         return before
 
     # -- codes -----------------------------------------------------------------------------------------------
