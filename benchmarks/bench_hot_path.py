@@ -49,7 +49,7 @@ from sqlalchemy import event
 from werkzeug.test import EnvironBuilder
 
 from mfa_middleware import MFAMiddleware
-from mfa_middleware.adapters.cookies import cookie_names
+from mfa_middleware.web.cookies import cookie_names
 from mfa_middleware.config import config_from_dict
 from mfa_middleware.core import tokens
 from mfa_middleware.core.tokens import Session, new_session_id

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-from .adapters.asgi import ASGIMFAMiddleware
-from .adapters.wsgi import MFAMiddleware
 from .config import Config, ConfigError, load_config
 from .core.decision import Identity
+from .middleware import ASGIMFAMiddleware, ForwardAuthApp, MFAMiddleware
 
-__all__ = ["ASGIMFAMiddleware", "Config", "ConfigError", "Identity", "MFAMiddleware", "load_config"]
+__all__ = ["ASGIMFAMiddleware", "Config", "ConfigError", "ForwardAuthApp", "Identity", "MFAMiddleware", "load_config"]
 __version__ = "0.1.0"

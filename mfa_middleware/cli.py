@@ -916,7 +916,7 @@ def serve(config_path: str, host: str, port: int, workers: int) -> None:
 
     import waitress  # type: ignore[import-untyped]
 
-    from .adapters.forward_auth import ForwardAuthApp
+    from .middleware import ForwardAuthApp
     from .runtime import Runtime
     from .servers import FORWARD_AUTH_WAITRESS_OPTIONS
     from .store import SchemaOutOfDate, StoreUnavailable

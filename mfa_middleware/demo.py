@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .adapters.wsgi import MFAMiddleware
+    from .middleware import MFAMiddleware
 
 MARKER = "mfa-demo.txt"
 USERNAME = "demo"
@@ -128,7 +128,7 @@ def prepare_demo(folder: Path) -> tuple[MFAMiddleware, str]:
 
     Raises :class:`DemoError` for a folder with a configuration the demo did not make.
     """
-    from .adapters.wsgi import MFAMiddleware
+    from .middleware import MFAMiddleware
     from .config import load_config
     from .services.accounts import AccountError
 

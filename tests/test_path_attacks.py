@@ -25,11 +25,8 @@ from flask import Flask
 from werkzeug.test import Client
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import (
-    ForwardAuthApp,
-    canonical_path,
-    header_value,
-)
+from mfa_middleware.adapters.forward_auth import canonical_path, header_value
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, make_config
 from tests.support.paths import (

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.core.policy import Policy
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, make_config

@@ -13,7 +13,7 @@ import pytest
 from werkzeug.test import Client
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.config import Config
 from mfa_middleware.core.tokens import Session
 from mfa_middleware.runtime import Runtime

@@ -22,23 +22,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
-from ..config import Config
 from ..core.decision import Identity
 from ..core.paths import wsgi_form
-from .gate import GateResult, Reply, assemble, refreshed_headers
+from .gate import Gate, GateResult, Reply, SignInPages, refreshed_headers
 
 if TYPE_CHECKING:
-    from argon2 import PasswordHasher
-
-    from ..store import Store
+    from ..runtime import Runtime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,15 +103,13 @@ class ScopeHeaders:
         return None if value is None else value.decode("latin-1")
 
 
-class ASGIMFAMiddleware:
-    """Wrap an ASGI app: ``app = ASGIMFAMiddleware(app, "mfa.toml")``."""
+class ASGIAdapter:
+    """The ASGI adapter: the gate in front of ``app``, the sign-in pages (a WSGI app, run in a thread) under the
+    prefix. Built by :class:`mfa_middleware.ASGIMFAMiddleware` (``app = ASGIMFAMiddleware(app, "mfa.toml")``)."""
 
-    def __init__(self, app: ASGIApp, config: Config | str | os.PathLike[str], *,
-                 clock: Callable[[], float] = time.time, store: Store | None = None,
-                 password_hasher: PasswordHasher | None = None, template_dirs: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, gate: Gate, pages: SignInPages) -> None:
         self.app = app
-        self.runtime, self.pages, self.gate = assemble(config, clock=clock, store=store,
-                                                       password_hasher=password_hasher, template_dirs=template_dirs)
+        self.runtime, self.gate, self.pages = runtime, gate, pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -308,4 +301,4 @@ def run_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tu
     return captured["status"], captured["headers"], chunks
 
 
-__all__ = ["ASGIMFAMiddleware", "MFAAuth", "MFAUser"]
+__all__ = ["ASGIAdapter", "MFAAuth", "MFAUser"]

@@ -49,9 +49,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..core.facts import is_trusted_peer
 from ..core.paths import normalize_path, wsgi_form
-from ..pages.app import PagesApp
 from ..runtime import Runtime
-from .gate import Gate, Reply
+from .gate import Gate, Reply, SignInPages
 from .wsgi import EnvironHeaders, StartResponse
 
 log = logging.getLogger("mfa_middleware.forward_auth")
@@ -73,13 +72,14 @@ class ForwardHeaders:
         return self.inner.get(name)
 
 
-class ForwardAuthApp:
-    """A WSGI app: the authorization endpoints under ``<prefix>/auth/``, the sign-in pages under the prefix."""
+class ForwardAuthAdapter:
+    """A WSGI app: the authorization endpoints under ``<prefix>/auth/``, the sign-in pages under the prefix. Built
+    by :class:`mfa_middleware.middleware.ForwardAuthApp` from a runtime."""
 
-    def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
+    def __init__(self, runtime: Runtime, gate: Gate, pages: SignInPages) -> None:
         self.rt = runtime
-        self.pages = PagesApp(runtime, template_dirs)
-        self.gate = Gate(runtime, self.pages.message_html)
+        self.pages = pages
+        self.gate = gate
         self.prefix = runtime.config.prefix
         self.endpoints = {f"{self.prefix}/auth/nginx": "nginx", f"{self.prefix}/auth/forward": "forward"}
         if not runtime.trusted_proxies:

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..core.basic import BasicFailure, VerifiedCredential, parse_basic
 from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity, Pass, Redirect, Unavailable,
@@ -28,20 +26,26 @@ from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity
 from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_json
 from ..core.paths import normalize_path
 from ..primary.remote_user import map_remote_user
-from ..config import Config, load_config
 from ..runtime import Runtime
-from .cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..web.cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 
 log = logging.getLogger("mfa_middleware")
-if TYPE_CHECKING:
-    from argon2 import PasswordHasher
-
-    from ..pages.app import PagesApp
-    from ..store import Store
 
 NO_STORE = [("Cache-Control", "no-store"), ("Vary", "Cookie")]
 REASONS = {200: "OK", 302: "Found", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 413: "Content Too Large", 429: "Too Many Requests", 503: "Service Unavailable"}
+
+
+class SignInPages(Protocol):
+    """The sign-in pages as the adapters see them: a WSGI app for every path under the prefix, and a renderer for
+    the message pages the gate answers with. The adapters never import the pages package; the composition root
+    (:mod:`mfa_middleware.middleware`) hands them one."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        ...
+
+    def message_html(self, title: str, message: str) -> str:
+        ...
 
 
 class Headers(Protocol):
@@ -209,15 +213,3 @@ def refreshed_headers(headers: list[tuple[str, str]], cookie: str) -> list[tuple
     kept = [(k, v) for k, v in headers if k.lower() not in ("cache-control", "vary")]
     return [*kept, ("Set-Cookie", cookie), ("Cache-Control", "private, no-store"),
             ("Vary", ", ".join([*vary, "Cookie"]))]
-
-
-def assemble(config: Config | str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
-             store: Store | None = None, password_hasher: PasswordHasher | None = None,
-             template_dirs: Iterable[str] = ()) -> tuple[Runtime, PagesApp, Gate]:
-    """What every adapter is built from: the runtime, the sign-in pages and the gate."""
-    from ..pages.app import PagesApp
-
-    cfg = config if isinstance(config, Config) else load_config(config)
-    runtime = Runtime(cfg, clock=clock, store=store, password_hasher=password_hasher)
-    pages = PagesApp(runtime, template_dirs)
-    return runtime, pages, Gate(runtime, pages.message_html)

@@ -18,19 +18,14 @@ The authenticated hot path reads no store: cookie parse, one HMAC check (none fo
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..config import Config
 from ..core.paths import wsgi_form
-from .gate import assemble, refreshed_headers
+from .gate import Gate, SignInPages, refreshed_headers
 
 if TYPE_CHECKING:
-    from argon2 import PasswordHasher
-
-    from ..store import Store
+    from ..runtime import Runtime
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -38,15 +33,13 @@ _STRIP_HEADERS = ("HTTP_REMOTE_USER", "HTTP_X_REMOTE_USER")
 _FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_FORWARDED")
 
 
-class MFAMiddleware:
-    """Wrap a WSGI app: ``app = MFAMiddleware(app, "mfa.toml")``."""
+class WSGIAdapter:
+    """The WSGI adapter: the gate in front of ``app``, the sign-in pages under the prefix. Built by
+    :class:`mfa_middleware.MFAMiddleware` (``app = MFAMiddleware(app, "mfa.toml")``) from one runtime."""
 
-    def __init__(self, app: WSGIApp, config: Config | str | os.PathLike[str], *,
-                 clock: Callable[[], float] = time.time, store: Store | None = None,
-                 password_hasher: PasswordHasher | None = None, template_dirs: Iterable[str] = ()) -> None:
+    def __init__(self, app: WSGIApp, runtime: Runtime, gate: Gate, pages: SignInPages) -> None:
         self.app = app
-        self.runtime, self.pages, self.gate = assemble(config, clock=clock, store=store,
-                                                       password_hasher=password_hasher, template_dirs=template_dirs)
+        self.runtime, self.gate, self.pages = runtime, gate, pages
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         for key in _STRIP_HEADERS:
@@ -110,4 +103,4 @@ class EnvironHeaders:
         value = self.environ.get(key)
         return value if isinstance(value, str) else None
 
-__all__ = ["MFAMiddleware"]
+__all__ = ["WSGIAdapter"]

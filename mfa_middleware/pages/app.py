@@ -28,7 +28,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Request, Response
 
-from ..adapters.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from werkzeug.test import Client
 
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.core.tokens import Session
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, make_config

@@ -16,7 +16,7 @@ import pytest
 from werkzeug.test import Client
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, echo_app, make_config
 

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from mfa_middleware import ASGIMFAMiddleware, MFAMiddleware
-from mfa_middleware.adapters.forward_auth import ForwardAuthApp
+from mfa_middleware.middleware import ForwardAuthApp
 from mfa_middleware.runtime import Runtime
 from tests.support.mfa import FAST_HASHER, Clock, csrf_of, echo_app, make_config, secret_of
 from tests.support.servers import free_port, serve_wsgi
