@@ -19,12 +19,16 @@ from .factors.email import EmailCodeFactor
 from .factors.oath.factor import OathTokenFactor
 from .factors.totp import TotpFactor
 from .gateways import EmailGateway, build_email_gateway
+from .primary.base import PasswordMethod
+from .primary.local import LocalPasswords
+from .primary.remote_user import RemoteUserMethod
 from .secretbox import SecretBox
 from .services.accounts import Accounts
 from .services.app_passwords import AppPasswords
 from .services.audit import AuditLog
 from .services.basic import BasicAuthenticator
 from .services.devices import RememberedDevices
+from .services.lockout import Lockout
 from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
 from .services.revocation import RevocationCache
@@ -34,7 +38,7 @@ from .store import Store
 
 class Runtime:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, store: Store | None = None,
-                 password_hasher: PasswordHasher | None = None) -> None:
+                 password_hasher: PasswordHasher | None = None, primary: PasswordMethod | None = None) -> None:
         self.config = config
         self.clock = clock
         self.store = store if store is not None else Store(config.database, timeout=config.store.timeout,
@@ -57,10 +61,16 @@ class Runtime:
         self.factors = FactorRegistry()
         for kind in config.methods.enabled:
             self.factors.register(FACTORS[kind](self))
-        self.accounts = Accounts(self)
-        self.signin = SignIn(self)
-        self.app_passwords = AppPasswords(self)
-        self.basic = BasicAuthenticator(self)
+        self.lockout = Lockout(self.store, self.audit, self.revocations, config.lockout)
+        #: the one place a password is checked, for the forms page and the Basic path alike
+        self.primary: PasswordMethod = primary if primary is not None else LocalPasswords(self.store, self.passwords)
+        self.remote_user = RemoteUserMethod(config.primary)
+        self.accounts = Accounts(self.store, self.audit, self.passwords, clock)
+        self.signin = SignIn(self.store, self.audit, self.factors, self.lockout, self.primary,
+                             site_name=config.site_name)
+        self.app_passwords = AppPasswords(self.store, self.audit, self.passwords, config.basic, clock)
+        self.basic = BasicAuthenticator(self.store, self.audit, self.lockout, self.primary, self.passwords,
+                                        config.basic)
         self.devices = RememberedDevices(self.store, self.codec, self.audit, lifetime=config.methods.remember_device)
 
     def close(self) -> None:

@@ -156,10 +156,10 @@ def test_replayed_code_refused_sequentially(mw: MFAMiddleware, clock: Clock) -> 
     assert second.verify(pyotp.TOTP(secret).at(clock.now - 30)).status_code == 401
 
 
-def test_replay_under_twenty_concurrent_requests(mw: MFAMiddleware, clock: Clock) -> None:
+def test_replay_under_twenty_concurrent_requests(sqlite_url: str, clock: Clock) -> None:
+    mw = make_middleware(sqlite_url, clock, lockout={"max_failures": 100})
+    mw.runtime.accounts.add("alice", actor="test", password=PASSWORD)
     _, secret = enrolled(mw, clock)
-    mw.runtime.config = replace(mw.runtime.config,
-                                lockout=replace(mw.runtime.config.lockout, max_failures=100))
     clock.advance(30)
     code = pyotp.TOTP(secret).at(clock.now)
     browsers = []

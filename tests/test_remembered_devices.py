@@ -336,7 +336,7 @@ def test_never_for_a_locked_or_blocked_user(mw: MFAMiddleware, clock: Clock) -> 
     user = mw.runtime.store.get_user("bob")
     assert user is not None
     for _ in range(mw.runtime.config.lockout.max_failures):
-        mw.runtime.signin.fail(user, clock.now)
+        mw.runtime.lockout.fail(user, clock.now)
     browser.client.delete_cookie("mfa_session", domain="localhost")
     assert browser.login("bob", PASSWORD, "/hello").status_code == 401  # the password is not even checked
     mw.runtime.accounts.unlock("bob", actor="t")

@@ -25,7 +25,6 @@ from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity
                              decide, decide_basic)
 from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_json
 from ..core.paths import normalize_path
-from ..primary.remote_user import map_remote_user
 from ..runtime import Runtime
 from ..web.cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 
@@ -155,7 +154,7 @@ class Gate:
             session = rt.codec.load_session(token) if token else None
             mapped = None
             if self._remote_user_trusted and remote_user:
-                mapped = map_remote_user(remote_user, rt.config.primary)
+                mapped = rt.remote_user.username(remote_user)
             decision = decide(facts, requirement, session, now, view, rt.decision_settings, mapped)
 
         if isinstance(decision, Pass):

@@ -40,7 +40,8 @@ from ..factors.email import EmailCodeFactor, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..runtime import Runtime
 from ..services.devices import REMEMBERED
-from ..services.signin import Client, FactorResult
+from ..services.lockout import Client
+from ..services.signin import FactorResult
 from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
 
 log = logging.getLogger("mfa_middleware.pages")
@@ -353,7 +354,7 @@ class PagesApp:
             if result.reason == "blocked":  # only ever after the correct password
                 return self.blocked(ctx)
             if not result.ok or result.user is None:  # wrong, unknown, no local password, locked: one answer
-                return self.login_form(ctx, anon, target, username, self.rt.signin.failed_message(), 401)
+                return self.login_form(ctx, anon, target, username, self.rt.lockout.failed_message(), 401)
             return self.after_primary(ctx, result.user, "forms", target)
         return self.login_form(ctx, anon, target, "", None, 200)
 

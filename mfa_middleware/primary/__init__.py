@@ -1,1 +1,2 @@
-"""Primary authentication: forms (local store) and Windows (REMOTE_USER from the server)."""
+"""Primary authentication: the protocol (:mod:`.base`), the local store's passwords (:mod:`.local`) and Windows
+(REMOTE_USER from the server, :mod:`.remote_user`)."""

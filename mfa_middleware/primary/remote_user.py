@@ -48,3 +48,15 @@ def remote_user_from_environ(environ: Mapping[str, Any], config: PrimaryConfig) 
     if not isinstance(value, str) or not value:
         return None
     return map_remote_user(value, config)
+
+
+class RemoteUserMethod:
+    """:class:`mfa_middleware.primary.base.ServerMethod` for the server's ``REMOTE_USER``."""
+
+    kind = "remote_user"
+
+    def __init__(self, config: PrimaryConfig) -> None:
+        self.config = config
+
+    def username(self, asserted: str) -> str | None:
+        return map_remote_user(asserted, self.config)

@@ -24,7 +24,12 @@ from ..store.sql import AppPasswordLimit, AppPasswordRecord, LabelTaken
 from .accounts import AccountError
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from collections.abc import Callable
+
+    from ..config import BasicConfig
+    from ..store import Store
+    from .audit import AuditLog
+    from .passwords import Passwords
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz"
 LENGTH = 16
@@ -63,11 +68,12 @@ def check_label(raw: str) -> str:
 
 
 class AppPasswords:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, store: Store, audit: AuditLog, passwords: Passwords, settings: BasicConfig,
+                 clock: Callable[[], float]) -> None:
+        self.store, self.audit, self.passwords, self.settings, self.clock = store, audit, passwords, settings, clock
 
     def may_create(self, user: UserRecord) -> bool:
-        return not user.is_admin or self.rt.config.basic.admins_may_create
+        return not user.is_admin or self.settings.admins_may_create
 
     def create(self, user: UserRecord, label: str, *, actor: str, client_ip: str | None = None,
                user_agent: str | None = None) -> tuple[AppPasswordRecord, str]:
@@ -76,39 +82,39 @@ class AppPasswords:
         if not self.may_create(user):
             raise AccountError(f"{user.username} is an administrator: administrators cannot have app passwords "
                                "(set [basic] admins_may_create = true to allow it)")
-        now = self.rt.clock()
+        now = self.clock()
         if user.blocked(now):
             raise AccountError(f"{user.username} is blocked; unblock the account first")
         password = generate()
         try:
-            new_id = self.rt.store.add_app_password(user.id, label, lookup_of(password),
-                                                    self.rt.passwords.hash(password), now=now,
-                                                    limit=self.rt.config.basic.max_app_passwords)
+            new_id = self.store.add_app_password(user.id, label, lookup_of(password),
+                                                    self.passwords.hash(password), now=now,
+                                                    limit=self.settings.max_app_passwords)
         except AppPasswordLimit as exc:
             raise AccountError(f"{exc}; revoke one first") from None
         except LabelTaken:
             raise AccountError(f"{user.username} already has an app password named {label!r}; "
                                "choose another name or revoke that one") from None
-        self.rt.audit.write("app_password_create", "success", now=now, actor=actor, username=user.username,
+        self.audit.write("app_password_create", "success", now=now, actor=actor, username=user.username,
                             client_ip=client_ip, user_agent=user_agent, label=label)
-        record = next(r for r in self.rt.store.list_app_passwords(user.id) if r.id == new_id)
+        record = next(r for r in self.store.list_app_passwords(user.id) if r.id == new_id)
         return record, password
 
     def list(self, user: UserRecord) -> list[AppPasswordRecord]:
-        return self.rt.store.list_app_passwords(user.id)
+        return self.store.list_app_passwords(user.id)
 
     def revoke(self, user: UserRecord, label: str | None, *, actor: str, client_ip: str | None = None,
                user_agent: str | None = None) -> int:
         """Revoke one app password by label (or all when ``label`` is None); returns how many."""
-        now = self.rt.clock()
+        now = self.clock()
         if label is not None:
             label = check_label(label)  # the same tidying as at creation
-        ids = self.rt.store.delete_app_passwords(user.id, label)
+        ids = self.store.delete_app_passwords(user.id, label)
         if label is not None and not ids:
             raise AccountError(f"{user.username} has no app password named {label!r} "
                                f"(see `mfa-admin app-password list {user.username}`)")
         for app_password_id in ids:
-            self.rt.store.add_revocation(user.username, now=now, session_id=marker(app_password_id))
-        self.rt.audit.write("app_password_revoke", "success", now=now, actor=actor, username=user.username,
+            self.store.add_revocation(user.username, now=now, session_id=marker(app_password_id))
+        self.audit.write("app_password_revoke", "success", now=now, actor=actor, username=user.username,
                             client_ip=client_ip, user_agent=user_agent, label=label or "*", count=len(ids))
         return len(ids)

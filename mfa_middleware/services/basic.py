@@ -32,25 +32,26 @@ from typing import TYPE_CHECKING
 from ..core.basic import BasicCredentials, BasicFailure, VerifiedCredential
 from ..core.decision import RevocationView
 from ..primary.usernames import canonical_username
-from ..store import StoreUnavailable, UserRecord
+from ..store import Store, StoreUnavailable, UserRecord
 from . import app_passwords
-from .signin import Client
+from .lockout import Client, Lockout, lock_marker
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..config import BasicConfig
+    from ..primary.base import PasswordMethod
+    from .audit import AuditLog
+    from .passwords import Passwords
 
 
 def primary_marker(username: str) -> str:
     return f"pw:{username}"
 
 
-def lock_marker(username: str) -> str:
-    return f"lock:{username}"
-
-
 class BasicAuthenticator:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, store: Store, audit: AuditLog, lockout: Lockout, primary: PasswordMethod,
+                 passwords: Passwords, settings: BasicConfig) -> None:
+        self.store, self.audit, self.lockout, self.primary = store, audit, lockout, primary
+        self.passwords, self.settings = passwords, settings
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, VerifiedCredential] = OrderedDict()
         self._lock = threading.Lock()
@@ -67,7 +68,7 @@ class BasicAuthenticator:
         hit = self._cache.get(key)
         if hit is None:
             return None
-        if (now - hit.verified_at < self.rt.config.basic.cache_ttl
+        if (now - hit.verified_at < self.settings.cache_ttl
                 and not view.stale_credential(hit.username, hit.marker, hit.verified_at)
                 and not view.stale_credential(hit.username, lock_marker(hit.username), hit.verified_at)):
             return hit
@@ -85,7 +86,7 @@ class BasicAuthenticator:
             result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now)
         except StoreUnavailable:
             return BasicFailure("unavailable")
-        size = self.rt.config.basic.cache_size
+        size = self.settings.cache_size
         if isinstance(result, VerifiedCredential) and size:
             with self._lock:
                 self._cache[key] = result
@@ -95,49 +96,47 @@ class BasicAuthenticator:
 
     def _verify(self, creds: BasicCredentials, *, client_ip: str, user_agent: str,
                 now: float) -> VerifiedCredential | BasicFailure:
-        rt = self.rt
         client = Client(client_ip, user_agent)
         name = canonical_username(creds.username)
-        user = rt.store.get_user(name) if name else None
-        attempt = rt.signin.reserve(user, client, now)
+        user = self.store.get_user(name) if name else None
+        attempt = self.lockout.reserve(user, client, now)
         normalized = app_passwords.normalize(creds.password)
         checkable = user if user is not None and attempt.allowed else None
-        candidates = (rt.store.find_app_passwords(checkable.id, app_passwords.lookup_of(normalized))
+        candidates = (self.store.find_app_passwords(checkable.id, app_passwords.lookup_of(normalized))
                       if checkable is not None and normalized is not None else [])
         verified: VerifiedCredential | None = None
         primary_ok = False
         for candidate in candidates:  # found by the password's lookup: normally none, or the one that matches
-            if rt.passwords.verify(candidate.password_hash, normalized or ""):
+            if self.passwords.verify(candidate.password_hash, normalized or ""):
                 assert checkable is not None
-                rt.store.touch_app_password(candidate.id, now=now, client_ip=client_ip)
+                self.store.touch_app_password(candidate.id, now=now, client_ip=client_ip)
                 verified = VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin,
                                               "app_password", app_passwords.marker(candidate.id), now,
                                               checkable.email, checkable.display_name)
                 label = candidate.label
                 break
         else:
-            # Exactly one argon2 verification when no app password matched the lookup: the user's password, or
+            # Exactly one password verification (the primary method's) when no app password matched: the user's, or
             # the dummy (unknown user, no local password, locked account or address).
-            primary_ok = rt.passwords.verify(checkable.password_hash if checkable is not None else None,
-                                             creds.password)
+            primary_ok = self.primary.check(checkable, creds.password, now)
         if verified is None and not primary_ok:
-            rt.signin.failed("basic", attempt, user, client, now, reason="invalid")
+            self.lockout.failed("basic", attempt, user, client, now, reason="invalid")
             return BasicFailure("invalid")
         assert checkable is not None
-        rt.signin.release(attempt, checkable, client)  # a correct credential: neither a failure nor a reset
+        self.lockout.release(attempt, checkable, client)  # a correct credential: neither a failure nor a reset
         if checkable.blocked(now):
-            rt.audit.write("basic", "blocked", now=now, actor=checkable.username, username=checkable.username,
+            self.audit.write("basic", "blocked", now=now, actor=checkable.username, username=checkable.username,
                            client_ip=client_ip, user_agent=user_agent)
             return BasicFailure("blocked")
         if verified is not None:
-            rt.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
+            self.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
                            client_ip=client_ip, user_agent=user_agent, credential="app_password", label=label)
             return verified
         if not self.primary_allowed(checkable):
-            rt.audit.write("basic", "app_password_required", now=now, actor=checkable.username,
+            self.audit.write("basic", "app_password_required", now=now, actor=checkable.username,
                            username=checkable.username, client_ip=client_ip, user_agent=user_agent)
             return BasicFailure("app_password_required")
-        rt.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
+        self.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
                        client_ip=client_ip, user_agent=user_agent, credential="primary")
         return VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin, "primary",
                                   primary_marker(checkable.username), now, checkable.email, checkable.display_name)
@@ -146,4 +145,4 @@ class BasicAuthenticator:
         """DESIGN.md section 4: disabled users, and enabled users who have not registered a method."""
         if user.state == "disabled":
             return True
-        return user.state == "enabled" and not self.rt.store.list_methods(user.id)
+        return user.state == "enabled" and not self.store.list_methods(user.id)

@@ -4,7 +4,7 @@ Rules:
 
 - One failure counter per user guards the password form, the second factor and enrollment confirmation, and
   the Basic path; a second counter per client address guards against spraying over many accounts. An attempt is
-  RESERVED (counted) in one conditional SQL UPDATE before its secret is checked (``Store.reserve_attempt``); a
+  RESERVED (counted) on the one lockout service (:mod:`.lockout`) before its secret is checked; a
   reservation refused because the account or the address is locked means the secret is never checked, so
   concurrent attempts across threads, processes and servers never check more than the limit.
 - A success gives its reservation back or resets the counter: a correct password gives it back (it is not a
@@ -12,7 +12,8 @@ Rules:
   guesses); a completed second factor or enrollment resets it. A correct password whose reservation was refused
   is never seen as correct: it was not checked.
 - Unknown user, user without a local password, wrong password, locked account and locked client address give the
-  same outcome after exactly one argon2 verification (against a dummy hash where there is nothing to check), and
+  same outcome after exactly one password verification by the configured primary method (against a dummy where
+  there is nothing to check), and
   the same audit-free answer to the client. Only a correct password may lead to a distinct answer (blocked).
 - Every step writes an audit row (``failure``: checked and wrong; ``locked``: refused unchecked); no row holds a
   password, code or secret.
@@ -28,16 +29,13 @@ from ..core.signin_flow import MISSING, UserFacts
 from ..factors import EnrollError, EnrollmentView, FactorContext, Interaction, Outcome, Verification
 from ..primary.usernames import canonical_username
 from ..store import MethodRecord, UserRecord
-from ..store.sql import Reservation
+from .lockout import Client, Lockout
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
-
-
-@dataclass(frozen=True, slots=True)
-class Client:
-    ip: str
-    user_agent: str
+    from ..factors import FactorRegistry
+    from ..primary.base import PasswordMethod
+    from ..store import Store
+    from .audit import AuditLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,77 +60,49 @@ class FactorResult:
         return self.outcome == "accepted"
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The reservations of one attempt (see :meth:`SignIn.reserve`): per client address (None when that counter
-    is off) and per user (None for an unknown user, or when the address was already refused)."""
-
-    client: Reservation | None
-    user: Reservation | None
-    user_known: bool
-
-    @property
-    def allowed(self) -> bool:
-        """The secret may be checked: no reservation was refused."""
-        return ((self.client is None or self.client.allowed)
-                and (not self.user_known or (self.user is not None and self.user.allowed)))
-
-    @property
-    def locked_until(self) -> float | None:
-        """Until when this attempt's refusal (or the lock it started) holds, or None."""
-        until = [r.locked_until for r in (self.client, self.user)
-                 if r is not None and r.locked_until is not None and (not r.allowed or r.started_lock)]
-        return max(until) if until else None
-
-
 class SignIn:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    """The sign-in steps. Every secret it checks is reserved on the one :class:`Lockout` first."""
+
+    def __init__(self, store: Store, audit: AuditLog, factors: FactorRegistry, lockout: Lockout,
+                 primary: PasswordMethod, *, site_name: str) -> None:
+        self.store, self.audit, self.factors, self.lockout = store, audit, factors, lockout
+        self.primary, self.site_name = primary, site_name
 
     # -- primary -------------------------------------------------------------------------------------------
     def forms(self, username: str, password: str, client: Client, now: float) -> PrimaryResult:
         """The forms login. ``invalid`` for an unknown user, a user without a local password, a wrong password, a
         locked account and a locked client address alike; ``blocked`` only after the correct password."""
-        store, audit = self.rt.store, self.rt.audit
+        store, audit = self.store, self.audit
         name = canonical_username(username)
         user = store.get_user(name) if name else None
-        attempt = self.reserve(user, client, now)
-        checked = user.password_hash if user is not None and attempt.allowed else None
-        if not self.rt.passwords.verify(checked, password):  # exactly one argon2 verification, always
-            self.failed("primary", attempt, user, client, now, primary="forms")
+        attempt = self.lockout.reserve(user, client, now)
+        checked = user if user is not None and attempt.allowed else None
+        if not self.primary.check(checked, password, now):  # exactly one password verification, always
+            self.lockout.failed("primary", attempt, user, client, now, primary="forms")
             return PrimaryResult(None, "invalid")
-        assert user is not None and user.password_hash is not None
-        self.release(attempt, user, client)  # correct: not a failure, and not a reset either (second factor next)
+        assert user is not None
+        self.lockout.release(attempt, user, client)  # correct: not a failure nor a reset (second factor next)
         if user.blocked(now):
             audit.write("primary", "blocked", now=now, actor=user.username, username=user.username,
                         client_ip=client.ip, user_agent=client.user_agent, primary="forms")
             return PrimaryResult(user, "blocked")
-        if self.rt.passwords.needs_rehash(user.password_hash):
-            store.update_user(user.id, now=now, password_hash=self.rt.passwords.hash(password))
         audit.write("primary", "success", now=now, actor=user.username, username=user.username,
                     client_ip=client.ip, user_agent=client.user_agent, primary="forms")
         return PrimaryResult(user, "ok")
 
-    def failed_message(self) -> str:
-        """The one answer to every failed password (wrong, unknown user, no local password, locked)."""
-        lo = self.rt.config.lockout
-        minutes = max(1, -(-int(max(lo.lock_for, lo.client_lock_for if lo.max_failures_per_client else 0)) // 60))
-        return (f"Incorrect username or password. After repeated failures sign-in is paused for a while; wait "
-                f"{minutes} minute{'s' if minutes != 1 else ''} or ask your helpdesk.")
-
     def remote_user(self, username: str, client: Client, now: float) -> PrimaryResult:
         """The server authenticated ``username`` (already mapped); check that the store knows and allows it."""
-        user = self.rt.store.get_user(username)
+        user = self.store.get_user(username)
         if user is None:
-            self.rt.audit.write("primary", "unknown_user", now=now, actor=username, username=None,
+            self.audit.write("primary", "unknown_user", now=now, actor=username, username=None,
                                 client_ip=client.ip, user_agent=client.user_agent, primary="remote_user")
             return PrimaryResult(None, "invalid")
         if user.locked(now) or user.blocked(now):
             reason = "blocked" if user.blocked(now) else "locked"
-            self.rt.audit.write("primary", reason, now=now, actor=username, username=username,
+            self.audit.write("primary", reason, now=now, actor=username, username=username,
                                 client_ip=client.ip, user_agent=client.user_agent, primary="remote_user")
             return PrimaryResult(user, reason, user.locked_until)
-        self.rt.audit.write("primary", "success", now=now, actor=username, username=username, client_ip=client.ip,
+        self.audit.write("primary", "success", now=now, actor=username, username=username, client_ip=client.ip,
                             user_agent=client.user_agent, primary="remote_user")
         return PrimaryResult(user, "ok")
 
@@ -145,29 +115,29 @@ class SignIn:
             return MISSING
         revoked = False
         if since is not None and sign_in_id is not None:
-            revoked = self.rt.store.sign_in_revoked(user.username, since=since, session_id=sign_in_id)
-        return UserFacts(exists=True, state=user.state, confirmed_methods=len(self.rt.store.list_methods(user.id)),
+            revoked = self.store.sign_in_revoked(user.username, since=since, session_id=sign_in_id)
+        return UserFacts(exists=True, state=user.state, confirmed_methods=len(self.store.list_methods(user.id)),
                          blocked=user.blocked(now), locked=user.locked(now), revoked=revoked)
 
     def complete_exempt(self, user: UserRecord, client: Client, now: float) -> None:
         """An MFA-exempt user finished signing in: the failure counter starts again."""
-        self.rt.store.reset_failures(user.id)
+        self.store.reset_failures(user.id)
 
     def use_bypass(self, user: UserRecord, client: Client, now: float) -> bool:
         """Consume a pending one-time bypass of the second factor (once, atomically); True if there was one."""
         if user.bypass_until is None or user.bypass_until <= now:
             return False
-        if not self.rt.store.consume_bypass(user.id, now=now):
+        if not self.store.consume_bypass(user.id, now=now):
             return False
-        self.rt.store.reset_failures(user.id)
-        self.rt.audit.write("second_factor", "bypassed", now=now, actor=user.username, username=user.username,
+        self.store.reset_failures(user.id)
+        self.audit.write("second_factor", "bypassed", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method="bypass")
         return True
 
     # -- second factor ---------------------------------------------------------------------------------------
     def methods(self, user: UserRecord) -> list[MethodRecord]:
         """The user's confirmed methods of a kind this site offers: the default first, then by age."""
-        usable = [m for m in self.rt.store.list_methods(user.id) if self.rt.factors.get(m.kind) is not None]
+        usable = [m for m in self.store.list_methods(user.id) if self.factors.get(m.kind) is not None]
         return sorted(usable, key=lambda m: (not m.is_default, m.id))
 
     def chosen(self, user: UserRecord, method_id: int | None) -> tuple[list[MethodRecord], MethodRecord | None]:
@@ -178,7 +148,7 @@ class SignIn:
             if m.id == method_id:
                 return usable, m
         for m in usable:
-            factor = self.rt.factors.get(m.kind)
+            factor = self.factors.get(m.kind)
             if factor is not None and factor.standalone:
                 return usable, m
         return usable, (usable[0] if usable else None)
@@ -187,7 +157,7 @@ class SignIn:
                 first_method_only: bool = True) -> FactorContext:
         return FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent,
                              first_method_only=first_method_only, attempt_id=attempt_id,
-                             site_name=self.rt.config.site_name)
+                             site_name=self.site_name)
 
     def verify(self, user: UserRecord, response: Mapping[str, str], client: Client, now: float,
                kind: str | None = None, *, method_id: int | None = None, attempt_id: str = "") -> FactorResult:
@@ -196,21 +166,21 @@ class SignIn:
 
         The attempt is reserved before any method is checked; an accepted answer resets the counter, a pending
         one (out-of-band, not answered yet) gives the reservation back, anything else keeps it as a failure."""
-        fresh = self.rt.store.get_user(user.username)
+        fresh = self.store.get_user(user.username)
         if fresh is None:
             return FactorResult("rejected")
         if fresh.blocked(now):
             return FactorResult("blocked")
-        attempt = self.reserve(fresh, client, now)
+        attempt = self.lockout.reserve(fresh, client, now)
         if not attempt.allowed:
-            self.rt.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
+            self.audit.write("second_factor", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent)
             return FactorResult("locked", attempt.locked_until)
         ctx = self.context(client, now, attempt_id)
         outcome = Outcome.REJECTED
         used: str | None = None
         for method in self.methods(fresh):
-            factor = self.rt.factors.get(method.kind)
+            factor = self.factors.get(method.kind)
             if factor is None or (kind is not None and method.kind != kind):
                 continue
             if method_id is not None and method.id != method_id:
@@ -224,16 +194,16 @@ class SignIn:
             if result.outcome is not Outcome.REJECTED:
                 outcome, used = result.outcome, method.kind
         if outcome is Outcome.ACCEPTED:
-            self.rt.store.reset_failures(fresh.id)
-            self.release(attempt, None, client)
-            self.rt.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
+            self.store.reset_failures(fresh.id)
+            self.lockout.release(attempt, None, client)
+            self.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
             return FactorResult("accepted", method=used)
         if outcome is Outcome.PENDING:
-            self.release(attempt, fresh, client)
+            self.lockout.release(attempt, fresh, client)
             return FactorResult("pending", method=used)
-        count = self.keep_failure(attempt, fresh, now)
-        self.rt.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
+        count = self.lockout.keep_failure(attempt, fresh, now)
+        self.audit.write("second_factor", outcome.value, now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=used or kind, count=count)
         if attempt.user is not None and attempt.user.started_lock:
             return FactorResult("locked", attempt.locked_until)
@@ -245,25 +215,25 @@ class SignIn:
                      first_method_only: bool = True) -> EnrollmentView:
         """Start setting up a method of ``kind``; raises :class:`~mfa_middleware.factors.EnrollError` (with words
         for the user) for unusable inputs, a method that cannot be the first one, or one too many of a kind."""
-        factor = self.rt.factors.get(kind)
+        factor = self.factors.get(kind)
         if factor is None:
             raise KeyError(kind)
         if first_method_only and not factor.standalone:
             raise EnrollError(f"{factor.label} back up another method: choose another method first.")
-        existing = [m for m in self.rt.store.list_methods(user.id) if m.kind == kind]
+        existing = [m for m in self.store.list_methods(user.id) if m.kind == kind]
         if factor.standalone and len(existing) >= factor.max_per_user:
             raise EnrollError(f"You already have {len(existing)} of this kind, the most allowed. Remove one first.")
         ctx = self.context(client, now, attempt_id, first_method_only=first_method_only)
         view = factor.enroll_begin(user, inputs or {}, ctx)
-        self.rt.audit.write("enroll", "started", now=now, actor=user.username, username=user.username,
+        self.audit.write("enroll", "started", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method=kind)
         return view
 
     def enroll_view(self, user: UserRecord, method_id: int, client: Client, now: float) -> EnrollmentView | None:
-        method = self.rt.store.get_method(method_id)
+        method = self.store.get_method(method_id)
         if method is None or method.user_id != user.id or method.confirmed:
             return None
-        factor = self.rt.factors.get(method.kind)
+        factor = self.factors.get(method.kind)
         if factor is None:
             return None
         return factor.enroll_view(user, method, self.context(client, now))
@@ -272,115 +242,43 @@ class SignIn:
                       now: float, *, attempt_id: str = "", first_method_only: bool = True) -> FactorResult:
         """Confirm a method being set up. ``first_method_only=False`` adds a method to an account that has one
         (from a full session with a fresh second factor; the pages check that)."""
-        fresh = self.rt.store.get_user(user.username)
-        method = self.rt.store.get_method(method_id)
+        fresh = self.store.get_user(user.username)
+        method = self.store.get_method(method_id)
         if fresh is None or method is None or method.user_id != fresh.id or method.confirmed:
             return FactorResult("rejected")
         if fresh.blocked(now):
             return FactorResult("blocked")
-        factor = self.rt.factors.get(method.kind)
+        factor = self.factors.get(method.kind)
         if factor is None:
             return FactorResult("rejected")
-        attempt = self.reserve(fresh, client, now)  # before the code is checked, as on every path
+        attempt = self.lockout.reserve(fresh, client, now)  # before the code is checked, as on every path
         if not attempt.allowed:
-            self.rt.audit.write("enroll", "locked", now=now, actor=user.username, username=user.username,
+            self.audit.write("enroll", "locked", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind)
             return FactorResult("locked", attempt.locked_until)
         result: Verification = factor.enroll_finish(
             fresh, method, response, self.context(client, now, attempt_id, first_method_only=first_method_only))
         if result.outcome is Outcome.PENDING:
-            self.release(attempt, fresh, client)
+            self.lockout.release(attempt, fresh, client)
             return FactorResult("pending", method=method.kind)
         if not result.accepted:
-            count = self.keep_failure(attempt, fresh, now)
-            self.rt.audit.write("enroll", "failure", now=now, actor=user.username, username=user.username,
+            count = self.lockout.keep_failure(attempt, fresh, now)
+            self.audit.write("enroll", "failure", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind, count=count)
             if attempt.user is not None and attempt.user.started_lock:
                 return FactorResult("locked", attempt.locked_until)
             return FactorResult(result.outcome.value)
-        self.rt.store.reset_failures(fresh.id)
-        self.release(attempt, None, client)
-        if not any(m.is_default for m in self.rt.store.list_methods(fresh.id)):
-            self.rt.store.set_default_method(fresh.id, method.id)  # the first method becomes the default
+        self.store.reset_failures(fresh.id)
+        self.lockout.release(attempt, None, client)
+        if not any(m.is_default for m in self.store.list_methods(fresh.id)):
+            self.store.set_default_method(fresh.id, method.id)  # the first method becomes the default
         detail: dict[str, object] = {"method": method.kind}
         if fresh.state == "enabled":
             # Registration complete: the user is now enforced (DESIGN.md section 4).
-            self.rt.store.update_user(fresh.id, now=now, state="enforced")
+            self.store.update_user(fresh.id, now=now, state="enforced")
             # The primary password stops working on the Basic path: tell every process's Basic cache.
-            self.rt.store.add_revocation(fresh.username, now=now, session_id=f"pw:{fresh.username}")
+            self.store.add_revocation(fresh.username, now=now, session_id=f"pw:{fresh.username}")
             detail.update(state="enforced", previous_state="enabled")
-        self.rt.audit.write("enroll", "success", now=now, actor=user.username, username=user.username,
+        self.audit.write("enroll", "success", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, **detail)
         return FactorResult("accepted", method=method.kind)
-
-    # -- lockout ---------------------------------------------------------------------------------------------
-    def reserve(self, user: UserRecord | None, client: Client, now: float) -> Attempt:
-        """Reserve one attempt BEFORE any secret is checked: first on the client address, then (when that was not
-        refused) on the user. Each is one conditional UPDATE that counts the attempt only while not locked."""
-        lo = self.rt.config.lockout
-        store = self.rt.store
-        by_client: Reservation | None = None
-        if lo.max_failures_per_client:
-            by_client = store.reserve_client_attempt(client.ip, now=now, max_failures=lo.max_failures_per_client,
-                                                     reset_after=lo.reset_after, lock_for=lo.client_lock_for)
-        by_user: Reservation | None = None
-        if user is not None and (by_client is None or by_client.allowed):
-            by_user = store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
-                                            reset_after=lo.reset_after, lock_for=lo.lock_for)
-        return Attempt(by_client, by_user, user is not None)
-
-    def release(self, attempt: Attempt, user: UserRecord | None, client: Client) -> None:
-        """Give back the reservations of an attempt that succeeded: the client's, and the user's when ``user``
-        is given (pass None when the user's counter was reset instead)."""
-        if attempt.client is not None:
-            self.rt.store.release_client_attempt(client.ip, attempt.client)
-        if user is not None and attempt.user is not None:
-            self.rt.store.release_attempt(user.id, attempt.user)
-
-    def keep_failure(self, attempt: Attempt, user: UserRecord | None, now: float) -> int:
-        """The attempt failed: its reservations stay counted. When it started the user's lockout, tell every
-        process's Basic cache. Returns the user's failures in the window (0 when nothing was counted for them)."""
-        reserved = attempt.user
-        if user is not None and reserved is not None and reserved.started_lock:
-            self.rt.store.add_revocation(user.username, now=now, session_id=f"lock:{user.username}")
-            self.rt.revocations.refresh(now)  # this process holds the lockout at once; the others within the interval
-        return reserved.count if reserved is not None else 0
-
-    def failed(self, event: str, attempt: Attempt, user: UserRecord | None, client: Client, now: float,
-               **detail: object) -> None:
-        """A failed primary attempt (wrong, unknown, no local password, or refused unchecked): keep the
-        reservations and write the audit row (``failure`` when checked, ``locked`` when refused)."""
-        count = self.keep_failure(attempt, user, now)
-        name = user.username if user is not None else None
-        if not attempt.allowed:
-            result = "client_locked" if attempt.client is not None and not attempt.client.allowed else "locked"
-            self.rt.audit.write(event, result, now=now, actor=name or "anonymous", username=name,
-                                client_ip=client.ip, user_agent=client.user_agent, **detail)
-            return
-        if user is not None:
-            detail.update(count=count)
-            if attempt.user is not None and attempt.user.started_lock:
-                detail.update(locked_until=attempt.user.locked_until)
-        self.rt.audit.write(event, "failure", now=now, actor=name or "anonymous", username=name,
-                            client_ip=client.ip, user_agent=client.user_agent, **detail)
-
-    def client_locked(self, client: Client, now: float) -> float | None:
-        """Until when this client address is refused (too many failures over all accounts), or None."""
-        if not self.rt.config.lockout.max_failures_per_client:
-            return None
-        return self.rt.store.client_locked_until(client.ip, now)
-
-    def fail_client(self, client: Client, now: float) -> None:
-        """Count one failed attempt from ``client`` outside a reservation (a kept reservation)."""
-        lo = self.rt.config.lockout
-        if lo.max_failures_per_client:
-            self.rt.store.record_client_failure(client.ip, now=now, max_failures=lo.max_failures_per_client,
-                                                reset_after=lo.reset_after, lock_for=lo.client_lock_for)
-
-    def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
-        """Count one failed attempt outside a reservation (a kept reservation); returns (count, locked until)."""
-        lo = self.rt.config.lockout
-        reserved = self.rt.store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
-                                                 reset_after=lo.reset_after, lock_for=lo.lock_for)
-        self.keep_failure(Attempt(None, reserved, True), user, now)
-        return reserved.count, reserved.locked_until
