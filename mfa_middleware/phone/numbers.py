@@ -130,6 +130,8 @@ def parse_phone(raw: str, *, default_region: str | None = None, allowed_countrie
     try:
         number = phonenumbers.parse(text, region, keep_raw_input=False)
     except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE and text.startswith("+"):
+            raise PhoneNumberError("That country code does not exist: check the number.") from None
         if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
             raise PhoneNumberError("Include the country code, starting with + (for example +44 for the UK)."
                                    ) from None
