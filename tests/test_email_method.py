@@ -131,10 +131,10 @@ def test_send_again_waits_and_keeps_the_failure_count(mw: MFAMiddleware, clock: 
     assert method_id
     token = csrf_of(page.text)
     assert browser.post("/_mfa/verify", {"code": "000000", "csrf_token": token}).status_code == 401
-    soon = browser.post("/_mfa/verify", {"action": "resend", "method_id": method_id.group(1), "csrf_token": token})
+    soon = browser.post("/_mfa/email/resend", {"method_id": method_id.group(1), "csrf_token": token})
     assert soon.status_code == 429 and "Wait" in soon.text
     clock.advance(31)
-    again = browser.post("/_mfa/verify", {"action": "resend", "method_id": method_id.group(1), "csrf_token": token})
+    again = browser.post("/_mfa/email/resend", {"method_id": method_id.group(1), "csrf_token": token})
     assert again.status_code == 200 and "We sent a new code" in again.text
     assert len(smtp.recorder.messages()) == 3
     user = mw.runtime.store.get_user("bob")
@@ -221,3 +221,36 @@ def test_start_again_with_another_address(mw: MFAMiddleware, smtp: SmtpServer) -
     assert "How should we verify you?" in choice.text
     user = mw.runtime.store.get_user("bob")
     assert user is not None and mw.runtime.store.list_methods(user.id, confirmed_only=False) == []
+
+
+def test_the_resend_route_checks_its_access_before_the_method_runs(mw: MFAMiddleware, clock: Clock,
+                                                                   smtp: SmtpServer) -> None:
+    """``/email/resend`` is the method's own route: the pages check the sign-in, the CSRF token and the method in
+    use before the method sees the request; every refusal sends nothing."""
+    enroll_email(mw, smtp)
+    clock.advance(60)
+    sent = len(smtp.recorder.messages())
+    # No sign-in at all: nothing to resend.
+    stranger = Browser(mw)
+    assert stranger.post("/_mfa/email/resend", {"method_id": "1", "csrf_token": "x"}).status_code == 401  # ended
+    browser = Browser(mw)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/verify")
+    sent += 1  # the attempt's first code
+    method_id = re.search(r'name="method_id" value="(\d+)"', page.text)
+    assert method_id
+    clock.advance(31)
+    # A token from another browser's attempt, or none: refused.
+    other = Browser(mw)
+    other.login("bob", PASSWORD, "/hello")
+    other_token = csrf_of(other.get("/_mfa/verify").text)
+    sent += 1
+    assert browser.post("/_mfa/email/resend", {"method_id": method_id.group(1),
+                                               "csrf_token": other_token}).status_code == 403
+    assert browser.post("/_mfa/email/resend", {"method_id": method_id.group(1)}).status_code == 403
+    # A method id that is not this attempt's: back to the verify page, nothing sent.
+    wrong = browser.post("/_mfa/email/resend", {"method_id": "999999", "csrf_token": csrf_of(page.text)})
+    assert wrong.status_code == 303 and wrong.headers["Location"] == "/_mfa/verify"
+    # GET is not a resend.
+    assert browser.get("/_mfa/email/resend").status_code == 405
+    assert len(smtp.recorder.messages()) == sent

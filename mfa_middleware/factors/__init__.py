@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import (EnrollError, EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction,
-                   Outcome, Prompt, Verification)
+from .base import (Access, EnrollError, EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry,
+                   FactorRoute, Interaction, NoRoutes, Outcome, Prompt, RouteContext, TooSoon, Verification)
 
-__all__ = ["EnrollError", "EnrollField", "EnrollmentView", "Factor", "FactorContext", "FactorRegistry", "Interaction",
-           "Outcome", "Prompt", "Verification"]
+__all__ = ["Access", "EnrollError", "EnrollField", "EnrollmentView", "Factor", "FactorContext", "FactorRegistry",
+           "FactorRoute", "Interaction", "NoRoutes", "Outcome", "Prompt", "RouteContext", "TooSoon", "Verification"]

@@ -22,9 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..store import MethodRecord, UserRecord
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 class Interaction(str, Enum):
@@ -103,6 +106,80 @@ class Prompt:
     data: Mapping[str, str] = field(default_factory=dict)
 
 
+class TooSoon(Exception):
+    """A code or call was asked for too early or too often (a resend before its time, a cap per hour or day); the
+    message says when to try again, in words for the user."""
+
+
+class Access(str, Enum):
+    """Who may reach a method's own route; the pages check it before the method's handler runs."""
+
+    #: a sign-in attempt at its second-factor step, using this method (the pending cookie, the state machine's
+    #: verify stage); a POST must carry the attempt's CSRF token
+    SIGN_IN = "sign_in"
+    #: a signed-in user whose second factor is at most ``FRESH_MFA`` seconds old; a POST must carry the session's
+    #: CSRF token
+    FRESH_SESSION = "fresh_session"
+    #: no cookie at all: a provider's callback, which the handler authenticates itself (a signature)
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True, slots=True)
+class FactorRoute:
+    """A page or endpoint a method owns ("Send a new code", a call's script, a provider's callback). ``path`` is
+    a werkzeug rule under the prefix (``/email/resend``, ``/voice/answer/<token>``); its variables reach the
+    handler as keyword arguments."""
+
+    path: str
+    name: str
+    access: Access
+    methods: tuple[str, ...] = ("GET",)
+
+
+class RouteContext(Protocol):
+    """What the pages hand a method's route handler, once the route's :class:`Access` has been checked."""
+
+    request: Request
+    now: float
+    client_ip: str
+    user_agent: str
+    #: the signed-in user (``FRESH_SESSION``), the user signing in (``SIGN_IN``), None (``PUBLIC``)
+    user: UserRecord | None
+    #: ``SIGN_IN`` only: the method this attempt uses (the handler's own kind)
+    method: MethodRecord | None
+    factor_context: FactorContext
+    #: a CSRF token for forms the handler renders (bound to the attempt or the session)
+    csrf: str
+    #: where to continue afterwards (a checked local path)
+    next: str
+
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
+        """A page in the product's layout (the method's templates are ``<kind>/...``)."""
+        ...
+
+    def verify_page(self, *, error: str | None = None, notice: str | None = None, status: int = 200) -> Response:
+        """``SIGN_IN`` only: the method's second-factor page again, with a message."""
+        ...
+
+    def cannot_send(self, exc: Exception) -> Response:
+        """``SIGN_IN`` only: a code or call could not be sent (gateway down, a limit): the other methods."""
+        ...
+
+    def message(self, title: str, message: str, status: int = 200) -> Response:
+        ...
+
+    def redirect(self, location: str) -> Response:
+        ...
+
+    def url(self, page: str) -> str:
+        """The address of a page under the prefix (``url("verify")``)."""
+        ...
+
+    def audit(self, event: str, result: str, **detail: object) -> None:
+        """An audit row for this request's user (or anonymous), client address and user agent."""
+        ...
+
+
 @runtime_checkable
 class Factor(Protocol):
     """One kind of second factor. See the module docstring for the interaction kinds.
@@ -128,6 +205,8 @@ class Factor(Protocol):
     standalone: bool
     #: how many of this kind one user may have
     max_per_user: int
+    #: the method's own pages and endpoints (empty for most)
+    routes: tuple[FactorRoute, ...]
 
     def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
         """Runs when the user chooses to set up this method, with the :attr:`enroll_fields` they entered. Creates
@@ -160,6 +239,21 @@ class Factor(Protocol):
                ctx: FactorContext) -> Verification:
         """Checks the user's answer. Must be safe under concurrent calls: an answer is accepted at most once."""
         ...
+
+    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
+        """Answers one of :attr:`routes` (by name), after the pages checked its :class:`Access`."""
+        ...
+
+
+class NoRoutes:
+    """For methods without routes of their own."""
+
+    routes: tuple[FactorRoute, ...] = ()
+
+    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
+        from werkzeug.exceptions import NotFound
+
+        raise NotFound()
 
 
 class FactorRegistry:

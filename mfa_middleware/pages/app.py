@@ -33,10 +33,7 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import EnrollError, EnrollmentView
-from ..factors.backup_codes import BackupCodesFactor
-from ..factors.backup_codes import display as backup_display
-from ..factors.email import EmailCodeFactor, TooSoon
+from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..runtime import Runtime
 from ..services.devices import REMEMBERED
@@ -75,6 +72,57 @@ class PageContext:
         return read_cookie(self.request.headers.get("Cookie", ""), name)
 
 
+class FactorRequest:
+    """The :class:`mfa_middleware.factors.RouteContext` the pages hand a method's route handler."""
+
+    def __init__(self, pages: PagesApp, ctx: PageContext) -> None:
+        self._pages, self._ctx = pages, ctx
+        self.request = ctx.request
+        self.now = ctx.now
+        self.client_ip = ctx.client.ip
+        self.user_agent = ctx.client.user_agent
+        self.user: UserRecord | None = None
+        self.method: MethodRecord | None = None
+        self.factor_context = pages.rt.signin.context(ctx.client, ctx.now)
+        self.csrf = ""
+        self.next = "/"
+        self._pending: PendingSignIn | None = None
+        self._usable: list[MethodRecord] = []
+
+    def bind(self, *, user: UserRecord, binding: str, fctx: FactorContext, next: str,
+             method: MethodRecord | None = None, pending: PendingSignIn | None = None,
+             usable: list[MethodRecord] | None = None) -> None:
+        self.user, self.method, self.factor_context, self.next = user, method, fctx, next
+        self.csrf = self._pages.rt.codec.make_csrf(binding)
+        self._pending, self._usable = pending, usable or []
+
+    def render(self, template: str, status: int = 200, **values: Any) -> Response:
+        return self._pages.render(self._ctx, template, status=status, **values)
+
+    def verify_page(self, *, error: str | None = None, notice: str | None = None, status: int = 200) -> Response:
+        assert self._pending is not None and self.user is not None and self.method is not None
+        return self._pages.verify_page(self._ctx, self._pending, self.user, self._usable, self.method, error=error,
+                                       notice=notice, status=status)
+
+    def cannot_send(self, exc: Exception) -> Response:
+        assert self._pending is not None and self.user is not None and self.method is not None
+        return self._pages.cannot_send(self._ctx, self._pending, self.user, self._usable, self.method, exc)
+
+    def message(self, title: str, message: str, status: int = 200) -> Response:
+        return self._pages.render(self._ctx, "message.html", status=status, title=title, message=message)
+
+    def redirect(self, location: str) -> Response:
+        return self._pages.redirect(location)
+
+    def url(self, page: str) -> str:
+        return self._pages.url(page)
+
+    def audit(self, event: str, result: str, **detail: object) -> None:
+        name = self.user.username if self.user is not None else None
+        self._pages.rt.audit.write(event, result, now=self.now, actor=name or "anonymous", username=name,
+                                   client_ip=self.client_ip, user_agent=self.user_agent, **detail)
+
+
 class PagesApp:
     def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
         self.rt = runtime
@@ -93,11 +141,13 @@ class PagesApp:
             Rule("/step-up", endpoint="step_up"),
             Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
             Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
-            Rule("/backup-codes", endpoint="backup_codes", methods=["GET", "POST"]),
             Rule("/dev/outbox", endpoint="outbox"),
             Rule("/methods", endpoint="methods", methods=["POST"]),
             Rule("/methods/add", endpoint="add_method", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
+            # Each method's own pages and endpoints ("Send a new code", backup codes, a call's callbacks).
+            *(Rule(route.path, endpoint=("factor", factor.kind, route), methods=list(route.methods))
+              for factor in runtime.factors for route in factor.routes),
         ], strict_slashes=False)
 
     # -- WSGI --------------------------------------------------------------------------------------------------
@@ -113,7 +163,11 @@ class PagesApp:
                           now=self.rt.clock(), set_cookies=[])
         try:
             endpoint, args = self.url_map.bind("localhost").match(path, method=request.method)
-            response = getattr(self, "page_" + endpoint)(ctx, **args)
+            if isinstance(endpoint, tuple):
+                _, kind, route = endpoint
+                response = self.factor_route(ctx, kind, route, dict(args))
+            else:
+                response = getattr(self, "page_" + endpoint)(ctx, **args)
         except NotFound:
             response = self.render(ctx, "message.html", status=404, title="Page not found",
                                    message="There is no sign-in page at this address.")
@@ -384,7 +438,7 @@ class PagesApp:
     def page_verify(self, ctx: PageContext) -> Response:
         action = ctx.request.form.get("action", "") if ctx.request.method == "POST" else (
             "choose" if ctx.request.args.get("another") else "")
-        event = Event.SHOW if action in ("choose", "use", "resend") else (
+        event = Event.SHOW if action in ("choose", "use") else (
             Event.ANSWER if ctx.request.method == "POST" else Event.SHOW)
         found = self.sign_in_step(ctx, Stage.VERIFY, event)
         if isinstance(found, Response):
@@ -400,8 +454,6 @@ class PagesApp:
                                        "Contact your helpdesk.")
         if action == "choose":
             return self.choose_page(ctx, pending, user, usable, method)
-        if action == "resend":
-            return self.resend(ctx, pending, user, usable, method)
         if action == "use":
             picked = next((m for m in usable if str(m.id) == ctx.request.form.get("method_id", "")), None)
             if picked is not None:
@@ -431,28 +483,58 @@ class PagesApp:
             factor.begin(user, method, fctx)  # sends at most once per attempt (the factor keeps track)
         except (GatewayUnavailable, TooSoon) as exc:
             return self.cannot_send(ctx, pending, user, usable, method, exc)
+        return self.verify_page(ctx, pending, user, usable, method, error=error, status=status)
+
+    def verify_page(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
+                    method: MethodRecord, *, error: str | None = None, notice: str | None = None,
+                    status: int = 200) -> Response:
+        """The second-factor page of ``method`` (its own ``<kind>/verify.html``). Renders only: no side effects."""
+        factor = self.rt.factors.get(method.kind)
+        assert factor is not None
+        fctx = self.rt.signin.context(ctx.client, ctx.now, pending.sid)
         return self.render(ctx, f"{method.kind}/verify.html", status=status, title="Verify your identity",
                            csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
-                           error=error, method=method, username=user.username, others=len(usable) > 1,
+                           error=error, notice=notice, method=method, username=user.username, others=len(usable) > 1,
                            remember_days=self.rt.devices.days if self.rt.devices.enabled else None)
 
-    def resend(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
-               method: MethodRecord) -> Response:
-        """ "Send a new code": rate-limited by the method; the failure count is left as it is."""
-        factor = self.rt.factors.get(method.kind)
-        if not isinstance(factor, EmailCodeFactor) or ctx.request.form.get("method_id") != str(method.id):
-            return self.redirect(self.url("verify"))
-        fctx = self.rt.signin.context(ctx.client, ctx.now, pending.sid)
-        try:
-            factor.resend(user, method, fctx)
-        except (GatewayUnavailable, TooSoon) as exc:
-            return self.cannot_send(ctx, pending, user, usable, method, exc)
-        self.rt.audit.write("second_factor", "resent", now=ctx.now, actor=user.username, username=user.username,
-                            client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, method=method.kind)
-        return self.render(ctx, f"{method.kind}/verify.html", title="Verify your identity",
-                           csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
-                           error=None, notice="We sent a new code. Earlier codes still work until they expire.",
-                           method=method, username=user.username, others=len(usable) > 1)
+    def factor_route(self, ctx: PageContext, kind: str, route: FactorRoute, args: dict[str, str]) -> Response:
+        """One of a method's own routes, after checking its :class:`Access` (the method never sees a request that
+        failed the check)."""
+        factor = self.rt.factors.get(kind)
+        assert factor is not None
+        rctx = FactorRequest(self, ctx)
+        if route.access is Access.SIGN_IN:
+            found = self.sign_in_step(ctx, Stage.VERIFY, Event.SHOW)
+            if isinstance(found, Response):
+                return found
+            pending, user = found
+            if ctx.request.method != "GET" and not self.csrf_ok(ctx, pending.sid):
+                return self.csrf_refused(ctx)
+            usable, method = self.rt.signin.chosen(user, pending.method_id)
+            if method is None or method.kind != kind:
+                return self.redirect(self.url("verify"))  # this attempt does not use this method now
+            rctx.bind(user=user, method=method, pending=pending, usable=usable, binding=pending.sid,
+                      fctx=self.rt.signin.context(ctx.client, ctx.now, pending.sid), next=pending.next)
+        elif route.access is Access.FRESH_SESSION:
+            here = self.prefix + ctx.request.path[len(self.prefix):]
+            session = self.session(ctx)
+            if session is None:
+                return self.redirect(self.url("login", here))
+            if not self.fresh_mfa(session, ctx.now):
+                return self.render(ctx, "message.html", status=403, title="Verify again first",
+                                   message="For your security, this page needs a second factor from the last few "
+                                           "minutes. Verify again, then come back.",
+                                   link=self.url("step-up?fresh=1&next=" + quote(here, safe="/")),
+                                   link_text="Verify again")
+            user_now = self.rt.store.get_user(session.username)
+            if user_now is None:
+                return self.redirect(self.url("login"))
+            if ctx.request.method != "GET" and not self.csrf_ok(ctx, session.sid):
+                return self.csrf_refused(ctx)
+            target = self.next_of(ctx) if ctx.request.values.get("next") else self.prefix + "/"
+            rctx.bind(user=user_now, binding=session.sid, next=target,
+                      fctx=self.rt.signin.context(ctx.client, ctx.now, first_method_only=False))
+        return factor.handle(route.name, rctx, **args)
 
     def cannot_send(self, ctx: PageContext, pending: PendingSignIn, user: UserRecord, usable: list[MethodRecord],
                     method: MethodRecord, exc: Exception) -> Response:
@@ -603,42 +685,6 @@ class PagesApp:
             raise NotFound()
         return self.render(ctx, "outbox.html", title="Outbox (demo)", messages=gateway.outbox.messages())
 
-    def page_backup_codes(self, ctx: PageContext) -> Response:
-        """Backup codes: offered at the end of enrollment, made again from the security info page. A new set needs
-        a full session whose second factor is at most :data:`FRESH_MFA` seconds old."""
-        factor = self.rt.factors.get("backup_codes")
-        if not isinstance(factor, BackupCodesFactor):
-            raise NotFound()
-        here = self.prefix + "/backup-codes"
-        session = self.session(ctx)
-        if session is None:
-            return self.redirect(self.url("login", here))
-        target = self.next_of(ctx) if ctx.request.values.get("next") else self.prefix + "/"
-        if not self.fresh_mfa(session, ctx.now):
-            return self.render(ctx, "message.html", status=403, title="Verify again first",
-                               message="For your security, making backup codes needs a second factor from the last "
-                                       "few minutes. Verify again, then come back.",
-                               link=self.url("step-up?fresh=1&next=" + quote(here, safe="/")),
-                               link_text="Verify again")
-        user = self.rt.store.get_user(session.username)
-        if user is None:
-            return self.redirect(self.url("login"))
-        csrf = self.rt.codec.make_csrf(session.sid)
-        if ctx.request.method == "POST":
-            if not self.csrf_ok(ctx, session.sid):
-                return self.csrf_refused(ctx)
-            _method_id, codes = factor.generate(user, self.rt.signin.context(ctx.client, ctx.now,
-                                                                             first_method_only=False))
-            self.rt.audit.write("backup_codes", "created", now=ctx.now, actor=user.username, username=user.username,
-                                client_ip=ctx.client.ip, user_agent=ctx.client.user_agent, count=len(codes))
-            shown = [backup_display(c) for c in codes]
-            download = (f"Backup codes for {user.username} at {self.rt.config.site_name}\n"
-                        "Each code works once.\n\n" + "\n".join(shown) + "\n")
-            return self.render(ctx, "backup_codes/codes.html", title="Your backup codes", codes=shown,
-                               download=download, continue_to=target)
-        return self.render(ctx, "backup_codes/offer.html", title="Backup codes", csrf=csrf,
-                           remaining=factor.remaining(user), continue_to=target, next=target)
-
     def page_step_up(self, ctx: PageContext) -> Response:
         target = self.next_of(ctx)
         session = self.session(ctx)
@@ -715,8 +761,8 @@ class PagesApp:
                            fmt_time=lambda t: time.strftime(fmt, time.gmtime(t)) if t else "never",
                            csrf=self.rt.codec.make_csrf(session.sid), fresh=self.fresh_mfa(session, ctx.now),
                            verify_again=self.url("step-up?fresh=1&next=" + quote(self.prefix + "/", safe="/")),
-                           backup_codes=(isinstance(codes, BackupCodesFactor) and user.state != "disabled"),
-                           backup_remaining=codes.remaining(user) if isinstance(codes, BackupCodesFactor) else 0,
+                           backup_codes=codes is not None and user.state != "disabled",
+                           backup_remaining=self.rt.store.count_backup_codes(user.id) if codes is not None else 0,
                            may_add=bool(addable), remember=self.rt.devices.enabled,
                            devices=self.rt.devices.of_user(user, now=ctx.now) if self.rt.devices.enabled else [],
                            notice=notice, error=error)

@@ -6,13 +6,16 @@ from collections.abc import Mapping
 
 import pytest
 
-from mfa_middleware.factors import (EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry, Interaction,
-                                    Outcome, Prompt, Verification)
+from mfa_middleware.factors import (Access, EnrollField, EnrollmentView, Factor, FactorContext, FactorRegistry,
+                                    FactorRoute, Interaction, NoRoutes, Outcome, Prompt, Verification)
 from mfa_middleware.store import MethodRecord, UserRecord
 
 
-class PushFactor:
-    """An out-of-band factor: the page polls verify() until the device answers."""
+class PushFactor(NoRoutes):
+    """An out-of-band factor: the page polls verify() until the device answers; its phone calls back on a route of
+    its own."""
+
+    routes = (FactorRoute("/push/answer/<token>", "answer", Access.PUBLIC, ("POST",)),)
 
     kind = "push"
     label = "Push notification"

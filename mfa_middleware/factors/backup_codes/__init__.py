@@ -23,10 +23,14 @@ import re
 import secrets
 from collections.abc import Mapping
 
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response
+
 from ...secretbox import SecretBox
 from ...services.passwords import Passwords
 from ...store import MethodRecord, Store, UserRecord
-from ..base import EnrollError, EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
+                    Prompt, RouteContext, Verification)
 
 ALPHABET = "abcdefghjkmnpqrstuvwxyz023456789"  # 32 symbols: 5 bits each; no i, l, o, 1
 CODE_LENGTH = 10
@@ -59,11 +63,30 @@ class BackupCodesFactor:
     enroll_fields: tuple[EnrollField, ...] = ()
     standalone = False
     max_per_user = 1
+    routes: tuple[FactorRoute, ...] = (FactorRoute("/backup-codes", "codes", Access.FRESH_SESSION, ("GET", "POST")),)
 
     def __init__(self, store: Store, box: SecretBox, passwords: Passwords) -> None:
         self.store = store
         self.passwords = passwords
         self._keys = box.lookup_keys("backup codes")
+
+    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
+        """The backup-codes page (``/backup-codes``): offered at the end of enrollment and from the security info
+        page. A new set (POST) replaces the old one at once and is shown once, with a .txt download and a print
+        view."""
+        user = rctx.user
+        if route != "codes" or user is None:
+            raise NotFound()
+        if rctx.request.method == "POST":
+            _method_id, codes = self.generate(user, rctx.factor_context)
+            rctx.audit("backup_codes", "created", count=len(codes))
+            shown = [display(c) for c in codes]
+            download = (f"Backup codes for {user.username} at {rctx.factor_context.site_name}\n"
+                        "Each code works once.\n\n" + "\n".join(shown) + "\n")
+            return rctx.render("backup_codes/codes.html", title="Your backup codes", codes=shown,
+                               download=download, continue_to=rctx.next)
+        return rctx.render("backup_codes/offer.html", title="Backup codes", csrf=rctx.csrf,
+                           remaining=self.remaining(user), continue_to=rctx.next, next=rctx.next)
 
     def _lookups(self, user_id: int, code: str) -> list[str]:
         message = f"{user_id}:{code}".encode()

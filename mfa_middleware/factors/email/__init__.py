@@ -25,16 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 
-from ...gateways import EmailGateway, OutgoingEmail, check_address
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Response
+
+from ...gateways import EmailGateway, GatewayUnavailable, OutgoingEmail, check_address
 from ...secretbox import SecretBox
 from ...store import MethodRecord, Store, UserRecord
-from ..base import EnrollError, EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
+                    Prompt, RouteContext, TooSoon, Verification)
 
 DIGITS = 6
-
-
-class TooSoon(Exception):
-    """"Send again" asked too early, or the hourly cap is reached; the message says when to try again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +69,7 @@ class EmailCodeFactor:
                     "We send a code to this address to check that it is yours."),)
     standalone = True
     max_per_user = 3
+    routes: tuple[FactorRoute, ...] = (FactorRoute("/email/resend", "resend", Access.SIGN_IN, ("POST",)),)
 
     def __init__(self, store: Store, box: SecretBox, gateway: EmailGateway,
                  settings: EmailSettings | None = None) -> None:
@@ -154,6 +155,20 @@ class EmailCodeFactor:
     def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
         if not self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
             self._send(user, method, ctx)
+
+    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
+        """ "Send a new code" (``POST /email/resend``): rate-limited by :meth:`resend`; the failure count is left
+        as it is."""
+        if route != "resend" or rctx.user is None or rctx.method is None:
+            raise NotFound()
+        if rctx.request.form.get("method_id") != str(rctx.method.id):
+            return rctx.redirect(rctx.url("verify"))  # a form for another method than this attempt's
+        try:
+            self.resend(rctx.user, rctx.method, rctx.factor_context)
+        except (GatewayUnavailable, TooSoon) as exc:
+            return rctx.cannot_send(exc)
+        rctx.audit("second_factor", "resent", method=self.kind)
+        return rctx.verify_page(notice="We sent a new code. Earlier codes still work until they expire.")
 
     def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
         minutes = int(self.settings.code_ttl // 60)

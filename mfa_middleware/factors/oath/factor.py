@@ -18,7 +18,8 @@ from ...secretbox import SecretBox
 from ...services.oath_tokens import CodeCheck, OathTokens
 from ...store import MethodRecord, Store, UserRecord
 from ...store.sql import OathTokenRecord
-from ..base import EnrollError, EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+from ..base import (EnrollError, EnrollField, EnrollmentView, FactorContext, Interaction, NoRoutes, Outcome, Prompt,
+                    Verification)
 
 _UNAVAILABLE = ("No token with that serial number is available to you. Check the number on the back of the token, "
                 "or ask your helpdesk.")
@@ -26,7 +27,7 @@ _OUTCOMES = {CodeCheck.ACCEPTED: Outcome.ACCEPTED, CodeCheck.REPLAYED: Outcome.R
              CodeCheck.REJECTED: Outcome.REJECTED}
 
 
-class OathTokenFactor:
+class OathTokenFactor(NoRoutes):
     kind = "oath"
     label = "Hardware token"
     description = "Use the codes of a hardware token your organisation gave you."

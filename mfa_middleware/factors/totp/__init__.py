@@ -19,7 +19,7 @@ import segno
 from ...config import TotpConfig
 from ...secretbox import SecretBox
 from ...store import MethodRecord, Store, UserRecord
-from ..base import EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
+from ..base import NoRoutes, EnrollField, EnrollmentView, FactorContext, Interaction, Outcome, Prompt, Verification
 
 _CODE = re.compile(r"^[0-9]{6,8}$")
 
@@ -50,7 +50,7 @@ def totp_match(secret_b32: str, code: str, now: float, *, digits: int = 6, perio
     return found
 
 
-class TotpFactor:
+class TotpFactor(NoRoutes):
     kind = "totp"
     label = "Authenticator app"
     description = "Use an authenticator app on your phone to get a 6-digit code."
