@@ -97,13 +97,25 @@ KNOWN_METHODS = ("totp", "oath", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
+class EmailMethodConfig:
+    """The email code's limits (``[methods.email]``)."""
+
+    code_ttl: float = 10 * 60  # how long a code works
+    resend_after: float = 30  # "Send a new code" waits this long after the last code of the attempt
+    per_user_per_hour: int = 10  # codes sent to one user in any hour, over all their addresses
+    per_address_per_hour: int = 5  # codes sent to one address in any hour, over all users
+
+
+@dataclass(frozen=True)
 class MethodsConfig:
-    """Which second-factor methods users may set up (``[methods]``)."""
+    """Which second-factor methods users may set up (``[methods]``), and each method's own settings
+    (``[methods.<kind>]``)."""
 
     enabled: tuple[str, ...] = ("totp", "backup_codes")
     max_authenticators: int = 5  # authenticator apps and hardware tokens per user
     #: "Remember this device": how long a browser may skip the second factor (seconds); 0: off (the default)
     remember_device: float = 0.0
+    email: EmailMethodConfig = field(default_factory=EmailMethodConfig)
 
 
 #: the longest "remember this device" may last (``[methods] remember_device``)
@@ -398,9 +410,19 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         remember_device = parse_duration(raw_remember, mt.key("remember_device"))
         if not 3600 <= remember_device <= MAX_REMEMBER_DEVICE:
             raise ConfigError(f"{mt.key('remember_device')}: must be between 1h and 365d, got {raw_remember!r}")
+    me = mt.table("email")
+    email_method = EmailMethodConfig(code_ttl=me.duration("code_ttl", 600),
+                                     resend_after=me.duration("resend_after", 30),
+                                     per_user_per_hour=me.integer("per_user_per_hour", 10, 1, 100),
+                                     per_address_per_hour=me.integer("per_address_per_hour", 5, 1, 100))
+    if not 60 <= email_method.code_ttl <= 3600:
+        raise ConfigError(f"{me.key('code_ttl')}: must be between 1m and 1h, got {email_method.code_ttl:g} s")
+    if not 10 <= email_method.resend_after <= 600:
+        raise ConfigError(f"{me.key('resend_after')}: must be between 10s and 10m, got {email_method.resend_after:g} s")
+    me.finish()
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
-                                   remember_device=remember_device)
+                                   remember_device=remember_device, email=email_method)
     mt.finish()
 
     email_raw = top.get("email", dict, None)

@@ -15,7 +15,7 @@ from .core.policy import Policy
 from .core.tokens import TokenCodec
 from .factors import Factor, FactorRegistry
 from .factors.backup_codes import BackupCodesFactor
-from .factors.email import EmailCodeFactor
+from .factors.email import EmailCodeFactor, EmailSettings
 from .factors.oath.factor import OathTokenFactor
 from .factors.totp import TotpFactor
 from .gateways import EmailGateway, build_email_gateway
@@ -80,7 +80,8 @@ class Runtime:
 #: The second-factor methods, by kind: one line each (``[methods] enabled`` picks which are offered).
 FACTORS: dict[str, Callable[[Runtime], Factor]] = {
     "totp": lambda rt: TotpFactor(rt.store, rt.box, rt.config.totp, max_per_user=rt.config.methods.max_authenticators),
-    "email": lambda rt: EmailCodeFactor(rt.store, rt.box, _required(rt.email_gateway)),
+    "email": lambda rt: EmailCodeFactor(rt.store, rt.box, _required(rt.email_gateway), EmailSettings(
+        **vars(rt.config.methods.email))),
     "oath": lambda rt: OathTokenFactor(rt.store, rt.box, rt.oath_tokens,
                                        max_per_user=rt.config.methods.max_authenticators),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),

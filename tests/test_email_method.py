@@ -254,3 +254,36 @@ def test_the_resend_route_checks_its_access_before_the_method_runs(mw: MFAMiddle
     # GET is not a resend.
     assert browser.get("/_mfa/email/resend").status_code == 405
     assert len(smtp.recorder.messages()) == sent
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    pytest.param({"code_ttl": "5s"}, r"methods\.email\.code_ttl: must be between 1m and 1h", id="ttl-short"),
+    pytest.param({"code_ttl": "2h"}, r"methods\.email\.code_ttl: must be between 1m and 1h", id="ttl-long"),
+    pytest.param({"resend_after": "1s"}, r"methods\.email\.resend_after", id="resend-short"),
+    pytest.param({"per_user_per_hour": 0}, r"methods\.email\.per_user_per_hour", id="cap-zero"),
+    pytest.param({"per_address_per_hour": "5"}, r"methods\.email\.per_address_per_hour", id="cap-string"),
+    pytest.param({"colour": "red"}, r"methods\.email\.colour: unknown key", id="unknown-key"),
+])
+def test_email_limits_config_errors_name_the_key(table: dict[str, object], message: str) -> None:
+    from mfa_middleware import ConfigError
+    from tests.support.mfa import make_config
+
+    with pytest.raises(ConfigError, match=message):
+        make_config("sqlite://", methods={"enabled": ["totp"], "email": table})
+
+
+def test_email_limits_come_from_the_config(sqlite_url: str, clock: Clock, smtp: SmtpServer) -> None:
+    """``[methods.email]``: a shorter code lifetime and resend wait reach the method."""
+    mw = make_middleware(sqlite_url, clock, methods={"enabled": ["totp", "email"],
+                                                     "email": {"code_ttl": "2m", "resend_after": "15s",
+                                                               "per_user_per_hour": 3}},
+                         email={"gateway": "smtp", "host": "127.0.0.1", "port": smtp.port, "security": "none",
+                                "from_address": "mfa@example.test", "timeout": "2s"})
+    from mfa_middleware.factors.email import EmailCodeFactor
+
+    factor = mw.runtime.factors.get("email")
+    assert isinstance(factor, EmailCodeFactor)
+    settings = factor.settings
+    assert (settings.code_ttl, settings.resend_after, settings.per_user_per_hour, settings.per_address_per_hour) == (
+        120, 15, 3, 5)
+    mw.runtime.close()
