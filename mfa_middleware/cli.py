@@ -890,12 +890,13 @@ def _make_demo_request_handler() -> Any:
 
 @main.command("demo-code")
 @click.argument("folder", type=click.Path(file_okay=False, exists=True))
-def demo_code_cmd(folder: str) -> None:
+@click.option("--token", is_flag=True, help="The demo hardware token's code instead of the authenticator app's.")
+def demo_code_cmd(folder: str, token: bool) -> None:
     """Print the demo user's current authenticator code (demo folders only)."""
     from .demo import DemoError, demo_code
 
     try:
-        result = demo_code(Path(folder))
+        result = demo_code(Path(folder), token=token)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.code)

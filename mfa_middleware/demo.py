@@ -24,10 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .config import Config
     from .middleware import MFAMiddleware
 
 MARKER = "mfa-demo.txt"
 USERNAME = "demo"
+TOKEN_SERIAL = "DEMO-0001"
+"""The demo's hardware token (TOTP, 30 s), assigned to the demo user: activate it with its serial number."""
 BASIC_PATH = "/dav/"
 """The demo's route for mail, WebDAV and sync clients: HTTP Basic, where an app password satisfies two_factor."""
 
@@ -37,8 +40,10 @@ _MARKER_TEXT = ("This folder was made by `mfa-middleware demo`. It holds throwaw
 _BASIC_SECTION = '''\
 # Every verification method, so each can be tried from the browser. Email codes go to the console gateway:
 # the server log, and the outbox page at /_mfa/dev/outbox (dev_outbox, at the top of this file: the demo only).
+# The hardware token DEMO-0001 is in the inventory for the demo user; `mfa-middleware demo-code --token`
+# shows the code its display would show.
 [methods]
-enabled = ["totp", "email", "backup_codes"]
+enabled = ["totp", "oath", "email", "backup_codes"]
 
 [email]
 gateway = "console"
@@ -152,6 +157,12 @@ def prepare_demo(folder: Path) -> tuple[MFAMiddleware, str]:
     except AccountError:
         rt.accounts.set_password(USERNAME, password, actor="demo")
         rt.accounts.reset_mfa(USERNAME, actor="demo")
+    if rt.store.get_oath_token(TOKEN_SERIAL) is None:
+        import base64
+
+        secret = base64.b32encode(secrets.token_bytes(20)).decode("ascii")
+        rt.oath_tokens.import_file(f"upn,serial number,secret key,time interval,manufacturer,model\n"
+                                   f"{USERNAME},{TOKEN_SERIAL},{secret},30,Contoso,Demo token\n", actor="demo")
     return middleware, password
 
 
@@ -162,8 +173,9 @@ class DemoCode:
     confirmed: bool  # False: the app is being set up (the code confirms it)
 
 
-def demo_code(folder: Path, now: float | None = None) -> DemoCode:
-    """The code the ``demo`` user's authenticator app would show now (the newest one, set up or being set up).
+def demo_code(folder: Path, now: float | None = None, *, token: bool = False) -> DemoCode:
+    """The code the ``demo`` user's authenticator app would show now (the newest one, set up or being set up), or
+    with ``token`` the code the demo hardware token (:data:`TOKEN_SERIAL`) would show.
 
     A code that was already used is skipped: the next step's code is given, which the verifier accepts now
     (it allows one step of drift). Raises :class:`DemoError` outside a demo folder or without an app.
@@ -183,6 +195,8 @@ def demo_code(folder: Path, now: float | None = None) -> DemoCode:
     except ConfigError as exc:
         raise DemoError(str(exc)) from None
     now = time.time() if now is None else now
+    if token:
+        return _token_code(config, now)
     store = Store(config.database)
     try:
         user = store.get_user(USERNAME)
@@ -202,3 +216,24 @@ def demo_code(folder: Path, now: float | None = None) -> DemoCode:
     totp = pyotp.TOTP(secret, digits=config.totp.digits, interval=period)
     left = int((step + 1) * period - now)
     return DemoCode(totp.generate_otp(step), max(left, 0), method.confirmed)
+
+
+def _token_code(config: Config, now: float) -> DemoCode:
+    from .factors.oath.otp import decode_base32, hotp_code
+    from .secretbox import SecretBox
+    from .store import Store
+
+    store = Store(config.database)
+    try:
+        record = store.get_oath_token(TOKEN_SERIAL)
+    finally:
+        store.close()
+    if record is None or record.period is None:
+        raise DemoError(f"the demo token {TOKEN_SERIAL} is not in this folder's inventory; start the demo once "
+                        "(`mfa-middleware demo`) to add it.")
+    key = decode_base32(SecretBox(config.encryption_keys).decrypt(record.secret))
+    step = int(now // record.period)
+    if record.last_step is not None and record.last_step >= step:
+        step = record.last_step + 1
+    return DemoCode(hotp_code(key, step, record.digits), max(int((step + 1) * record.period - now), 0),
+                    record.method_id is not None)

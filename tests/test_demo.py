@@ -360,3 +360,27 @@ def test_demo_refuses_a_data_dir_with_a_real_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["demo", "--port", "0", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and "did not make" in result.output and "Password" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mfa.toml"]
+
+
+def test_demo_token_can_be_activated_with_demo_code(tmp_path: Path) -> None:
+    """The demo enables the hardware-token method and puts a token in the inventory for the demo user;
+    ``demo-code --token`` gives the code its display would show, so the method can be tried without one."""
+    for _run in range(2):  # a second run resets the user: the token can be activated again
+        mw, password = prepare_demo(tmp_path)
+        try:
+            assert "oath" in mw.runtime.config.methods.enabled
+            browser = Browser(mw)
+            browser.login("demo", password)
+            start = browser.get("/_mfa/enroll")
+            assert "Serial number" in start.text or "hardware token" in start.text.lower()
+            browser.post("/_mfa/enroll", {"action": "start", "method": "oath", "serial": "DEMO-0001",
+                                          "csrf_token": csrf_of(start.text)})
+            page = browser.get("/_mfa/enroll")
+            shown = demo_code(tmp_path, token=True)
+            done = browser.post("/_mfa/enroll", {"action": "confirm", "code": shown.code,
+                                                 "csrf_token": csrf_of(page.text)})
+            assert done.status_code == 303, done.text
+            user = mw.runtime.store.get_user("demo")
+            assert user is not None and [m.kind for m in mw.runtime.store.list_methods(user.id)] == ["oath"]
+        finally:
+            mw.runtime.close()
