@@ -1380,18 +1380,35 @@ class Store:
 
     def add_fraud_report(self, user_id: int, username: str, method_kind: str, *, now: float, reference: str,
                          client_ip: str | None = None, user_agent: str | None = None,
-                         blocked_until: float | None = None) -> int:
-        """Record a fraud report; returns its id. Raises :class:`FraudReportExists` (with the stored report) when
-        a report with this ``reference`` exists: the unique constraint decides, so two replays racing write one
-        row."""
+                         block_until: float | None = None, block_reason: str = "fraud report") -> int:
+        """Record a fraud report and, with ``block_until``, block the user - in ONE transaction; returns its id.
+
+        The block is what :meth:`set_block` writes (``blocked_until``, ``blocked_reason``), but only extends: a
+        longer block already in place stays as it is. It comes with a user-wide revocation (:meth:`add_revocation`:
+        every session and sign-in in progress ends, remembered devices are forgotten). Raises
+        :class:`FraudReportExists` (with the stored report) when a report with this ``reference`` exists; then
+        nothing is written: the unique constraint decides, so replays racing each other write one row and block
+        once, and a report is never stored without its block (or the reverse).
+        """
         if not reference or len(reference) > 64:
             raise ValueError("reference must be 1 to 64 characters")
         stmt = insert(fraud_reports).values(
             user_id=user_id, username=username[:128], method_kind=method_kind[:32], at=now,
             client_ip=(client_ip or "")[:64] or None, user_agent=(user_agent or "")[:300] or None,
-            reference=reference, blocked_until=blocked_until, notified="").returning(fraud_reports.c.id)
+            reference=reference, blocked_until=block_until, notified="").returning(fraud_reports.c.id)
+
+        def run(c: Connection) -> int:
+            report_id = int(c.execute(stmt).scalar_one())
+            if block_until is not None:
+                c.execute(update(users)
+                          .where(users.c.id == user_id,
+                                 or_(users.c.blocked_until.is_(None), users.c.blocked_until < block_until))
+                          .values(blocked_until=block_until, blocked_reason=block_reason[:300], updated_at=now))
+                self._revoke(c, username, now=now)
+            return report_id
+
         try:
-            return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+            return self._run(run)
         except IntegrityError:
             existing = self.find_fraud_report(reference)
             if existing is None:  # the user vanished (foreign key), not a duplicate
@@ -1421,14 +1438,15 @@ class Store:
         """Revoke one session (``session_id``) or, without one, every session and sign-in of the user up to now.
         A user-wide revocation also forgets the user's remembered devices, in the same transaction: revocation
         rows are pruned after the longest session, devices live longer."""
-        stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
+        self._run(lambda c: self._revoke(c, username, now=now, session_id=session_id))
 
-        def run(c: Connection) -> None:
-            c.execute(stmt)
-            if session_id is None:
-                c.execute(delete(devices).where(devices.c.user_id.in_(
-                    select(users.c.id).where(users.c.username == username))))
-        self._run(run)
+    @staticmethod
+    def _revoke(c: Connection, username: str, *, now: float, session_id: str | None = None) -> None:
+        c.execute(insert(revocations).values(username=username, session_id=session_id, not_before=now,
+                                             created_at=now))
+        if session_id is None:
+            c.execute(delete(devices).where(devices.c.user_id.in_(
+                select(users.c.id).where(users.c.username == username))))
 
     def revocations_since(self, after_id: int, *, newer_than: float,
                           also_ids: Collection[int] = ()) -> list[RevocationRecord]:
