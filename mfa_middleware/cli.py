@@ -401,11 +401,15 @@ def user_block(state: _State, name: str, reason: str, days: int) -> None:
 @click.argument("name")
 @click.pass_obj
 def user_unblock(state: _State, name: str) -> None:
-    """Lift a block."""
+    """Lift a block (one set by `user block` or by a fraud report)."""
     rt = state.runtime()
     with _errors():
+        before = rt.accounts.get(name)
         rt.accounts.unblock(name, actor=_actor())
-    console.print(f"{name} is unblocked.")
+    if before.blocked(time.time()) and before.blocked_reason:
+        console.print(f"{before.username} is unblocked (the block was: {before.blocked_reason}).")
+    else:
+        console.print(f"{before.username} is unblocked.")
 
 
 @user.command("bypass")
@@ -558,6 +562,31 @@ def audit_cmd(state: _State, username: str | None, limit: int) -> None:
     for e in events:
         detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
         table.add_row(_fmt_time(e.at), e.username or "-", e.event, e.result, e.actor, e.client_ip or "-", detail)
+    console.print(table)
+
+
+# -- fraud: reports from users ("this sign-in was not me") -------------------------------------------------------
+@admin.group()
+def fraud() -> None:
+    """Fraud reports: sign-ins that users reported as not theirs (phone call 0#, denied push)."""
+
+
+@fraud.command("list")
+@click.option("--user", "username", help="Only this user's reports.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.pass_obj
+def fraud_list(state: _State, username: str | None, limit: int) -> None:
+    """Show the newest fraud reports. Lift a block with `mfa-admin user unblock NAME`."""
+    rt = state.runtime()
+    with _errors():
+        reports = rt.store.list_fraud_reports(username=username, limit=limit)
+    table = Table(title=f"{len(reports)} fraud report(s)", header_style="bold")
+    for col in ("Time", "User", "Method", "Client", "Blocked until", "Notified"):
+        table.add_column(col)
+    for r in reports:
+        table.add_row(_fmt_time(r.at), r.username, r.method_kind, r.client_ip or "-",
+                      _fmt_time(r.blocked_until) if r.blocked_until else "not blocked",
+                      ", ".join(r.notified) or "-")
     console.print(table)
 
 

@@ -17,6 +17,9 @@ log = logging.getLogger("mfa_middleware.audit")
 ALLOWED_DETAIL = frozenset({"method", "stage", "reason", "state", "previous_state", "count", "locked_until",
                             "primary", "target", "label", "groups", "admin", "methods_removed", "session",
                             "until", "seconds", "path", "credential", "serial", "refused"})
+# phone send caps and fraud reports: the number appears masked at most, the reference as a digest
+ALLOWED_DETAIL |= frozenset({"limit", "channel", "purpose", "country", "number", "retry_after", "reference",
+                             "report", "notified"})
 
 
 class AuditLog:

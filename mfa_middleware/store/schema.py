@@ -154,3 +154,42 @@ oath_tokens = Table(
     UniqueConstraint("method_id", name="uq_mfa_oath_tokens_method"),
     Index("ix_mfa_oath_tokens_user", "user_id"),
 )
+
+
+# -- phone methods: send caps and fraud reports ---------------------------------------------------------------
+# One row per text message or call handed to a phone gateway (refused by the gateway or not: a send that failed
+# still counts, so an attacker gets no free retries). The caps of Store.reserve_phone_send count these rows.
+# number_key is a keyed HMAC of the E.164 number (see mfa_middleware.services.phone_limits): the table holds no
+# phone number. Old rows are removed by Store.prune_phone_sends (nothing reads rows older than a day).
+phone_sends = Table(
+    "mfa_phone_sends", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("number_key", String(64), nullable=False),  # hex HMAC-SHA256 of the E.164 number
+    Column("country", String(4), nullable=False),  # ISO 3166 region of the number ("GB")
+    Column("channel", String(8), nullable=False),  # text | call
+    Column("purpose", String(16), nullable=False),  # sign_in | enroll
+    Column("at", Float, nullable=False),
+    Index("ix_mfa_phone_sends_user_at", "user_id", "at"),
+    Index("ix_mfa_phone_sends_number_at", "number_key", "at"),
+    Index("ix_mfa_phone_sends_country_at", "country", "at"),
+)
+
+# "This was not me": one row per fraud report (phone call answered 0#, push denied as fraud). reference is a
+# digest of the challenge or attempt the report ends; it is unique, so a replayed report writes one row.
+fraud_reports = Table(
+    "mfa_fraud_reports", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("username", String(128), nullable=False),
+    Column("method_kind", String(32), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("client_ip", String(64)),
+    Column("user_agent", String(300)),
+    Column("reference", String(64), nullable=False),
+    Column("blocked_until", Float),  # NULL: the report did not block the user
+    Column("notified", String(300), nullable=False, default=""),  # notifications that succeeded ("email,webhook")
+    UniqueConstraint("reference", name="uq_mfa_fraud_reports_reference"),
+    Index("ix_mfa_fraud_reports_at", "at"),
+    Index("ix_mfa_fraud_reports_user_at", "username", "at"),
+)

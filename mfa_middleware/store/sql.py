@@ -12,6 +12,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -32,8 +33,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, devices, methods,
-                     oath_tokens, revocations, users)
+from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, devices, fraud_reports,
+                     methods, oath_tokens, phone_sends, revocations, users)
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -191,6 +192,85 @@ class RevocationRecord:
     username: str
     session_id: str | None
     not_before: float
+
+
+# -- phone send caps and fraud reports (records) ------------------------------------------------------------------
+PhoneChannel = Literal["text", "call"]
+PHONE_CHANNELS: tuple[PhoneChannel, ...] = ("text", "call")
+SendPurpose = Literal["sign_in", "enroll"]
+SEND_PURPOSES: tuple[SendPurpose, ...] = ("sign_in", "enroll")
+#: which cap refused a send: see :class:`SendLimits`
+SendLimitName = Literal["min_interval", "user_hour", "user_day", "number_hour", "number_day", "country_hour",
+                        "country_day"]
+HOUR = 3600.0
+DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class SendLimits:
+    """Caps on texts and calls, against SMS pumping and toll fraud (:meth:`Store.reserve_phone_send`).
+
+    ``min_interval``: seconds between two sends to the same user for the same purpose ("Send again" waits), across
+    channels. The ``per_*`` caps count sends in a sliding hour or day, per user, per number (its keyed digest) and
+    per country of the number, whoever the user; 0 means no cap. Every send counts, whether the gateway accepted
+    it or not. Parsed from the configuration by
+    :func:`mfa_middleware.services.phone_limits.parse_send_limits`.
+    """
+
+    min_interval: float = 30.0
+    per_user_hour: int = 5
+    per_user_day: int = 20
+    per_number_hour: int = 5
+    per_number_day: int = 20
+    per_country_hour: int = 200
+    per_country_day: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.min_interval < 0:
+            raise ValueError("min_interval must not be negative")
+        for name in ("per_user_hour", "per_user_day", "per_number_hour", "per_number_day", "per_country_hour",
+                     "per_country_day"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 means no cap)")
+
+
+@dataclass(frozen=True, slots=True)
+class SendRefusal:
+    """A send the caps refused: which cap (the one that frees last when several refuse), and how many seconds
+    from ``now`` until a send could pass it (it may still meet another cap then, if sends happen meanwhile)."""
+
+    limit: SendLimitName
+    retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class FraudReportRecord:
+    """One fraud report (see :mod:`mfa_middleware.services.fraud`)."""
+
+    id: int
+    user_id: int
+    username: str
+    method_kind: str
+    at: float
+    client_ip: str | None
+    user_agent: str | None
+    reference: str  # digest of the challenge or attempt the report ended
+    blocked_until: float | None  # None: the report did not block the user
+    notified: tuple[str, ...]  # notifications that succeeded: "email:<address>", "webhook"
+
+
+class FraudReportExists(ValueError):
+    """A report with this reference exists already (a replayed report); ``existing`` is that report."""
+
+    def __init__(self, existing: FraudReportRecord) -> None:
+        super().__init__(f"fraud report {existing.id} has this reference already")
+        self.existing = existing
+
+
+def _advisory_key(kind: str, value: str | int) -> int:
+    """A signed 64-bit PostgreSQL advisory lock key for one user, number or country of the phone send caps."""
+    digest = hashlib.sha256(f"mfa_phone_sends:{kind}:{value}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 # -- bounded waits -------------------------------------------------------------------------------------------------
@@ -631,6 +711,8 @@ class Store:
             c.execute(delete(methods).where(methods.c.user_id == user_id))
             c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id))
             c.execute(delete(devices).where(devices.c.user_id == user_id))
+            c.execute(delete(phone_sends).where(phone_sends.c.user_id == user_id))
+            c.execute(delete(fraud_reports).where(fraud_reports.c.user_id == user_id))
             return int(c.execute(delete(users).where(users.c.id == user_id)).rowcount)
         return self._run(run) == 1
 
@@ -1193,19 +1275,178 @@ class Store:
         stmt = delete(devices).where(devices.c.user_id == user_id)
         return int(self._run(lambda c: c.execute(stmt).rowcount))
 
+    # -- phone send caps (SMS pumping, toll fraud) -----------------------------------------------------------------
+    # A text or a call costs the operator money and can be abused to pump traffic to premium numbers. Each send is
+    # reserved here BEFORE it goes to the gateway: one transaction checks every cap and inserts the row, serialised
+    # against every other reservation that could share a cap, so concurrent requests never pass the last slot
+    # together. There is deliberately no "release": a send the gateway refused (or timed out on) still counts, or an
+    # attacker who makes the gateway fail would get unlimited retries.
+    def _lock_phone_caps(self, c: Connection, user_id: int, number_key: str, country: str) -> None:
+        """Serialise reservations that share a user, a number or a country, until the transaction ends.
+
+        SQLite: the first statement is a write (of the user's row, changing nothing), which takes the database's
+        write lock; a SELECT ... FOR UPDATE would lock nothing there. PostgreSQL: transaction-level advisory locks
+        on the country, then the number, then the user - always in that order, so two reservations cannot
+        deadlock - which also covers different users sending to one number or one country (a row lock on the user
+        would not)."""
+        if self._sqlite:
+            c.execute(update(users).where(users.c.id == user_id).values(updated_at=users.c.updated_at))
+            return
+        for kind, value in (("country", country), ("number", number_key), ("user", user_id)):
+            c.execute(select(func.pg_advisory_xact_lock(_advisory_key(kind, value))))
+
+    def reserve_phone_send(self, user_id: int, number_key: str, country: str, channel: PhoneChannel,
+                           purpose: SendPurpose, *, now: float, limits: SendLimits) -> SendRefusal | None:
+        """Count one text or call, unless a cap refuses it; atomic across threads, processes and servers.
+
+        Checks, at ``now``: the last send to the user for the same ``purpose`` at least ``limits.min_interval``
+        ago; fewer than the user's, the number's and the country's hourly and daily caps within the sliding hour
+        and day (``at > now - window``). If all pass, the send is inserted and ``None`` returned; otherwise
+        nothing is written and the :class:`SendRefusal` whose ``retry_after`` is longest is returned (asking
+        earlier would be refused again). ``number_key`` is the keyed digest of the number, never the number;
+        ``user_id`` must be an existing user.
+        """
+        if channel not in PHONE_CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(PHONE_CHANNELS)}, not {channel!r}")
+        if purpose not in SEND_PURPOSES:
+            raise ValueError(f"purpose must be one of {', '.join(SEND_PURPOSES)}, not {purpose!r}")
+        if not number_key or len(number_key) > 64:
+            raise ValueError("number_key must be the number's digest (1 to 64 characters)")
+        if not country or len(country) > 4:
+            raise ValueError("country must be an ISO region code (1 to 4 characters)")
+        t = phone_sends
+        caps: tuple[tuple[SendLimitName, Any, int, float], ...] = (
+            ("user_hour", t.c.user_id == user_id, limits.per_user_hour, HOUR),
+            ("user_day", t.c.user_id == user_id, limits.per_user_day, DAY),
+            ("number_hour", t.c.number_key == number_key, limits.per_number_hour, HOUR),
+            ("number_day", t.c.number_key == number_key, limits.per_number_day, DAY),
+            ("country_hour", t.c.country == country, limits.per_country_hour, HOUR),
+            ("country_day", t.c.country == country, limits.per_country_day, DAY),
+        )
+
+        def run(c: Connection) -> SendRefusal | None:
+            self._lock_phone_caps(c, user_id, number_key, country)
+            refusals: list[SendRefusal] = []
+            if limits.min_interval > 0:
+                last = c.execute(select(func.max(t.c.at)).where(
+                    t.c.user_id == user_id, t.c.purpose == purpose, t.c.at > now - limits.min_interval)).scalar()
+                if last is not None:
+                    refusals.append(SendRefusal("min_interval", float(last) + limits.min_interval - now))
+            for name, where, cap, window in caps:
+                if cap <= 0:
+                    continue
+                since = now - window
+                count = int(c.execute(select(func.count()).select_from(t).where(where, t.c.at > since)).scalar_one())
+                if count < cap:
+                    continue
+                # One more send fits once the (count - cap + 1)-th oldest send in the window has left it.
+                freeing = c.execute(select(t.c.at).where(where, t.c.at > since).order_by(t.c.at, t.c.id)
+                                    .offset(count - cap).limit(1)).scalar_one()
+                refusals.append(SendRefusal(name, float(freeing) + window - now))
+            if refusals:
+                return max(refusals, key=lambda r: r.retry_after)
+            c.execute(insert(t).values(user_id=user_id, number_key=number_key, country=country, channel=channel,
+                                       purpose=purpose, at=now))
+            return None
+
+        return self._run(run)
+
+    def count_phone_sends(self, *, since: float, user_id: int | None = None, number_key: str | None = None,
+                          country: str | None = None) -> int:
+        """Sends counted after ``since`` (for reports and tests), optionally per user, number or country."""
+        where = [phone_sends.c.at > since]
+        if user_id is not None:
+            where.append(phone_sends.c.user_id == user_id)
+        if number_key is not None:
+            where.append(phone_sends.c.number_key == number_key)
+        if country is not None:
+            where.append(phone_sends.c.country == country)
+        stmt = select(func.count()).select_from(phone_sends).where(*where)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def prune_phone_sends(self, before: float) -> int:
+        """Housekeeping: delete sends made before ``before`` (anything older than a day counts for no cap)."""
+        stmt = delete(phone_sends).where(phone_sends.c.at < before)
+        return int(self._run(lambda c: c.execute(stmt).rowcount))
+
+    # -- fraud reports -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _fraud_report(row: Any) -> FraudReportRecord:
+        return FraudReportRecord(id=row.id, user_id=row.user_id, username=row.username,
+                                 method_kind=row.method_kind, at=row.at, client_ip=row.client_ip,
+                                 user_agent=row.user_agent, reference=row.reference,
+                                 blocked_until=row.blocked_until,
+                                 notified=tuple(n for n in (row.notified or "").split(",") if n))
+
+    def add_fraud_report(self, user_id: int, username: str, method_kind: str, *, now: float, reference: str,
+                         client_ip: str | None = None, user_agent: str | None = None,
+                         block_until: float | None = None, block_reason: str = "fraud report") -> int:
+        """Record a fraud report and, with ``block_until``, block the user - in ONE transaction; returns its id.
+
+        The block is what :meth:`set_block` writes (``blocked_until``, ``blocked_reason``), but only extends: a
+        longer block already in place stays as it is. It comes with a user-wide revocation (:meth:`add_revocation`:
+        every session and sign-in in progress ends, remembered devices are forgotten). Raises
+        :class:`FraudReportExists` (with the stored report) when a report with this ``reference`` exists; then
+        nothing is written: the unique constraint decides, so replays racing each other write one row and block
+        once, and a report is never stored without its block (or the reverse).
+        """
+        if not reference or len(reference) > 64:
+            raise ValueError("reference must be 1 to 64 characters")
+        stmt = insert(fraud_reports).values(
+            user_id=user_id, username=username[:128], method_kind=method_kind[:32], at=now,
+            client_ip=(client_ip or "")[:64] or None, user_agent=(user_agent or "")[:300] or None,
+            reference=reference, blocked_until=block_until, notified="").returning(fraud_reports.c.id)
+
+        def run(c: Connection) -> int:
+            report_id = int(c.execute(stmt).scalar_one())
+            if block_until is not None:
+                c.execute(update(users)
+                          .where(users.c.id == user_id,
+                                 or_(users.c.blocked_until.is_(None), users.c.blocked_until < block_until))
+                          .values(blocked_until=block_until, blocked_reason=block_reason[:300], updated_at=now))
+                self._revoke(c, username, now=now)
+            return report_id
+
+        try:
+            return self._run(run)
+        except IntegrityError:
+            existing = self.find_fraud_report(reference)
+            if existing is None:  # the user vanished (foreign key), not a duplicate
+                raise
+            raise FraudReportExists(existing) from None
+
+    def find_fraud_report(self, reference: str) -> FraudReportRecord | None:
+        stmt = select(fraud_reports).where(fraud_reports.c.reference == reference)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._fraud_report(row)
+
+    def set_fraud_report_notified(self, report_id: int, notified: Sequence[str]) -> None:
+        """Record which notifications of a report succeeded (names without commas)."""
+        value = ",".join(n.replace(",", " ") for n in notified)[:300]
+        stmt = update(fraud_reports).where(fraud_reports.c.id == report_id).values(notified=value)
+        self._run(lambda c: c.execute(stmt))
+
+    def list_fraud_reports(self, *, username: str | None = None, limit: int = 100) -> list[FraudReportRecord]:
+        """The newest reports first, optionally of one user."""
+        stmt = select(fraud_reports).order_by(fraud_reports.c.at.desc(), fraud_reports.c.id.desc()).limit(limit)
+        if username is not None:
+            stmt = stmt.where(fraud_reports.c.username == username)
+        return [self._fraud_report(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
     # -- revocations -------------------------------------------------------------------------------------------
     def add_revocation(self, username: str, *, now: float, session_id: str | None = None) -> None:
         """Revoke one session (``session_id``) or, without one, every session and sign-in of the user up to now.
         A user-wide revocation also forgets the user's remembered devices, in the same transaction: revocation
         rows are pruned after the longest session, devices live longer."""
-        stmt = insert(revocations).values(username=username, session_id=session_id, not_before=now, created_at=now)
+        self._run(lambda c: self._revoke(c, username, now=now, session_id=session_id))
 
-        def run(c: Connection) -> None:
-            c.execute(stmt)
-            if session_id is None:
-                c.execute(delete(devices).where(devices.c.user_id.in_(
-                    select(users.c.id).where(users.c.username == username))))
-        self._run(run)
+    @staticmethod
+    def _revoke(c: Connection, username: str, *, now: float, session_id: str | None = None) -> None:
+        c.execute(insert(revocations).values(username=username, session_id=session_id, not_before=now,
+                                             created_at=now))
+        if session_id is None:
+            c.execute(delete(devices).where(devices.c.user_id.in_(
+                select(users.c.id).where(users.c.username == username))))
 
     def revocations_since(self, after_id: int, *, newer_than: float,
                           also_ids: Collection[int] = ()) -> list[RevocationRecord]:
@@ -1259,6 +1500,7 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "LabelTaken", "MethodRecord", "OathKind",
-           "OathTokenRecord", "RevocationRecord", "SchemaOutOfDate", "SerialTaken", "Store", "StoreUnavailable",
-           "UserExists", "UserRecord", "schema"]
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "FraudReportExists", "FraudReportRecord",
+           "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel", "RevocationRecord",
+           "SchemaOutOfDate", "SendLimitName", "SendLimits", "SendPurpose", "SendRefusal", "SerialTaken", "Store",
+           "StoreUnavailable", "UserExists", "UserRecord", "schema"]
