@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .gateways.config import EmailConfig, email_config_from_dict
+from .gateways.phone.config import PhoneConfig, phone_config_from_dict
+from .services.fraud import FraudSettings, fraud_settings_from_dict
+from .services.phone_limits import SEND_LIMIT_KEYS, parse_send_limits
+from .store.sql import SendLimits
 
 POLICIES = ("bypass", "one_factor", "two_factor", "deny")
 PRIMARY_METHODS = ("forms", "remote_user")
@@ -93,7 +97,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "oath", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "oath", "sms", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,14 @@ class EmailMethodConfig:
 
 
 @dataclass(frozen=True)
+class SmsMethodConfig:
+    """The text-message code's settings (``[methods.sms]``): its lifetime, and the caps against SMS pumping."""
+
+    code_ttl: float = 5 * 60
+    limits: SendLimits = field(default_factory=SendLimits)
+
+
+@dataclass(frozen=True)
 class MethodsConfig:
     """Which second-factor methods users may set up (``[methods]``), and each method's own settings
     (``[methods.<kind>]``)."""
@@ -116,6 +128,7 @@ class MethodsConfig:
     #: "Remember this device": how long a browser may skip the second factor (seconds); 0: off (the default)
     remember_device: float = 0.0
     email: EmailMethodConfig = field(default_factory=EmailMethodConfig)
+    sms: SmsMethodConfig = field(default_factory=SmsMethodConfig)
 
 
 #: the longest "remember this device" may last (``[methods] remember_device``)
@@ -146,6 +159,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     email: EmailConfig | None = None  # the [email] table: how email codes leave (None: no email)
+    phone: PhoneConfig | None = None  # the [phone] table: how texts and calls leave (None: no phone methods)
+    fraud: FraudSettings = field(default_factory=FraudSettings)  # the [fraud] table: reports of unasked sign-ins
     #: the demo's page of messages the console gateway kept (``/_mfa/dev/outbox``); refused with a real gateway
     dev_outbox: bool = False
     trusted_proxies: tuple[str, ...] = ()
@@ -420,9 +435,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if not 10 <= email_method.resend_after <= 600:
         raise ConfigError(f"{me.key('resend_after')}: must be between 10s and 10m, got {email_method.resend_after:g} s")
     me.finish()
+    sms_raw = mt.get("sms", dict, {})
+    ms = _Reader({k: v for k, v in sms_raw.items() if k not in SEND_LIMIT_KEYS}, f"{mt.where}sms.", source)
+    sms_method = SmsMethodConfig(code_ttl=ms.duration("code_ttl", 300),
+                                 limits=parse_send_limits(sms_raw, source, f"{mt.where}sms."))
+    if not 60 <= sms_method.code_ttl <= 900:
+        raise ConfigError(f"{ms.key('code_ttl')}: must be between 1m and 15m, got {sms_method.code_ttl:g} s")
+    ms.finish()
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
-                                   remember_device=remember_device, email=email_method)
+                                   remember_device=remember_device, email=email_method, sms=sms_method)
     mt.finish()
 
     email_raw = top.get("email", dict, None)
@@ -430,17 +452,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if "email" in methods_config.enabled and email is None:
         raise ConfigError(f"{mt.key('enabled')}: lists \"email\", so an [email] table must say how messages are "
                           "sent (gateway = \"smtp\" with host and from_address)")
+    phone_raw = top.get("phone", dict, None)
+    phone = None if phone_raw is None else phone_config_from_dict(phone_raw, source, env, base_dir)
+    if "sms" in methods_config.enabled and phone is None:
+        raise ConfigError(f"{mt.key('enabled')}: lists \"sms\", so a [phone] table must say how texts are sent "
+                          "(gateway = \"twilio\" or \"webhook\", and allowed_countries)")
+    fraud = fraud_settings_from_dict(top.get("fraud", dict, {}), source, env)
+    if fraud.notify_emails and email is None:
+        raise ConfigError(f"{source}: fraud.notify_emails: fraud reports are emailed through the [email] table's "
+                          "gateway; add an [email] table or remove notify_emails")
     dev_outbox = top.get("dev_outbox", bool, False)
-    if dev_outbox and (email is None or email.gateway != "console"):
-        raise ConfigError(f"{top.key('dev_outbox')}: the outbox page is for the demo's console gateway only; "
-                          "remove it when email goes through a real gateway")
+    if dev_outbox and any(g is not None and g.gateway != "console" for g in (email, phone)):
+        raise ConfigError(f"{top.key('dev_outbox')}: the outbox page is for the demo's console gateways only; "
+                          "remove it when messages go through a real gateway")
+    if dev_outbox and email is None and phone is None:
+        raise ConfigError(f"{top.key('dev_outbox')}: there is no console gateway whose messages it could show")
 
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email,
+        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email, phone=phone,
+        fraud=fraud,
         dev_outbox=dev_outbox,
         trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),

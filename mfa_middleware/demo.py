@@ -38,16 +38,21 @@ _MARKER_TEXT = ("This folder was made by `mfa-middleware demo`. It holds throwaw
                 "`mfa-middleware demo-code` reads the demo user's authenticator code only where this file is.\n")
 
 _BASIC_SECTION = '''\
-# Every verification method, so each can be tried from the browser. Email codes go to the console gateway:
+# Every verification method, so each can be tried from the browser. Emails and texts go to console gateways:
 # the server log, and the outbox page at /_mfa/dev/outbox (dev_outbox, at the top of this file: the demo only).
 # The hardware token DEMO-0001 is in the inventory for the demo user; `mfa-middleware demo-code --token`
 # shows the code its display would show.
 [methods]
-enabled = ["totp", "oath", "email", "backup_codes"]
+enabled = ["totp", "oath", "sms", "email", "backup_codes"]
 
 [email]
 gateway = "console"
 from_address = "no-reply@contoso.example"
+
+# Text messages go to the console gateway too (the log and the outbox page); any country's mobile numbers.
+[phone]
+gateway = "console"
+allowed_countries = ["*"]
 
 # App passwords for mail, WebDAV and sync clients (HTTP Basic on rules with basic = true).
 [basic]

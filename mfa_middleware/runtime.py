@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 
@@ -17,8 +18,10 @@ from .factors import Factor, FactorRegistry
 from .factors.backup_codes import BackupCodesFactor
 from .factors.email import EmailCodeFactor, EmailSettings
 from .factors.oath.factor import OathTokenFactor
+from .factors.sms import SmsCodeFactor, SmsSettings
 from .factors.totp import TotpFactor
 from .gateways import EmailGateway, build_email_gateway
+from .gateways.phone import PhoneGateway, build_phone_gateway
 from .primary.base import PasswordMethod
 from .primary.local import LocalPasswords
 from .primary.remote_user import RemoteUserMethod
@@ -28,12 +31,16 @@ from .services.app_passwords import AppPasswords
 from .services.audit import AuditLog
 from .services.basic import BasicAuthenticator
 from .services.devices import RememberedDevices
+from .services.fraud import FraudReports
 from .services.lockout import Lockout
 from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
+from .services.phone_limits import PhoneSendGuard
 from .services.revocation import RevocationCache
 from .services.signin import SignIn
 from .store import Store
+
+_T = TypeVar("_T")
 
 
 class Runtime:
@@ -57,6 +64,14 @@ class Runtime:
         self.email_gateway: EmailGateway | None = (
             build_email_gateway(config.email, config.site_name) if config.email is not None else None)
         self.audit = AuditLog(self.store)
+        self.phone_gateway: PhoneGateway | None = (
+            build_phone_gateway(config.phone) if config.phone is not None else None)
+        #: counts every text and call against the caps; the number digests' key is derived from the encryption
+        #: keys, so it is the same on every server and across restarts
+        self.phone_guard = PhoneSendGuard(self.store, self.audit, self.box.lookup_keys("phone numbers")[0],
+                                          config.methods.sms.limits)
+        self.fraud = FraudReports(self.store, self.audit, config.fraud, email_gateway=self.email_gateway,
+                                  site_name=config.site_name)
         self.oath_tokens = OathTokens(self.store, self.box, self.audit, clock)
         self.factors = FactorRegistry()
         for kind in config.methods.enabled:
@@ -84,11 +99,15 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
         **vars(rt.config.methods.email))),
     "oath": lambda rt: OathTokenFactor(rt.store, rt.box, rt.oath_tokens,
                                        max_per_user=rt.config.methods.max_authenticators),
+    "sms": lambda rt: SmsCodeFactor(rt.store, rt.box, _required(rt.phone_gateway), rt.phone_guard, rt.audit,
+                                    SmsSettings(code_ttl=rt.config.methods.sms.code_ttl,
+                                                allowed_countries=_required(rt.config.phone).allowed_countries,
+                                                default_region=_required(rt.config.phone).default_region)),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
 }
 
 
-def _required(gateway: EmailGateway | None) -> EmailGateway:
-    if gateway is None:  # the configuration refuses "email" without an [email] table
-        raise AssertionError("the email method needs an [email] gateway")
-    return gateway
+def _required(value: _T | None) -> _T:
+    if value is None:  # the configuration refuses "email" without [email], "sms" without [phone]
+        raise AssertionError("the method needs a gateway its configuration table did not give")
+    return value

@@ -384,3 +384,28 @@ def test_demo_token_can_be_activated_with_demo_code(tmp_path: Path) -> None:
             assert user is not None and [m.kind for m in mw.runtime.store.list_methods(user.id)] == ["oath"]
         finally:
             mw.runtime.close()
+
+
+def test_demo_text_message_through_the_outbox(tmp_path: Path) -> None:
+    """The demo's text messages go to the console gateway; the outbox page shows them, so a person can set up
+    "Text message" from the browser alone."""
+    import re
+
+    mw, password = prepare_demo(tmp_path)
+    try:
+        browser = Browser(mw)
+        browser.login("demo", password)
+        start = browser.get("/_mfa/enroll")
+        assert "Text message" in start.text
+        browser.post("/_mfa/enroll", {"action": "start", "method": "sms", "phone": "+44 7400 123456",
+                                      "csrf_token": csrf_of(start.text)})
+        page = browser.get("/_mfa/enroll")
+        outbox = browser.get("/_mfa/dev/outbox")
+        assert outbox.status_code == 200 and "Text messages" in outbox.text
+        code = re.search(r"(\d{6}) is your", outbox.text)
+        assert code
+        done = browser.post("/_mfa/enroll", {"action": "confirm", "code": code.group(1),
+                                             "csrf_token": csrf_of(page.text)})
+        assert done.status_code == 303
+    finally:
+        mw.runtime.close()

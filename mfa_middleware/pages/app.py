@@ -35,6 +35,7 @@ from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expire
 from ..primary.remote_user import remote_user_from_environ
 from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
+from ..gateways.phone import ConsolePhoneGateway
 from ..runtime import Runtime
 from ..services.devices import REMEMBERED
 from ..services.lockout import Client
@@ -679,11 +680,14 @@ class PagesApp:
                            offer_app_passwords=self.rt.app_passwords.may_create(user))
 
     def page_outbox(self, ctx: PageContext) -> Response:
-        """The demo's outbox: messages the console gateway kept, newest first (``dev_outbox = true`` only)."""
-        gateway = self.rt.email_gateway
-        if not self.rt.config.dev_outbox or not isinstance(gateway, ConsoleGateway):
+        """The demo's outbox: emails and texts the console gateways kept, newest first (``dev_outbox = true``
+        only; the configuration refuses it next to a real gateway)."""
+        if not self.rt.config.dev_outbox:
             raise NotFound()
-        return self.render(ctx, "outbox.html", title="Outbox (demo)", messages=gateway.outbox.messages())
+        email, phone = self.rt.email_gateway, self.rt.phone_gateway
+        messages = email.outbox.messages() if isinstance(email, ConsoleGateway) else []
+        texts = list(phone.texts()) if isinstance(phone, ConsolePhoneGateway) else []
+        return self.render(ctx, "outbox.html", title="Outbox (demo)", messages=messages, texts=texts)
 
     def page_step_up(self, ctx: PageContext) -> Response:
         target = self.next_of(ctx)

@@ -88,6 +88,35 @@ def answer_email(rt: Runtime, method: MethodRecord, state: object, clock: Clock)
     return outbox_code(rt)
 
 
+def texted_code(rt: Runtime) -> str:
+    from mfa_middleware.gateways.phone import ConsolePhoneGateway
+
+    gateway = rt.phone_gateway
+    assert isinstance(gateway, ConsolePhoneGateway)
+    code = gateway.texts()[0].body[:6]
+    assert code.isdigit()
+    return code
+
+
+def enroll_sms(rt: Runtime, user: UserRecord, clock: Clock) -> tuple[MethodRecord, object]:
+    view = rt.signin.enroll_begin(user, "sms", CLIENT, clock.now, {"phone": "+44 7400 123456"},
+                                  attempt_id="enroll-1")
+    result = rt.signin.enroll_finish(user, view.method_id, {"code": texted_code(rt)}, CLIENT, clock.now,
+                                     attempt_id="enroll-1")
+    assert result.accepted
+    method = rt.store.get_method(view.method_id)
+    assert method is not None
+    return method, "a1"
+
+
+def answer_sms(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -> str:
+    user = rt.store.get_user("alice")
+    factor = rt.factors.get("sms")
+    assert user is not None and factor is not None
+    factor.begin(user, method, rt.signin.context(CLIENT, clock.now, "a1"))
+    return texted_code(rt)
+
+
 OATH_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
@@ -120,6 +149,7 @@ DRIVERS = [
     pytest.param(Driver("backup_codes", enroll_backup, answer_backup, expire=None), id="backup_codes"),
     pytest.param(Driver("email", enroll_email, answer_email, expire=601), id="email"),
     pytest.param(Driver("oath", enroll_oath, answer_totp, expire=95), id="oath"),
+    pytest.param(Driver("sms", enroll_sms, answer_sms, expire=301), id="sms"),
 ]
 
 
@@ -132,8 +162,9 @@ def driver(request: pytest.FixtureRequest) -> Driver:
 @pytest.fixture
 def world(database_url: str) -> Iterator[tuple[Runtime, Clock]]:
     clock = Clock(START)
-    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "oath", "email", "backup_codes"]},
-                             email={"gateway": "console"}, lockout={"max_failures": 5}),
+    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "oath", "sms", "email", "backup_codes"]},
+                             email={"gateway": "console"}, phone={"gateway": "console", "allowed_countries": ["GB"]},
+                             lockout={"max_failures": 5}),
                  clock=clock, password_hasher=FAST_HASHER)
     rt.store.upgrade()
     yield rt, clock
