@@ -330,7 +330,7 @@ class PhoneCallFactor:
             raise NotFound()
         request = rctx.request
         if not self._signed(request, rctx.now):
-            rctx.audit("phone", "callback_refused", route=route)
+            rctx.audit("phone", "callback_refused", reason=f"unsigned {route} callback")
             return Response("Forbidden", status=403, content_type="text/plain")
         token = args.get("token", "")
         call = self.store.call_by_token(token_digest(token)) if len(token) <= 128 else None
