@@ -1563,7 +1563,8 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "CallRecord", "FraudReportExists", "FraudReportRecord",
-           "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel", "RevocationRecord",
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "CallRecord", "FraudReportExists",
+           "FraudReportRecord", "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel",
+           "RevocationRecord",
            "SchemaOutOfDate", "SendLimitName", "SendLimits", "SendPurpose", "SendRefusal", "SerialTaken", "Store",
            "StoreUnavailable", "UserExists", "UserRecord", "schema"]
