@@ -97,7 +97,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "oath", "sms", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "oath", "sms", "voice", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -454,9 +454,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
                           "sent (gateway = \"smtp\" with host and from_address)")
     phone_raw = top.get("phone", dict, None)
     phone = None if phone_raw is None else phone_config_from_dict(phone_raw, source, env, base_dir)
-    if "sms" in methods_config.enabled and phone is None:
-        raise ConfigError(f"{mt.key('enabled')}: lists \"sms\", so a [phone] table must say how texts are sent "
-                          "(gateway = \"twilio\" or \"webhook\", and allowed_countries)")
+    for phone_kind in ("sms", "voice"):
+        if phone_kind in methods_config.enabled and phone is None:
+            raise ConfigError(f"{mt.key('enabled')}: lists \"{phone_kind}\", so a [phone] table must say how texts "
+                              "and calls are sent (gateway = \"twilio\" or \"webhook\", and allowed_countries)")
     fraud = fraud_settings_from_dict(top.get("fraud", dict, {}), source, env)
     if fraud.notify_emails and email is None:
         raise ConfigError(f"{source}: fraud.notify_emails: fraud reports are emailed through the [email] table's "

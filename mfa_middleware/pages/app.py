@@ -33,7 +33,7 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, TooSoon
+from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, Interaction, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..gateways.phone import ConsolePhoneGateway
 from ..runtime import Runtime
@@ -51,7 +51,8 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
+                                "connect-src 'self'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
 }
 MAX_FORM_BYTES = 16 * 1024
@@ -160,7 +161,8 @@ class PagesApp:
         https = request.scheme == "https"
         ctx = PageContext(request=request, names=cookie_names(self.rt.config.session, https),
                           client=Client(ip=str(environ.get("mfa.client_ip") or request.remote_addr or ""),
-                                        user_agent=request.headers.get("User-Agent", "")[:300]),
+                                        user_agent=request.headers.get("User-Agent", "")[:300],
+                                        origin=request.host_url.rstrip("/")),
                           now=self.rt.clock(), set_cookies=[])
         try:
             endpoint, args = self.url_map.bind("localhost").match(path, method=request.method)
@@ -475,6 +477,19 @@ class PagesApp:
             done = self.second_factor_done(ctx, pending, user, result, remember=remember)
             if done is not None:
                 return done
+            if result.outcome == "pending":  # out-of-band: not answered yet (costs no attempt)
+                return self.verify_page(ctx, pending, user, usable, method,
+                                        notice="We haven't had your answer yet. Answer the call, then try again.")
+            if result.outcome == "fraud":
+                self.clear(ctx, ctx.names.pending)
+                return self.render(ctx, "message.html", status=403, title="Sign-in reported",
+                                   message="This sign-in was reported as fraud and stopped.")
+            if factor.interaction is Interaction.OUT_OF_BAND:
+                return self.render(ctx, "message.html", status=401, title="Sign-in not approved",
+                                   message="The call was not answered or not approved."
+                                           + (" Sign in another way." if len(usable) > 1 else ""),
+                                   link=self.url("verify") + ("?another=1" if len(usable) > 1 else ""),
+                                   link_text="Sign in another way" if len(usable) > 1 else "Back")
             error = ("That code has already been used. Wait for the next code in your app."
                      if result.outcome == "replayed" else
                      "That code didn't work. Check that the time on your phone is right and enter the newest code."

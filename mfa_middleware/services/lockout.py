@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 class Client:
     ip: str
     user_agent: str
+    #: the origin the browser sees (``https://intranet.example.com``), from the request's host URL
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,7 +157,7 @@ class SignIn:
                 first_method_only: bool = True) -> FactorContext:
         return FactorContext(now=now, client_ip=client.ip, user_agent=client.user_agent,
                              first_method_only=first_method_only, attempt_id=attempt_id,
-                             site_name=self.site_name)
+                             site_name=self.site_name, origin=client.origin)
 
     def verify(self, user: UserRecord, response: Mapping[str, str], client: Client, now: float,
                kind: str | None = None, *, method_id: int | None = None, attempt_id: str = "") -> FactorResult:

@@ -193,3 +193,23 @@ fraud_reports = Table(
     Index("ix_mfa_fraud_reports_at", "at"),
     Index("ix_mfa_fraud_reports_user_at", "username", "at"),
 )
+
+# -- phone calls (the voice method) ---------------------------------------------------------------------------
+# One row per call placed for a sign-in attempt or an enrollment. token_digest is the SHA-256 of the one-time id
+# in the call's callback URLs (the id itself is never stored). status moves once, atomically, from "pending" to
+# approved | fraud | failed (only before expires_at), and "approved" moves once to "used" when the sign-in
+# consumes it.
+calls = Table(
+    "mfa_calls", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("sign_in_id", String(64), nullable=False),
+    Column("token_digest", String(64), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | fraud | failed | used
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("answered_at", Float),
+    UniqueConstraint("token_digest", name="uq_mfa_calls_token"),
+    Index("ix_mfa_calls_attempt", "method_id", "sign_in_id"),
+)

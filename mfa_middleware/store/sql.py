@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import (app_passwords, audit, backup_codes, challenges, client_failures, devices, fraud_reports,
+from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
                      methods, oath_tokens, phone_sends, revocations, users)
 
 T = TypeVar("T")
@@ -257,6 +257,20 @@ class FraudReportRecord:
     reference: str  # digest of the challenge or attempt the report ended
     blocked_until: float | None  # None: the report did not block the user
     notified: tuple[str, ...]  # notifications that succeeded: "email:<address>", "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One call of the voice method (see ``schema.calls``)."""
+
+    id: int
+    user_id: int
+    method_id: int
+    sign_in_id: str
+    status: str  # pending | approved | fraud | failed | used
+    created_at: float
+    expires_at: float
+    answered_at: float | None
 
 
 class FraudReportExists(ValueError):
@@ -687,6 +701,10 @@ class Store:
         row = self._run(lambda c: c.execute(select(users).where(users.c.username == username)).first())
         return None if row is None else self._user(row)
 
+    def get_user_by_id(self, user_id: int) -> UserRecord | None:
+        row = self._run(lambda c: c.execute(select(users).where(users.c.id == user_id)).first())
+        return None if row is None else self._user(row)
+
     def list_users(self) -> list[UserRecord]:
         rows = self._run(lambda c: c.execute(select(users).order_by(users.c.username)).all())
         return [self._user(r) for r in rows]
@@ -708,6 +726,7 @@ class Store:
         def run(c: Connection) -> int:
             c.execute(delete(backup_codes).where(backup_codes.c.user_id == user_id))
             c.execute(delete(challenges).where(challenges.c.user_id == user_id))
+            c.execute(delete(calls).where(calls.c.user_id == user_id))
             c.execute(delete(methods).where(methods.c.user_id == user_id))
             c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id))
             c.execute(delete(devices).where(devices.c.user_id == user_id))
@@ -965,6 +984,7 @@ class Store:
                 return False
             c.execute(delete(backup_codes).where(backup_codes.c.method_id == method_id))
             c.execute(delete(challenges).where(challenges.c.method_id == method_id))
+            c.execute(delete(calls).where(calls.c.method_id == method_id))
             return bool(c.execute(delete(methods).where(*where)).rowcount == 1)
         return self._run(run)
 
@@ -1025,6 +1045,7 @@ class Store:
         def run(c: Connection) -> int:
             c.execute(delete(backup_codes).where(backup_codes.c.method_id.in_(ids)))
             c.execute(delete(challenges).where(challenges.c.method_id.in_(ids)))
+            c.execute(delete(calls).where(calls.c.method_id.in_(ids)))
             return int(c.execute(delete(methods).where(*where)).rowcount)
         return self._run(run)
 
@@ -1098,6 +1119,48 @@ class Store:
             where.append(challenges.c.method_id == method_id)
         stmt = select(func.count()).select_from(challenges).where(*where)
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    # -- phone calls (the voice method) ----------------------------------------------------------------------------
+    # A call's status moves once from "pending" to its answer, and an approval is used once, each in one conditional
+    # UPDATE: a replayed callback, a second poll or two servers at once change nothing after the first.
+    @staticmethod
+    def _call(row: Any) -> CallRecord:
+        return CallRecord(id=row.id, user_id=row.user_id, method_id=row.method_id, sign_in_id=row.sign_in_id,
+                          status=row.status, created_at=row.created_at, expires_at=row.expires_at,
+                          answered_at=row.answered_at)
+
+    def add_call(self, user_id: int, method_id: int, sign_in_id: str, token_digest: str, *, now: float,
+                 expires_at: float) -> int:
+        stmt = insert(calls).values(user_id=user_id, method_id=method_id, sign_in_id=sign_in_id[:64],
+                                    token_digest=token_digest, status="pending", created_at=now,
+                                    expires_at=expires_at).returning(calls.c.id)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def call_of_attempt(self, method_id: int, sign_in_id: str) -> CallRecord | None:
+        """The newest call placed for one attempt with one method, or None."""
+        stmt = (select(calls).where(calls.c.method_id == method_id, calls.c.sign_in_id == sign_in_id[:64])
+                .order_by(calls.c.id.desc()).limit(1))
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._call(row)
+
+    def call_by_token(self, token_digest: str) -> CallRecord | None:
+        stmt = select(calls).where(calls.c.token_digest == token_digest)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._call(row)
+
+    def settle_call(self, call_id: int, status: str, *, now: float) -> bool:
+        """Move a pending, unexpired call to ``status`` (approved | fraud | failed): True for the one caller that
+        did it."""
+        if status not in ("approved", "fraud", "failed"):
+            raise ValueError(f"not a call answer: {status!r}")
+        stmt = (update(calls).where(calls.c.id == call_id, calls.c.status == "pending", calls.c.expires_at > now)
+                .values(status=status, answered_at=now))
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def use_call(self, call_id: int) -> bool:
+        """Use an approved call up (approved -> used): True once."""
+        stmt = update(calls).where(calls.c.id == call_id, calls.c.status == "approved").values(status="used")
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
 
     # -- OATH hardware tokens -----------------------------------------------------------------------------------
     # The inventory of hardware tokens. The one-time codes are checked by mfa_middleware.factors.oath.otp; here a
@@ -1500,7 +1563,8 @@ class Store:
                 for r in rows]
 
 
-__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "FraudReportExists", "FraudReportRecord",
-           "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel", "RevocationRecord",
+__all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "CallRecord", "FraudReportExists",
+           "FraudReportRecord", "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel",
+           "RevocationRecord",
            "SchemaOutOfDate", "SendLimitName", "SendLimits", "SendPurpose", "SendRefusal", "SerialTaken", "Store",
            "StoreUnavailable", "UserExists", "UserRecord", "schema"]

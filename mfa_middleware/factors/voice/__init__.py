@@ -1,0 +1,359 @@
+"""Phone call: we call the user's mobile or office phone; they approve with ``#`` or report fraud with ``0#``.
+
+Rules:
+
+- A number is parsed with ``phonenumbers`` (:func:`mfa_middleware.phone.parse_phone`, ``need_mobile=False``: an
+  office landline is fine) in a country of ``[phone] allowed_countries``; an optional extension (1-10 digits) is
+  dialled after the call connects. Both are stored encrypted in the method's ``detail`` (JSON
+  ``{"e164", "extension"}`` through the :class:`~mfa_middleware.secretbox.SecretBox`) and the number is shown
+  masked everywhere but at entry. Enrolling proves the number: the method stays unconfirmed until a call to it
+  is answered with ``#``.
+- **One call per attempt.** :meth:`PhoneCallFactor.begin` places at most one call for a sign-in attempt (a page
+  reload or a poll places nothing), after :class:`~mfa_middleware.services.phone_limits.PhoneSendGuard` counted
+  it (channel ``call``: the same caps as texts, against toll fraud). A gateway that is down raises
+  :class:`~mfa_middleware.gateways.GatewayUnavailable`, and the page offers the other methods.
+- **Call state lives in the store** (``mfa_calls``, migration 0009): one row per call with the SHA-256 of a
+  random one-time id (the ``<token>`` of the call's URLs; the id itself is never stored) and a status that moves
+  once, in one conditional UPDATE, from ``pending`` to ``approved``, ``fraud`` or ``failed``, and only before the
+  call expires (ringing time plus two minutes to answer). An approval is used once (``approved`` -> ``used``) by
+  the sign-in that placed it. So a replayed callback, a callback after expiry, two polls at once or two servers
+  change nothing after the first answer.
+- **Trust model of the provider's routes** (``/voice/script/<token>``, ``/voice/answer/<token>``,
+  ``/voice/status/<token>``, all :attr:`Access.PUBLIC`): nothing is believed unless the request carries the
+  provider's signature over the exact URL it requested (``X-Twilio-Signature`` keyed with the account's auth
+  token; for the webhook gateway ``X-MFA-Timestamp``/``X-MFA-Signature`` with the shared secret and a 5-minute
+  tolerance). An unsigned or forged request gets 403 and changes nothing; an unknown token gets a polite hang-up
+  and changes nothing. The console gateway has no signature, so its routes answer 403: the demo's outbox keypad
+  calls :meth:`PhoneCallFactor.answer_console` in-process instead.
+- **Answers.** Digits ``""`` (the caller pressed ``#``) approve; the fraud code (``0``, so ``0#``) reports fraud
+  through :class:`~mfa_middleware.services.fraud.FraudReports` (which, by default, blocks the user and ends every
+  session); anything else fails the attempt. A status callback of ``no-answer``, ``busy``, ``failed``,
+  ``canceled``, or ``completed`` without an answer fails it too. A failed call is terminal for the attempt: the
+  page says so and offers the other methods (a new sign-in places a new call).
+- Every call writes an audit row with the masked number and a reference (never the token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from importlib import resources
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from werkzeug.exceptions import NotFound
+from werkzeug.wrappers import Request, Response
+
+from ...gateways import GatewayUnavailable
+from ...gateways.phone import (PhoneConfig, PhoneGateway, check_twilio_signature, check_webhook_signature,
+                               twiml_gather, twiml_say_hangup)
+from ...gateways.phone.base import MAX_EXTENSION_DIGITS
+from ...phone import PhoneNumberError, parse_phone, phone_from_e164
+from ...secretbox import SecretBox
+from ...services.audit import AuditLog
+from ...services.fraud import FraudReports
+from ...services.phone_limits import PhoneSendGuard, mask_for_audit
+from ...store import MethodRecord, Store, UserRecord
+from ...store.sql import CallRecord, SendPurpose
+from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
+                    Prompt, RouteContext, TooSoon, Verification)
+
+FRAUD_CODE = "0"
+_POLL_SCRIPT = (resources.files(__name__) / "templates" / "poll.js").read_text(encoding="utf-8")
+#: seconds to answer after the phone stopped ringing (the script, the gather): a call expires after
+#: ``call_timeout`` + this
+ANSWER_GRACE = 120
+GATHER_TIMEOUT = 10
+STATUS_PENDING, STATUS_APPROVED, STATUS_FRAUD, STATUS_FAILED, STATUS_USED = (
+    "pending", "approved", "fraud", "failed", "used")
+#: status callbacks that end a call without an answer (``completed`` counts only while nothing was answered)
+FAILED_CALL_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled", "completed"})
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    prefix: str = "/_mfa"
+    allowed_countries: tuple[str, ...] = ()
+    default_region: str | None = None
+    language: str = "en-US"
+    voice: str | None = None
+    call_timeout: int = 30
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def reference_of(call_id: int) -> str:
+    """The id the provider and the log see for a call (never its token)."""
+    return f"call-{call_id}"
+
+
+class PhoneCallFactor:
+    kind = "voice"
+    label = "Phone call"
+    description = "Answer a call on your mobile or office phone and press the pound key (#)."
+    interaction = Interaction.OUT_OF_BAND
+    templates = __name__
+    enroll_fields: tuple[EnrollField, ...] = (
+        EnrollField("phone", "Phone number", "tel", "tel",
+                    "Mobile or office number, with the country code, like +44 20 7946 0958. We call it to check.",
+                    64),
+        EnrollField("extension", "Extension (optional)", "text", "off", "Digits only; dialled after we connect.",
+                    MAX_EXTENSION_DIGITS),
+    )
+    standalone = True
+    max_per_user = 2
+    routes: tuple[FactorRoute, ...] = (
+        FactorRoute("/voice/script/<token>", "script", Access.PUBLIC, ("POST",)),
+        FactorRoute("/voice/answer/<token>", "answer", Access.PUBLIC, ("POST",)),
+        FactorRoute("/voice/status/<token>", "status", Access.PUBLIC, ("POST",)),
+        FactorRoute("/voice/status.json", "poll", Access.SIGN_IN, ("GET",)),
+        FactorRoute("/voice/poll.js", "poll_script", Access.PUBLIC, ("GET",)),
+    )
+
+    def __init__(self, store: Store, box: SecretBox, gateway: PhoneGateway, guard: PhoneSendGuard, audit: AuditLog,
+                 fraud: FraudReports, phone: PhoneConfig, settings: VoiceSettings) -> None:
+        self.store, self.box, self.gateway, self.guard, self.audit = store, box, gateway, guard, audit
+        self.fraud, self.phone, self.settings = fraud, phone, settings
+
+    # -- numbers ---------------------------------------------------------------------------------------------
+    def destination(self, method: MethodRecord) -> tuple[str, str | None]:
+        """(E.164 number, extension or None) of a method."""
+        if method.detail is None:
+            raise ValueError(f"phone-call method {method.id} has no number")
+        data = json.loads(self.box.decrypt(method.detail))
+        return str(data["e164"]), (str(data["extension"]) if data.get("extension") else None)
+
+    def masked(self, method: MethodRecord) -> str:
+        e164, extension = self.destination(method)
+        return phone_from_e164(e164).masked + (" ext. ••" if extension else "")
+
+    # -- calls -----------------------------------------------------------------------------------------------
+    def _url(self, origin: str, route: str, token: str) -> str:
+        return f"{origin.rstrip('/')}{self.settings.prefix}/voice/{route}/{token}"
+
+    def _call(self, user: UserRecord, method: MethodRecord, ctx: FactorContext, attempt_id: str,
+              purpose: SendPurpose) -> None:
+        """Count the call against the caps, record it, then ask the gateway to place it."""
+        e164, extension = self.destination(method)
+        if not ctx.origin and self.gateway.kind != "console":
+            raise GatewayUnavailable("no public address to give the provider for the call's script")
+        refusal = self.guard.reserve(user, e164, phone_from_e164(e164).region, "call", purpose,
+                                     now=ctx.now, client_ip=ctx.client_ip, user_agent=ctx.user_agent)
+        if refusal is not None:
+            raise TooSoon(self.guard.user_message(refusal))
+        token = secrets.token_urlsafe(32)
+        call_id = self.store.add_call(user.id, method.id, attempt_id, token_digest(token), now=ctx.now,
+                                      expires_at=ctx.now + self.settings.call_timeout + ANSWER_GRACE)
+        origin = ctx.origin or "http://localhost"
+        reference = reference_of(call_id)
+        audit = {"channel": "call", "purpose": purpose, "number": mask_for_audit(e164), "reference": reference}
+        try:
+            self.gateway.place_call(e164, extension=extension, script_url=self._url(origin, "script", token),
+                                    status_url=self._url(origin, "status", token), reference=reference,
+                                    timeout=self.settings.call_timeout)
+        except GatewayUnavailable:
+            self.store.settle_call(call_id, STATUS_FAILED, now=ctx.now)
+            self.audit.write("phone", "send_failed", now=ctx.now, actor=user.username, username=user.username,
+                             client_ip=ctx.client_ip, user_agent=ctx.user_agent, **audit)
+            raise
+        self.audit.write("phone", "sent", now=ctx.now, actor=user.username, username=user.username,
+                         client_ip=ctx.client_ip, user_agent=ctx.user_agent, **audit)
+
+    def status_of(self, call: CallRecord | None, now: float) -> str:
+        """What a poll sees: pending | approved | fraud | failed (an expired pending call has failed)."""
+        if call is None:
+            return STATUS_FAILED
+        if call.status == STATUS_PENDING:
+            return STATUS_PENDING if now < call.expires_at else STATUS_FAILED
+        return STATUS_APPROVED if call.status == STATUS_USED else call.status
+
+    def _settle(self, call: CallRecord | None, now: float) -> Verification:
+        """The outcome of an attempt's call; an approval is used up here (once)."""
+        status = self.status_of(call, now)
+        if call is None or status == STATUS_FAILED:
+            return Verification(Outcome.REJECTED)
+        if status == STATUS_PENDING:
+            return Verification(Outcome.PENDING)
+        if status == STATUS_FRAUD:
+            return Verification(Outcome.FRAUD)
+        return Verification(Outcome.ACCEPTED if self.store.use_call(call.id) else Outcome.REPLAYED)
+
+    @staticmethod
+    def _attempt(method: MethodRecord, ctx: FactorContext) -> str:
+        return ctx.attempt_id or f"enroll-{method.id}"
+
+    # -- the Factor protocol ---------------------------------------------------------------------------------
+    def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
+        try:
+            phone = parse_phone(inputs.get("phone") or "", default_region=self.settings.default_region,
+                                allowed_countries=self.settings.allowed_countries, need_mobile=False)
+        except PhoneNumberError as exc:
+            raise EnrollError(str(exc)) from None
+        extension = (inputs.get("extension") or "").strip() or None
+        if extension is not None and not (extension.isascii() and extension.isdigit()
+                                          and len(extension) <= MAX_EXTENSION_DIGITS):
+            raise EnrollError(f"An extension is 1 to {MAX_EXTENSION_DIGITS} digits, nothing else. Leave it empty "
+                              "if the number reaches you directly.")
+        self.store.delete_methods(user.id, unconfirmed_only=True)  # one enrollment in flight per user
+        detail = self.box.encrypt(json.dumps({"e164": phone.e164, "extension": extension}))
+        method_id = self.store.add_method(user.id, self.kind, f"Phone {phone.masked}", None, now=ctx.now,
+                                          detail=detail)
+        method = self.store.get_method(method_id)
+        assert method is not None
+        self._call(user, method, ctx, self._attempt(method, ctx), "enroll")
+        return EnrollmentView(method_id=method_id, fields={"phone": self.masked(method)})
+
+    def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
+        return EnrollmentView(method_id=method.id, fields={"phone": self.masked(method)})
+
+    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+                      ctx: FactorContext) -> Verification:
+        if method.confirmed or method.user_id != user.id or method.kind != self.kind:
+            return Verification(Outcome.REJECTED)
+        result = self._settle(self.store.call_of_attempt(method.id, self._attempt(method, ctx)), ctx.now)
+        if not result.accepted:
+            return result
+        if not self.store.confirm_method(method.id, user.id, step=None, now=ctx.now,
+                                         only_if_first=ctx.first_method_only):
+            return Verification(Outcome.REPLAYED)
+        return result
+
+    def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
+        if ctx.attempt_id and self.store.call_of_attempt(method.id, ctx.attempt_id) is None:
+            self._call(user, method, ctx, ctx.attempt_id, "sign_in")
+
+    def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
+        status = self.status_of(self.store.call_of_attempt(method.id, ctx.attempt_id), ctx.now) \
+            if ctx.attempt_id else STATUS_FAILED
+        return Prompt(Interaction.OUT_OF_BAND, f"We're calling {self.masked(method)}.",
+                      {"status": status, "poll": f"{self.settings.prefix}/voice/status.json", "interval": "2000"})
+
+    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
+               ctx: FactorContext) -> Verification:
+        if not method.confirmed or method.user_id != user.id or method.kind != self.kind or not ctx.attempt_id:
+            return Verification(Outcome.REJECTED)
+        return self._settle(self.store.call_of_attempt(method.id, ctx.attempt_id), ctx.now)
+
+    # -- the console gateway's keypad (demo) ----------------------------------------------------------------
+    def answer_console(self, call_reference: str, digits: str, now: float) -> str:
+        """Answer a console-gateway call as the outbox keypad's keys say (``"#"``, ``"0#"``); returns the call's
+        status afterwards. The keys up to the first ``#`` are the call's digits (none: no answer, nothing
+        changes). For the demo's outbox page only: it finds the call by the reference the console gateway shows,
+        records the keys there (first answer only), and settles the call exactly as a signed callback would."""
+        from ...gateways.phone import ConsolePhoneGateway
+
+        if not isinstance(self.gateway, ConsolePhoneGateway):
+            raise ValueError("only calls of the console gateway are answered on the outbox keypad")
+        entry = next((c for c in self.gateway.calls() if c.reference == call_reference), None)
+        if entry is None:
+            raise ValueError("no such call in the outbox")
+        self.gateway.record_answer(entry.id, digits)
+        token = entry.script_url.rsplit("/", 1)[-1]
+        call = self.store.call_by_token(token_digest(token))
+        if call is None:
+            raise ValueError("this call is not one of ours")
+        if "#" in digits:
+            self._answer(call, digits.split("#", 1)[0], now, client_ip=None, user_agent="console keypad")
+        fresh = self.store.call_by_token(token_digest(token))
+        return self.status_of(fresh, now)
+
+    def _answer(self, call: CallRecord, digits: str, now: float, *, client_ip: str | None,
+                user_agent: str | None) -> str:
+        """Settle a call with the digits pressed before ``#``; returns the words to say (nothing changes when the
+        call was answered already or has expired)."""
+        if digits == "":
+            status = STATUS_APPROVED
+        elif digits == FRAUD_CODE and self.fraud.settings.allow_users_to_report:
+            status = STATUS_FRAUD
+        else:
+            status = STATUS_FAILED
+        if not self.store.settle_call(call.id, status, now=now):
+            return "This call has already been answered, or it has expired. Goodbye."
+        user = self.store.get_user_by_id(call.user_id)
+        name = user.username if user is not None else None
+        self.audit.write("phone", "call_" + status, now=now, actor=name or "anonymous", username=name,
+                         client_ip=client_ip, user_agent=user_agent, reference=reference_of(call.id))
+        if status == STATUS_FRAUD and user is not None:
+            outcome = self.fraud.report(user, self.kind, now=now, client_ip=client_ip, user_agent=user_agent,
+                                        reference=f"voice:{call.id}")
+            return outcome.message
+        if status == STATUS_APPROVED:
+            return "Thank you. Your sign-in is approved. Goodbye."
+        return "The sign-in was not approved. Goodbye."
+
+    # -- routes --------------------------------------------------------------------------------------------------
+    def _signed(self, request: Request, now: float) -> bool:
+        """True if the provider signed this request (see the module docstring's trust model)."""
+        url = request.base_url + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+        if self.phone.gateway == "twilio" and self.phone.auth_token:
+            return check_twilio_signature(self.phone.auth_token, url, request.form.to_dict(flat=False),
+                                          request.headers.get("X-Twilio-Signature"))
+        if self.phone.gateway == "webhook" and self.phone.secret:
+            return check_webhook_signature(self.phone.secret, request.headers.get("X-MFA-Timestamp"),
+                                           request.get_data(cache=True), request.headers.get("X-MFA-Signature"),
+                                           now=now)
+        return False  # console: no provider calls back
+
+    @staticmethod
+    def _field(request: Request, form_name: str, json_name: str) -> str | None:
+        if request.mimetype == "application/json":
+            try:
+                data = json.loads(request.get_data(cache=True) or b"{}")
+            except ValueError:
+                return None
+            value = data.get(json_name) if isinstance(data, dict) else None
+            return value if isinstance(value, str) else None
+        return request.form.get(form_name)
+
+    def _twiml(self, body: str) -> Response:
+        return Response(body, status=200, content_type="application/xml; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+
+    def _say(self, text: str) -> Response:
+        return self._twiml(twiml_say_hangup(text, language=self.phone.language, voice=self.phone.voice))
+
+    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
+        if route == "poll":
+            if rctx.method is None:
+                raise NotFound()
+            status = self.status_of(self.store.call_of_attempt(rctx.method.id, rctx.factor_context.attempt_id),
+                                    rctx.now)
+            return Response(json.dumps({"status": status}), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+        if route == "poll_script":
+            return Response(_POLL_SCRIPT, content_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=3600"})
+        if route not in ("script", "answer", "status"):
+            raise NotFound()
+        request = rctx.request
+        if not self._signed(request, rctx.now):
+            rctx.audit("phone", "callback_refused", reason=f"unsigned {route} callback")
+            return Response("Forbidden", status=403, content_type="text/plain")
+        token = args.get("token", "")
+        call = self.store.call_by_token(token_digest(token)) if len(token) <= 128 else None
+        if route == "status":
+            if call is not None and (self._field(request, "CallStatus", "status") or "") in FAILED_CALL_STATUSES:
+                if self.store.settle_call(call.id, STATUS_FAILED, now=rctx.now):
+                    rctx.audit("phone", "call_failed", reference=reference_of(call.id))
+            return Response("", status=204)
+        if call is None or self.status_of(call, rctx.now) != STATUS_PENDING:
+            return self._say("This call has already been answered, or it has expired. Goodbye.")
+        if route == "script":
+            site = rctx.factor_context.site_name or "your sign-in service"
+            prompt = (f"This is {site}. To approve your sign-in, press the pound key. "
+                      f"To report fraud, press {FRAUD_CODE} then pound.")
+            return self._twiml(twiml_gather(
+                prompt, self._url(request.host_url, "answer", token), language=self.phone.language,
+                voice=self.phone.voice, finish_on_key="#", timeout=GATHER_TIMEOUT,
+                no_input_text="We didn't get an answer. Goodbye."))
+        digits = self._field(request, "Digits", "digits")
+        if digits is None:
+            return self._say("We didn't get an answer. Goodbye.")
+        return self._say(self._answer(call, digits.strip()[:32], rctx.now, client_ip=rctx.client_ip,
+                                      user_agent=rctx.user_agent))
+
+
+__all__ = ["FRAUD_CODE", "PhoneCallFactor", "VoiceSettings", "reference_of", "token_digest"]

@@ -1,0 +1,21 @@
+// Polls the attempt's call status every interval and submits the verify form once it is no longer pending.
+(function () {
+  "use strict";
+  var wait = document.getElementById("voice-wait");
+  if (!wait) { return; }
+  var form = wait.closest("form");
+  var url = wait.getAttribute("data-poll");
+  var interval = parseInt(wait.getAttribute("data-interval"), 10) || 2000;
+  var done = false;
+  function poll() {
+    if (done) { return; }
+    fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"Accept": "application/json"}})
+      .then(function (r) { return r.ok ? r.json() : {status: "pending"}; })
+      .then(function (data) {
+        if (data.status && data.status !== "pending") { done = true; form.submit(); }
+        else { setTimeout(poll, interval); }
+      })
+      .catch(function () { setTimeout(poll, interval); });
+  }
+  setTimeout(poll, interval);
+}());

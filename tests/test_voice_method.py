@@ -1,0 +1,191 @@
+"""The phone-call method through the pages, served on a real socket, against a local server that speaks the
+provider's Calls API and calls back as the provider's voice platform does (it fetches our call script, presses
+keys on its ``<Gather>``, posts the digits and the final status with ``X-Twilio-Signature``): a call answered
+``#`` signs in, ``0#`` reports fraud and blocks the user, and unsigned, forged, replayed or stale callbacks
+change nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from mfa_middleware import MFAMiddleware
+from tests.support.mfa import Browser, Clock, csrf_of, make_middleware
+from tests.support.servers import serve_wsgi
+from tests.support.twilio_provider import SignatureKind, TwilioProvider, twilio_provider
+
+PASSWORD = "correct horse battery"
+OFFICE = "+44 20 7946 0958"
+OFFICE_E164 = "+442079460958"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def provider() -> Iterator[TwilioProvider]:
+    with twilio_provider() as server:
+        yield server
+
+
+@pytest.fixture
+def mw(sqlite_url: str, clock: Clock, provider: TwilioProvider) -> Iterator[MFAMiddleware]:
+    m = make_middleware(sqlite_url, clock, methods={"enabled": ["voice", "totp"]},
+                        phone={"gateway": "twilio", "account_sid": provider.account_sid,
+                               "auth_token": provider.auth_token, "from_number": "+15005550006",
+                               "base_url": provider.base_url, "allowed_countries": ["GB"], "timeout": "3s"})
+    m.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+    yield m
+    m.runtime.close()
+
+
+@pytest.fixture
+def base(mw: MFAMiddleware) -> Iterator[str]:
+    with serve_wsgi(mw, host="localhost") as url:
+        yield url
+
+
+def last_call(provider: TwilioProvider) -> str:
+    assert provider.calls, "no call was placed"
+    return list(provider.calls)[-1]
+
+
+def enroll_by_call(mw: MFAMiddleware, provider: TwilioProvider, base: str, extension: str = "") -> None:
+    browser = Browser(mw, base=base)
+    assert browser.login("bob", PASSWORD, "/hello").headers["Location"] == "/_mfa/enroll"
+    page = browser.get("/_mfa/enroll")
+    started = browser.post("/_mfa/enroll", {"action": "start", "method": "voice", "phone": OFFICE,
+                                            "extension": extension, "csrf_token": csrf_of(page.text)})
+    assert started.status_code == 303, started.text
+    page = browser.get("/_mfa/enroll")
+    assert "+44 •• •••• 0958" in page.text and "7946" not in page.text
+    sid = last_call(provider)
+    form = provider.calls[sid].form
+    assert form["To"] == OFFICE_E164 and form["Url"].startswith(base + "/_mfa/voice/script/")
+    assert form.get("SendDigits") == ("ww" + extension if extension else None)
+    script, action = provider.answer(sid, "#")
+    assert script.status == 200 and "press the pound key" in script.body
+    assert action is not None and action.status == 200 and "approved" in action.body
+    done = browser.post("/_mfa/enroll", {"action": "confirm", "csrf_token": csrf_of(page.text)})
+    assert done.status_code == 303, done.text
+
+
+def start_sign_in(mw: MFAMiddleware, base: str) -> tuple[Browser, str]:
+    browser = Browser(mw, base=base)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/verify")
+    assert page.status_code == 200, page.text
+    assert "calling +44 •• •••• 0958" in page.text and "I answered the call" in page.text
+    assert "/_mfa/voice/poll.js" in page.text
+    return browser, csrf_of(page.text)
+
+
+def poll(browser: Browser) -> str:
+    reply = browser.get("/_mfa/voice/status.json")
+    assert reply.status_code == 200
+    status: str = json.loads(reply.text)["status"]
+    return status
+
+
+def test_a_call_answered_with_pound_signs_in_once(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                                   base: str) -> None:
+    enroll_by_call(mw, provider, base, extension="123")
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    assert len(provider.calls) == 2
+    assert browser.get("/_mfa/verify").status_code == 200 and len(provider.calls) == 2  # a reload calls nobody
+    assert poll(browser) == "pending"
+    waiting = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert waiting.status_code == 200 and "had your answer yet" in waiting.text
+    provider.answer(last_call(provider), "#")
+    assert poll(browser) == "approved" and poll(browser) == "approved"  # polling has no side effects
+    done = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert done.status_code == 303 and done.headers["Location"] == "/hello"
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.failed_count == 0
+
+
+def test_zero_pound_reports_fraud_and_blocks_the_user(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                                      base: str) -> None:
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    _script, action = provider.answer(last_call(provider), "0#")
+    assert action is not None and action.status == 200 and "blocked" in action.body
+    ended = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert ended.status_code in (401, 403)  # the block ended the attempt (a user-wide revocation)
+    assert browser.cookie("mfa_session") is None
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.blocked(clock())
+    clock.advance(60)
+    again = Browser(mw, base=base)
+    blocked = again.login("bob", PASSWORD, "/hello")
+    assert blocked.status_code == 403 and "blocked" in blocked.text
+    assert len(provider.calls) == 2  # a blocked user is not called
+
+
+@pytest.mark.parametrize("signature", [
+    pytest.param("none", id="unsigned"),
+    pytest.param("bad", id="forged"),
+    pytest.param("stale_url", id="signed-for-another-url"),
+])
+def test_unsigned_or_forged_answers_change_nothing(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                                   base: str, signature: SignatureKind) -> None:
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    _script, action = provider.answer(last_call(provider), "#", signature=signature)
+    assert action is not None and action.status == 403
+    assert provider.finish(last_call(provider), "no-answer", signature=signature).status == 403
+    assert poll(browser) == "pending"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 200
+    assert browser.cookie("mfa_session") is None
+
+
+def test_a_replayed_answer_changes_nothing(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                           base: str) -> None:
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    sid = last_call(provider)
+    provider.answer(sid, "9#")  # a wrong key: the call fails
+    assert poll(browser) == "failed"
+    provider.calls[sid].last_action = (provider.calls[sid].last_action[0],  # type: ignore[index]
+                                       {**provider.calls[sid].last_action[1], "Digits": ""}, {})  # type: ignore[index]
+    replay = provider.replay(sid)  # validly signed, but the call was answered already
+    assert replay.status == 200 and "already been answered" in replay.body
+    assert poll(browser) == "failed"
+    failed = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert failed.status_code == 401 and "not answered or not approved" in failed.text
+    assert browser.cookie("mfa_session") is None
+
+
+def test_an_answer_after_expiry_changes_nothing(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                                base: str) -> None:
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    clock.advance(30 + 121)  # the ring time plus the grace to answer
+    script, action = provider.answer(last_call(provider), "#")
+    assert action is None and "expired" in script.body  # the script itself says goodbye
+    assert poll(browser) == "failed"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 401
+    assert browser.cookie("mfa_session") is None
+
+
+def test_no_answer_fails_the_attempt(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider, base: str) -> None:
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    assert provider.finish(last_call(provider), "no-answer").status == 204
+    assert poll(browser) == "failed"
+    failed = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert failed.status_code == 401 and "not answered or not approved" in failed.text
+    assert browser.cookie("mfa_session") is None
+    assert provider.answer(last_call(provider), "#")[0].body.count("expired") == 1  # too late now
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.failed_count == 1
