@@ -119,6 +119,15 @@ class SmsMethodConfig:
 
 
 @dataclass(frozen=True)
+class VoiceMethodConfig:
+    """The phone call's settings (``[methods.voice]``)."""
+
+    #: PIN mode: the user chooses a PIN (4-10 digits) when setting up the number and enters it on every call,
+    #: then ``#``; PINs are stored as argon2id hashes
+    pin: bool = False
+
+
+@dataclass(frozen=True)
 class MethodsConfig:
     """Which second-factor methods users may set up (``[methods]``), and each method's own settings
     (``[methods.<kind>]``)."""
@@ -129,6 +138,7 @@ class MethodsConfig:
     remember_device: float = 0.0
     email: EmailMethodConfig = field(default_factory=EmailMethodConfig)
     sms: SmsMethodConfig = field(default_factory=SmsMethodConfig)
+    voice: VoiceMethodConfig = field(default_factory=VoiceMethodConfig)
 
 
 #: the longest "remember this device" may last (``[methods] remember_device``)
@@ -442,9 +452,13 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if not 60 <= sms_method.code_ttl <= 900:
         raise ConfigError(f"{ms.key('code_ttl')}: must be between 1m and 15m, got {sms_method.code_ttl:g} s")
     ms.finish()
+    mv = mt.table("voice")
+    voice_method = VoiceMethodConfig(pin=mv.get("pin", bool, False))
+    mv.finish()
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
-                                   remember_device=remember_device, email=email_method, sms=sms_method)
+                                   remember_device=remember_device, email=email_method, sms=sms_method,
+                                   voice=voice_method)
     mt.finish()
 
     email_raw = top.get("email", dict, None)
@@ -458,6 +472,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         if phone_kind in methods_config.enabled and phone is None:
             raise ConfigError(f"{mt.key('enabled')}: lists \"{phone_kind}\", so a [phone] table must say how texts "
                               "and calls are sent (gateway = \"twilio\" or \"webhook\", and allowed_countries)")
+    if "voice" in methods_config.enabled and phone is not None and phone.gateway != "console" \
+            and phone.public_url is None:
+        raise ConfigError(f"{source}: phone.public_url: required for the \"voice\" method: the address the provider "
+                          "reaches this server at for the call's script and answers, such as "
+                          "\"https://mfa.example.com\"")
     fraud = fraud_settings_from_dict(top.get("fraud", dict, {}), source, env)
     if fraud.notify_emails and email is None:
         raise ConfigError(f"{source}: fraud.notify_emails: fraud reports are emailed through the [email] table's "

@@ -43,13 +43,14 @@ _BASIC_SECTION = '''\
 # The hardware token DEMO-0001 is in the inventory for the demo user; `mfa-middleware demo-code --token`
 # shows the code its display would show.
 [methods]
-enabled = ["totp", "oath", "sms", "email", "backup_codes"]
+enabled = ["totp", "oath", "sms", "voice", "email", "backup_codes"]
 
 [email]
 gateway = "console"
 from_address = "no-reply@contoso.example"
 
-# Text messages go to the console gateway too (the log and the outbox page); any country's mobile numbers.
+# Texts and calls go to the console gateway too (the log and the outbox page, where a keypad answers calls);
+# any country's numbers.
 [phone]
 gateway = "console"
 allowed_countries = ["*"]

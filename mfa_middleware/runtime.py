@@ -111,7 +111,9 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
                                             default_region=_required(rt.config.phone).default_region,
                                             language=_required(rt.config.phone).language,
                                             voice=_required(rt.config.phone).voice,
-                                            call_timeout=_required(rt.config.phone).call_timeout)),
+                                            call_timeout=_required(rt.config.phone).call_timeout,
+                                            public_url=_required(rt.config.phone).public_url,
+                                            pin=rt.config.methods.voice.pin), rt.passwords),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
 }
 

@@ -409,3 +409,51 @@ def test_demo_text_message_through_the_outbox(tmp_path: Path) -> None:
         assert done.status_code == 303
     finally:
         mw.runtime.close()
+
+
+def test_demo_phone_call_answered_on_the_outbox_keypad(tmp_path: Path) -> None:
+    """The demo's calls go to the console gateway: the outbox page lists them with a keypad, and pressing # there
+    approves the call exactly as a provider's signed callback would; 0# reports fraud and blocks the user."""
+    import re
+
+    mw, password = prepare_demo(tmp_path)
+    try:
+        browser = Browser(mw)
+        browser.login("demo", password)
+        start = browser.get("/_mfa/enroll")
+        assert "Phone call" in start.text
+        started = browser.post("/_mfa/enroll", {"action": "start", "method": "voice", "phone": "+44 20 7946 0958",
+                                                "csrf_token": csrf_of(start.text)})
+        assert started.status_code == 303, started.text
+        page = browser.get("/_mfa/enroll")
+        early = browser.post("/_mfa/enroll", {"action": "confirm", "csrf_token": csrf_of(page.text)})
+        assert early.status_code == 200 and "had your answer yet" in early.text
+        outbox = browser.get("/_mfa/dev/outbox")
+        assert "Phone calls" in outbox.text and "Press #" in outbox.text
+        reference = re.search(r'name="call" value="([^"]+)"', outbox.text)
+        assert reference
+        # Without the page's token the keypad does nothing.
+        forged = browser.post("/_mfa/dev/outbox", {"call": reference.group(1), "keys": "#"})
+        assert forged.status_code == 403
+        pressed = browser.post("/_mfa/dev/outbox", {"call": reference.group(1), "keys": "#",
+                                                    "csrf_token": csrf_of(outbox.text)})
+        assert pressed.status_code == 200 and "approved" in pressed.text
+        done = browser.post("/_mfa/enroll", {"action": "confirm", "csrf_token": csrf_of(page.text)})
+        assert done.status_code == 303, done.text
+        browser.get("/_mfa/logout")
+        # A second sign-in: the call is answered 0#, the user is blocked, and the next sign-in says so.
+        second = Browser(mw)
+        second.login("demo", password)
+        verify = second.get("/_mfa/verify")
+        assert "re calling" in verify.text
+        outbox = second.get("/_mfa/dev/outbox")
+        newest = re.search(r'name="call" value="([^"]+)"', outbox.text)
+        assert newest and newest.group(1) != reference.group(1)
+        second.post("/_mfa/dev/outbox", {"call": newest.group(1), "keys": "0#", "csrf_token": csrf_of(outbox.text)})
+        user = mw.runtime.store.get_user("demo")
+        assert user is not None and user.blocked(mw.runtime.clock())
+        third = Browser(mw)
+        refused = third.login("demo", password)
+        assert refused.status_code == 403 and "blocked" in refused.text.lower()
+    finally:
+        mw.runtime.close()

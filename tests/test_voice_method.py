@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,20 +34,33 @@ def provider() -> Iterator[TwilioProvider]:
 
 
 @pytest.fixture
-def mw(sqlite_url: str, clock: Clock, provider: TwilioProvider) -> Iterator[MFAMiddleware]:
-    m = make_middleware(sqlite_url, clock, methods={"enabled": ["voice", "totp"]},
-                        phone={"gateway": "twilio", "account_sid": provider.account_sid,
-                               "auth_token": provider.auth_token, "from_number": "+15005550006",
-                               "base_url": provider.base_url, "allowed_countries": ["GB"], "timeout": "3s"})
+def served() -> Iterator[tuple[dict[str, Any], str]]:
+    """A real server whose app is set once the middleware exists: its address is the configured public_url."""
+    holder: dict[str, Any] = {}
+    with serve_wsgi(lambda environ, start: holder["app"](environ, start), host="localhost") as url:
+        yield holder, url
+
+
+def phone_table(provider: TwilioProvider, public_url: str, **extra: object) -> dict[str, object]:
+    return {"gateway": "twilio", "account_sid": provider.account_sid, "auth_token": provider.auth_token,
+            "from_number": "+15005550006", "base_url": provider.base_url, "allowed_countries": ["GB"],
+            "timeout": "3s", "public_url": public_url, **extra}
+
+
+@pytest.fixture
+def mw(sqlite_url: str, clock: Clock, provider: TwilioProvider,
+       served: tuple[dict[str, Any], str]) -> Iterator[MFAMiddleware]:
+    holder, url = served
+    m = make_middleware(sqlite_url, clock, methods={"enabled": ["voice", "totp"]}, phone=phone_table(provider, url))
     m.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+    holder["app"] = m
     yield m
     m.runtime.close()
 
 
 @pytest.fixture
-def base(mw: MFAMiddleware) -> Iterator[str]:
-    with serve_wsgi(mw, host="localhost") as url:
-        yield url
+def base(mw: MFAMiddleware, served: tuple[dict[str, Any], str]) -> str:
+    return served[1]
 
 
 def last_call(provider: TwilioProvider) -> str:

@@ -56,6 +56,8 @@ SECURITY_HEADERS = {
                                 "frame-ancestors 'none'; base-uri 'none'"),
 }
 MAX_FORM_BYTES = 16 * 1024
+#: what the demo outbox keypad's CSRF token is bound to (the page has no cookie of its own)
+OUTBOX_BINDING = "dev-outbox-keypad"
 #: how recent a second factor must be for changes to the account's methods (seconds)
 FRESH_MFA = 10 * 60
 
@@ -143,7 +145,7 @@ class PagesApp:
             Rule("/step-up", endpoint="step_up"),
             Rule("/logout", endpoint="logout", methods=["GET", "POST"]),
             Rule("/app-passwords", endpoint="app_passwords", methods=["GET", "POST"]),
-            Rule("/dev/outbox", endpoint="outbox"),
+            Rule("/dev/outbox", endpoint="outbox", methods=["GET", "POST"]),
             Rule("/methods", endpoint="methods", methods=["POST"]),
             Rule("/methods/add", endpoint="add_method", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
@@ -664,6 +666,18 @@ class PagesApp:
                 again = self.rt.signin.enroll_view(user, pending.enrollment_id, ctx.client, ctx.now)
                 if again is None:
                     return self.redirect(self.url("enroll"))
+                if result.outcome == "pending":  # out-of-band: not answered yet (costs no attempt)
+                    return self.enroll_screen(ctx, user, again, csrf, None, status=200,
+                                              notice="We haven't had your answer yet. Answer the call, then try "
+                                                     "again.")
+                if result.outcome == "fraud":
+                    self.clear(ctx, ctx.names.pending)
+                    return self.render(ctx, "message.html", status=403, title="Sign-in reported",
+                                       message="This sign-in was reported as fraud and stopped.")
+                enrolling = self.rt.factors.get(result.method or "")
+                if enrolling is not None and enrolling.interaction is Interaction.OUT_OF_BAND:
+                    return self.enroll_screen(ctx, user, again, csrf, "The call was not answered or not approved. "
+                                              "Choose \"Use another number or method\" to try again.", status=401)
                 return self.enroll_screen(ctx, user, again, csrf, "That code didn't work. Enter the newest code.",
                                           status=401)
             if action == "restart":
@@ -685,24 +699,49 @@ class PagesApp:
                            selected=kind or factors[0].kind, inputs=inputs or {})
 
     def enroll_screen(self, ctx: PageContext, user: UserRecord, view: EnrollmentView, csrf: str, error: str | None,
-                      status: int = 200) -> Response:
+                      status: int = 200, notice: str | None = None) -> Response:
         method = self.rt.store.get_method(view.method_id)
         kind = method.kind if method is not None else "totp"
         factor = self.rt.factors.get(kind)
         return self.render(ctx, f"{kind}/enroll.html", status=status,
                            title=f"Set up {factor.label.lower() if factor else 'your method'}", csrf=csrf, view=view,
-                           username=user.username, error=error,
+                           username=user.username, error=error, notice=notice,
                            offer_app_passwords=self.rt.app_passwords.may_create(user))
 
     def page_outbox(self, ctx: PageContext) -> Response:
-        """The demo's outbox: emails and texts the console gateways kept, newest first (``dev_outbox = true``
-        only; the configuration refuses it next to a real gateway)."""
+        """The demo's outbox: emails, texts and calls the console gateways kept, newest first, with a keypad to
+        answer a call (``dev_outbox = true`` only; the configuration refuses it next to a real gateway).
+
+        The keypad's form carries a CSRF token bound to this page (signed with the secret key), so another site
+        cannot answer a call through a visitor's browser; the keys go to the phone-call method exactly as a
+        provider's signed callback would."""
         if not self.rt.config.dev_outbox:
             raise NotFound()
         email, phone = self.rt.email_gateway, self.rt.phone_gateway
+        notice = error = None
+        status = 200
+        if ctx.request.method == "POST":
+            voice = self.rt.factors.get("voice")
+            answer = getattr(voice, "answer_console", None)
+            if not self.csrf_ok(ctx, OUTBOX_BINDING):
+                return self.csrf_refused(ctx)
+            keys = ctx.request.form.get("keys", "")[:33]
+            if answer is None or not keys or any(k not in "0123456789*#" for k in keys) or "#" not in keys:
+                error, status = "Type the keys the caller presses, ending with # (for example # or 0#).", 400
+            else:
+                try:
+                    result = answer(ctx.request.form.get("call", "")[:64], keys, ctx.now)
+                except ValueError as exc:
+                    error, status = str(exc).capitalize() + ".", 400
+                else:
+                    notice = {"approved": "The call approved the sign-in.",
+                              "fraud": "The call reported fraud.",
+                              "failed": "The call did not approve the sign-in."}.get(result, "The call is waiting.")
         messages = email.outbox.messages() if isinstance(email, ConsoleGateway) else []
         texts = list(phone.texts()) if isinstance(phone, ConsolePhoneGateway) else []
-        return self.render(ctx, "outbox.html", title="Outbox (demo)", messages=messages, texts=texts)
+        calls = list(phone.calls()) if isinstance(phone, ConsolePhoneGateway) else []
+        return self.render(ctx, "outbox.html", status=status, title="Outbox (demo)", messages=messages, texts=texts,
+                           calls=calls, csrf=self.rt.codec.make_csrf(OUTBOX_BINDING), notice=notice, error=error)
 
     def page_step_up(self, ctx: PageContext) -> Response:
         target = self.next_of(ctx)

@@ -267,7 +267,7 @@ class SignIn:
                                 client_ip=client.ip, user_agent=client.user_agent, method=method.kind, count=count)
             if attempt.user is not None and attempt.user.started_lock:
                 return FactorResult("locked", attempt.locked_until)
-            return FactorResult(result.outcome.value)
+            return FactorResult(result.outcome.value, method=method.kind)
         self.store.reset_failures(fresh.id)
         self.lockout.release(attempt, None, client)
         if not any(m.is_default for m in self.store.list_methods(fresh.id)):

@@ -52,6 +52,7 @@ from ...gateways.phone.base import MAX_EXTENSION_DIGITS
 from ...phone import PhoneNumberError, parse_phone, phone_from_e164
 from ...secretbox import SecretBox
 from ...services.audit import AuditLog
+from ...services.passwords import Passwords
 from ...services.fraud import FraudReports
 from ...services.phone_limits import PhoneSendGuard, mask_for_audit
 from ...store import MethodRecord, Store, UserRecord
@@ -79,6 +80,16 @@ class VoiceSettings:
     language: str = "en-US"
     voice: str | None = None
     call_timeout: int = 30
+    #: ``[phone] public_url``: where the provider reaches us (the script and callback URLs, and the URL the
+    #: provider's signature covers); the console gateway may go without
+    public_url: str | None = None
+    #: ``[methods.voice] pin``: the caller enters a PIN chosen at enrollment, then ``#``
+    pin: bool = False
+
+
+PIN_FIELD = EnrollField("pin", "PIN for calls", "password", "new-password",
+                        "4 to 10 digits. You type it on the phone's keypad on every call, then the pound key (#).",
+                        10)
 
 
 def token_digest(token: str) -> str:
@@ -114,17 +125,34 @@ class PhoneCallFactor:
     )
 
     def __init__(self, store: Store, box: SecretBox, gateway: PhoneGateway, guard: PhoneSendGuard, audit: AuditLog,
-                 fraud: FraudReports, phone: PhoneConfig, settings: VoiceSettings) -> None:
+                 fraud: FraudReports, phone: PhoneConfig, settings: VoiceSettings, passwords: Passwords) -> None:
         self.store, self.box, self.gateway, self.guard, self.audit = store, box, gateway, guard, audit
-        self.fraud, self.phone, self.settings = fraud, phone, settings
+        self.fraud, self.phone, self.settings, self.passwords = fraud, phone, settings, passwords
+        if settings.pin:
+            self.enroll_fields = (*type(self).enroll_fields, PIN_FIELD)
 
     # -- numbers ---------------------------------------------------------------------------------------------
-    def destination(self, method: MethodRecord) -> tuple[str, str | None]:
-        """(E.164 number, extension or None) of a method."""
+    def _detail(self, method: MethodRecord) -> dict[str, object]:
         if method.detail is None:
             raise ValueError(f"phone-call method {method.id} has no number")
         data = json.loads(self.box.decrypt(method.detail))
+        assert isinstance(data, dict)
+        return data
+
+    def destination(self, method: MethodRecord) -> tuple[str, str | None]:
+        """(E.164 number, extension or None) of a method."""
+        data = self._detail(method)
         return str(data["e164"]), (str(data["extension"]) if data.get("extension") else None)
+
+    def _pin_hash(self, method_id: int) -> str | None:
+        method = self.store.get_method(method_id)
+        value = self._detail(method).get("pin") if method is not None else None
+        return value if isinstance(value, str) else None
+
+    def _origin(self, fallback: str) -> str:
+        """Where the provider reaches us: ``[phone] public_url`` (never a request's Host header); only the console
+        gateway, which calls nobody, may use ``fallback``."""
+        return self.settings.public_url or fallback
 
     def masked(self, method: MethodRecord) -> str:
         e164, extension = self.destination(method)
@@ -138,8 +166,8 @@ class PhoneCallFactor:
               purpose: SendPurpose) -> None:
         """Count the call against the caps, record it, then ask the gateway to place it."""
         e164, extension = self.destination(method)
-        if not ctx.origin and self.gateway.kind != "console":
-            raise GatewayUnavailable("no public address to give the provider for the call's script")
+        if not self.settings.public_url and self.gateway.kind != "console":
+            raise GatewayUnavailable("[phone] public_url is not set: no address to give the provider for the call")
         refusal = self.guard.reserve(user, e164, phone_from_e164(e164).region, "call", purpose,
                                      now=ctx.now, client_ip=ctx.client_ip, user_agent=ctx.user_agent)
         if refusal is not None:
@@ -147,7 +175,7 @@ class PhoneCallFactor:
         token = secrets.token_urlsafe(32)
         call_id = self.store.add_call(user.id, method.id, attempt_id, token_digest(token), now=ctx.now,
                                       expires_at=ctx.now + self.settings.call_timeout + ANSWER_GRACE)
-        origin = ctx.origin or "http://localhost"
+        origin = self._origin(ctx.origin or "http://localhost")
         reference = reference_of(call_id)
         audit = {"channel": "call", "purpose": purpose, "number": mask_for_audit(e164), "reference": reference}
         try:
@@ -197,17 +225,26 @@ class PhoneCallFactor:
                                           and len(extension) <= MAX_EXTENSION_DIGITS):
             raise EnrollError(f"An extension is 1 to {MAX_EXTENSION_DIGITS} digits, nothing else. Leave it empty "
                               "if the number reaches you directly.")
+        data: dict[str, object] = {"e164": phone.e164, "extension": extension}
+        if self.settings.pin:
+            pin = (inputs.get("pin") or "").strip()
+            if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 10):
+                raise EnrollError("Choose a PIN of 4 to 10 digits (numbers only): you type it on the phone's keypad.")
+            if len(set(pin)) == 1 or pin in "01234567890" or pin in "09876543210":
+                raise EnrollError("That PIN is too easy to guess (repeated or consecutive digits). Choose another.")
+            data["pin"] = self.passwords.hash(pin)
         self.store.delete_methods(user.id, unconfirmed_only=True)  # one enrollment in flight per user
-        detail = self.box.encrypt(json.dumps({"e164": phone.e164, "extension": extension}))
+        detail = self.box.encrypt(json.dumps(data))
         method_id = self.store.add_method(user.id, self.kind, f"Phone {phone.masked}", None, now=ctx.now,
                                           detail=detail)
         method = self.store.get_method(method_id)
         assert method is not None
         self._call(user, method, ctx, self._attempt(method, ctx), "enroll")
-        return EnrollmentView(method_id=method_id, fields={"phone": self.masked(method)})
+        return self.enroll_view(user, method, ctx)
 
     def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
-        return EnrollmentView(method_id=method.id, fields={"phone": self.masked(method)})
+        return EnrollmentView(method_id=method.id, fields={"phone": self.masked(method),
+                                                           **({"pin": "1"} if self.settings.pin else {})})
 
     def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
                       ctx: FactorContext) -> Verification:
@@ -229,7 +266,8 @@ class PhoneCallFactor:
         status = self.status_of(self.store.call_of_attempt(method.id, ctx.attempt_id), ctx.now) \
             if ctx.attempt_id else STATUS_FAILED
         return Prompt(Interaction.OUT_OF_BAND, f"We're calling {self.masked(method)}.",
-                      {"status": status, "poll": f"{self.settings.prefix}/voice/status.json", "interval": "2000"})
+                      {"status": status, "poll": f"{self.settings.prefix}/voice/status.json", "interval": "2000",
+                       **({"pin": "1"} if self.settings.pin else {})})
 
     def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
                ctx: FactorContext) -> Verification:
@@ -264,19 +302,25 @@ class PhoneCallFactor:
                 user_agent: str | None) -> str:
         """Settle a call with the digits pressed before ``#``; returns the words to say (nothing changes when the
         call was answered already or has expired)."""
-        if digits == "":
-            status = STATUS_APPROVED
-        elif digits == FRAUD_CODE and self.fraud.settings.allow_users_to_report:
-            status = STATUS_FRAUD
+        digits = digits.strip().rstrip("#")  # providers may or may not include the finishing key
+        pin_hash = self._pin_hash(call.method_id) if self.settings.pin else None
+        if digits == FRAUD_CODE:
+            status = STATUS_FRAUD if self.fraud.settings.allow_users_to_report else STATUS_FAILED
+        elif self.settings.pin:
+            # PIN mode: the PIN, then #. A method set up before PIN mode was turned on has no PIN: it fails
+            # until the user sets the number up again (never a pass without the PIN).
+            status = STATUS_APPROVED if (digits and pin_hash is not None
+                                         and self.passwords.verify(pin_hash, digits)) else STATUS_FAILED
         else:
-            status = STATUS_FAILED
+            status = STATUS_APPROVED if digits == "" else STATUS_FAILED
         if not self.store.settle_call(call.id, status, now=now):
             return "This call has already been answered, or it has expired. Goodbye."
         user = self.store.get_user_by_id(call.user_id)
         name = user.username if user is not None else None
         self.audit.write("phone", "call_" + status, now=now, actor=name or "anonymous", username=name,
                          client_ip=client_ip, user_agent=user_agent, reference=reference_of(call.id))
-        if status == STATUS_FRAUD and user is not None:
+        if digits == FRAUD_CODE and user is not None:
+            # Also when reporting is off: the report service writes the refused row and says so.
             outcome = self.fraud.report(user, self.kind, now=now, client_ip=client_ip, user_agent=user_agent,
                                         reference=f"voice:{call.id}")
             return outcome.message
@@ -287,7 +331,10 @@ class PhoneCallFactor:
     # -- routes --------------------------------------------------------------------------------------------------
     def _signed(self, request: Request, now: float) -> bool:
         """True if the provider signed this request (see the module docstring's trust model)."""
-        url = request.base_url + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
+        # The URL the provider requested, as it knows it: the configured public address plus the path (a Host
+        # header is the client's word and never decides what the signature must cover).
+        base = (self.settings.public_url + request.path) if self.settings.public_url else request.base_url
+        url = base + (f"?{request.query_string.decode('latin-1')}" if request.query_string else "")
         if self.phone.gateway == "twilio" and self.phone.auth_token:
             return check_twilio_signature(self.phone.auth_token, url, request.form.to_dict(flat=False),
                                           request.headers.get("X-Twilio-Signature"))
@@ -343,10 +390,11 @@ class PhoneCallFactor:
             return self._say("This call has already been answered, or it has expired. Goodbye.")
         if route == "script":
             site = rctx.factor_context.site_name or "your sign-in service"
-            prompt = (f"This is {site}. To approve your sign-in, press the pound key. "
-                      f"To report fraud, press {FRAUD_CODE} then pound.")
+            approve = ("enter your PIN, then press the pound key" if self.settings.pin else "press the pound key")
+            prompt = (f"This is {site}. To approve your sign-in, {approve}. "
+                      f"If you did not try to sign in, press {FRAUD_CODE} then pound to report fraud.")
             return self._twiml(twiml_gather(
-                prompt, self._url(request.host_url, "answer", token), language=self.phone.language,
+                prompt, self._url(self._origin(request.host_url), "answer", token), language=self.phone.language,
                 voice=self.phone.voice, finish_on_key="#", timeout=GATHER_TIMEOUT,
                 no_input_text="We didn't get an answer. Goodbye."))
         digits = self._field(request, "Digits", "digits")

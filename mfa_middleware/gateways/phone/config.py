@@ -74,6 +74,9 @@ class PhoneConfig:
     language: str = "en-US"
     voice: str | None = None
     call_timeout: int = 30  # seconds of ringing
+    #: the address the provider reaches this server at (``https://mfa.example.com``): the phone-call method's
+    #: script and callback URLs are built from it, never from a request's Host header
+    public_url: str | None = None
     timeout: float = 10.0  # HTTP, per network step
     account_sid: str | None = None
     auth_token: str | None = field(default=None, repr=False)
@@ -128,8 +131,14 @@ def phone_config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if not MIN_RING_SECONDS <= ring <= MAX_RING_SECONDS or ring != int(ring):
         raise base_config.ConfigError(f"{r.key('call_timeout')}: must be whole seconds between "
                                       f"{MIN_RING_SECONDS}s and 10m, got {ring:g} s")
+    public_url = _https_url(r, "public_url", None).rstrip("/") if "public_url" in data else None
+    if public_url is not None and urlsplit(public_url).path not in ("", "/") or (
+            public_url is not None and (urlsplit(public_url).query or urlsplit(public_url).fragment)):
+        raise base_config.ConfigError(f"{r.key('public_url')}: must be an origin such as "
+                                      f"\"https://mfa.example.com\" (no path), got {public_url!r}")
     common: dict[str, Any] = {"allowed_countries": allowed, "default_region": default_region,
-                              "language": language, "voice": voice, "call_timeout": int(ring)}
+                              "language": language, "voice": voice, "call_timeout": int(ring),
+                              "public_url": public_url}
 
     if gateway == "console":
         config = PhoneConfig(gateway="console", outbox_size=r.integer("outbox_size", DEFAULT_OUTBOX_SIZE, 1, 1000),
