@@ -42,6 +42,8 @@ from .services.signin import SignIn
 from .store import Store
 
 _T = TypeVar("_T")
+#: how long counted phone sends are kept (the longest cap looks back a day)
+PHONE_SENDS_KEPT = 2 * 86400
 
 
 class Runtime:
@@ -56,8 +58,10 @@ class Runtime:
         self.policy = Policy.from_config(config)
         self.trusted_proxies: tuple[IPNetwork, ...] = parse_networks(config.trusted_proxies)
         s = config.session
-        self.revocations = RevocationCache(self.store, interval=s.revocation_interval,
-                                           horizon=s.absolute_timeout + 60)
+        self.revocations = RevocationCache(
+            self.store, interval=s.revocation_interval, horizon=s.absolute_timeout + 60,
+            # phone sends are counted over a day at most: older rows only take space
+            housekeeping=(lambda now: self.store.prune_phone_sends(now - PHONE_SENDS_KEPT),))
         self.decision_settings = DecisionSettings(
             prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
             refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)

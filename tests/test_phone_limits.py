@@ -282,3 +282,24 @@ def test_parse_errors_name_the_file_and_key(table: dict[str, Any], message: str)
 def test_the_key_secret_must_be_long_enough(store: Store) -> None:
     with pytest.raises(ValueError, match="at least 16 bytes"):
         PhoneSendGuard(store, AuditLog(store), b"short")
+
+
+def test_old_sends_are_pruned_hourly_by_the_runtime(sqlite_url: str) -> None:
+    """The runtime's hourly housekeeping deletes counted sends older than two days (no cap looks back further);
+    younger ones stay and still count."""
+    from mfa_middleware.runtime import PHONE_SENDS_KEPT, Runtime
+    from tests.support.mfa import FAST_HASHER, Clock, make_config
+
+    clock = Clock(START)
+    rt = Runtime(make_config(sqlite_url), clock=clock, password_hasher=FAST_HASHER)
+    rt.store.upgrade()
+    try:
+        user = rt.accounts.add("alice", actor="test", password="pw-alice-1")
+        old = START - PHONE_SENDS_KEPT - 10
+        assert rt.phone_guard.reserve(user, "+447400123456", "GB", "text", "sign_in", now=old) is None
+        assert rt.phone_guard.reserve(user, "+447400123456", "GB", "text", "sign_in", now=START - 60) is None
+        assert rt.store.count_phone_sends(since=0, user_id=user.id) == 2
+        rt.revocations.refresh(START)
+        assert rt.store.count_phone_sends(since=0, user_id=user.id) == 1
+    finally:
+        rt.close()

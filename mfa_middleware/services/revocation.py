@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import MappingProxyType
 
 from ..core.decision import RevocationView
@@ -43,8 +44,12 @@ MAX_GAPS = 10_000
 
 
 class RevocationCache:
-    def __init__(self, store: Store, *, interval: float, horizon: float) -> None:
+    def __init__(self, store: Store, *, interval: float, horizon: float,
+                 housekeeping: tuple[Callable[[float], object], ...] = ()) -> None:
         self.store = store
+        #: other hourly clean-ups that ride on this refresh (each gets ``now``; a store error skips it until the
+        #: next hour), such as deleting phone sends older than the longest send cap
+        self.housekeeping = housekeeping
         self.interval = interval
         self.horizon = horizon  # revocations older than the absolute session timeout cannot matter
         # Held by the background refresh while it runs (acquired by the request that starts it, released by
@@ -120,10 +125,11 @@ class RevocationCache:
         """Delete rows older than the longest session (they cannot end anything any more), hourly."""
         if now - self._pruned_at > PRUNE_EVERY:
             self._pruned_at = now
-            try:
-                self.store.prune_revocations(now - self.horizon)
-            except StoreUnavailable:
-                pass
+            for prune in (lambda at: self.store.prune_revocations(at - self.horizon), *self.housekeeping):
+                try:
+                    prune(now)
+                except StoreUnavailable:
+                    pass
 
     def _fetch(self, now: float) -> bool:
         try:
