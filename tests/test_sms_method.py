@@ -189,3 +189,20 @@ def test_wrong_provider_credentials_send_nothing(sqlite_url: str, clock: Clock, 
 def test_phone_config_errors_name_the_key(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config("sqlite://", **overrides)
+
+
+def test_two_methods_asking_for_a_phone_keep_their_own_inputs(sqlite_url: str, clock: Clock) -> None:
+    """The choice page lists every method's fields in one form: each input is named ``<kind>.<field>``, so the
+    number typed for the phone call is not lost behind the text message's empty field of the same name."""
+    mw = make_middleware(sqlite_url, clock, methods={"enabled": ["totp", "sms", "voice"]},
+                         phone={"gateway": "console", "allowed_countries": ["GB"]})
+    mw.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+    browser = Browser(mw)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/enroll")
+    assert 'name="sms.phone"' in page.text and 'name="voice.phone"' in page.text
+    started = browser.post("/_mfa/enroll", {"action": "start", "method": "voice", "sms.phone": "",
+                                            "voice.phone": "+44 20 7946 0958", "csrf_token": csrf_of(page.text)})
+    assert started.status_code == 303, started.text
+    assert "+44 •• •••• 0958" in browser.get("/_mfa/enroll").text
+    mw.runtime.close()

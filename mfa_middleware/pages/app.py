@@ -33,7 +33,7 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, Interaction, TooSoon
+from ..factors import Access, EnrollError, EnrollmentView, Factor, FactorContext, FactorRoute, Interaction, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..gateways.phone import ConsolePhoneGateway
 from ..runtime import Runtime
@@ -74,6 +74,15 @@ class PageContext:
 
     def cookie(self, name: str) -> str | None:
         return read_cookie(self.request.headers.get("Cookie", ""), name)
+
+
+def enroll_inputs(request: Request, factor: Factor) -> dict[str, str]:
+    """What the user entered for ``factor``'s enrollment fields. The choice page lists every method's fields in
+    one form, so each input is named ``<kind>.<field>`` (two methods may both ask for a ``phone``); a client
+    posting the bare field name (a script) is understood too."""
+    form = request.form
+    return {f.name: form.get(f"{factor.kind}.{f.name}", form.get(f.name, ""))[:f.max_length]
+            for f in factor.enroll_fields}
 
 
 class FactorRequest:
@@ -639,7 +648,7 @@ class PagesApp:
                 factor = self.rt.factors.get(kind)
                 if factor is None or not factor.standalone:
                     return self.enroll_choice(ctx, user, csrf, "Choose one of the methods listed.", status=400)
-                inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+                inputs = enroll_inputs(ctx.request, factor)
                 try:
                     view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs,
                                                        attempt_id=pending.sid)
@@ -931,7 +940,7 @@ class PagesApp:
             factor = self.rt.factors.get(kind)
             if factor is None or not factor.standalone:
                 return choice("Choose one of the methods listed.", 400)
-            inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+            inputs = enroll_inputs(ctx.request, factor)
             try:
                 view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs, attempt_id=session.sid,
                                                    first_method_only=False)
