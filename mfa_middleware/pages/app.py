@@ -33,7 +33,7 @@ from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
 from ..primary.remote_user import remote_user_from_environ
-from ..factors import Access, EnrollError, EnrollmentView, FactorContext, FactorRoute, Interaction, TooSoon
+from ..factors import Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..gateways.phone import ConsolePhoneGateway
 from ..runtime import Runtime
@@ -60,6 +60,17 @@ MAX_FORM_BYTES = 16 * 1024
 OUTBOX_BINDING = "dev-outbox-keypad"
 #: how recent a second factor must be for changes to the account's methods (seconds)
 FRESH_MFA = 10 * 60
+
+
+def enroll_inputs(request: Request, kind: str, fields: Iterable[EnrollField]) -> dict[str, str]:
+    """The inputs the chosen method asks for, from the form that lists every method's fields.
+
+    Two methods may ask for a field of the same name (a text message and a phone call both ask for ``phone``), so
+    the form names such an input ``<kind>-<name>`` (a browser posts every input of the form, and only the chosen
+    method's count); a plain ``<name>`` is read when there is none, for unshared fields and for clients that post
+    the one field alone."""
+    form = request.form
+    return {f.name: form.get(f"{kind}-{f.name}", form.get(f.name, ""))[:f.max_length] for f in fields}
 
 
 @dataclass
@@ -639,7 +650,7 @@ class PagesApp:
                 factor = self.rt.factors.get(kind)
                 if factor is None or not factor.standalone:
                     return self.enroll_choice(ctx, user, csrf, "Choose one of the methods listed.", status=400)
-                inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+                inputs = enroll_inputs(ctx.request, kind, factor.enroll_fields)
                 try:
                     view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs,
                                                        attempt_id=pending.sid)
@@ -931,7 +942,7 @@ class PagesApp:
             factor = self.rt.factors.get(kind)
             if factor is None or not factor.standalone:
                 return choice("Choose one of the methods listed.", 400)
-            inputs = {f.name: ctx.request.form.get(f.name, "")[:f.max_length] for f in factor.enroll_fields}
+            inputs = enroll_inputs(ctx.request, kind, factor.enroll_fields)
             try:
                 view = self.rt.signin.enroll_begin(user, kind, ctx.client, ctx.now, inputs, attempt_id=session.sid,
                                                    first_method_only=False)
