@@ -104,11 +104,15 @@ def test_the_resend_before_30_seconds_is_refused_and_allowed_after(guard: PhoneS
     assert text(guard, alice, START + 30) is None
 
 
-def test_the_interval_is_per_purpose_and_counts_calls_too(guard: PhoneSendGuard, alice: UserRecord) -> None:
+def test_the_interval_is_per_purpose_and_per_channel(guard: PhoneSendGuard, alice: UserRecord) -> None:
     assert guard.reserve(alice, NUMBER, "GB", "call", "sign_in", now=START) is None
-    refused = text(guard, alice, START + 1)
+    refused = guard.reserve(alice, NUMBER, "GB", "call", "sign_in", now=START + 1)
     assert refused is not None and refused.limit == "min_interval"
-    assert text(guard, alice, START + 1, purpose="enroll") is None  # proving a number is another purpose
+    # A text right after the call is "Sign in another way", not a resend; it still counts for the caps.
+    assert text(guard, alice, START + 1) is None
+    assert text(guard, alice, START + 2, purpose="enroll") is None  # proving a number is another purpose
+    refused = text(guard, alice, START + 3)
+    assert refused is not None and refused.limit == "min_interval"
 
 
 def test_the_number_cap_holds_across_users(store: Store, guard: PhoneSendGuard) -> None:

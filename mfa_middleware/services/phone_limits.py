@@ -11,9 +11,10 @@ Rules:
   the gateway refused or timed out on may still have reached the provider, and an attacker who makes sends fail
   must not get free retries.
 - **Caps** (:class:`SendLimits`, all configurable; 0 = no cap for the ``per_*`` caps): a minimum interval between
-  two sends to the same user for the same purpose (default 30 s: "Send again" waits), and sliding-hour and
-  sliding-day caps per user (5/20), per number (5/20, across users) and per country of the number (200/1000,
-  across users: pumping attacks pick premium-rate countries).
+  two sends to the same user for the same purpose on the same channel (default 30 s: "Send again" waits; a
+  call right after a text is not a resend), and sliding-hour and sliding-day caps, over both channels, per user
+  (5/20), per number (5/20, across users) and per country of the number (200/1000, across users: pumping attacks
+  pick premium-rate countries).
 - **No phone number in the table, the audit log or a log line.** The table keys numbers by HMAC-SHA256 of the
   E.164 form under ``number_key_secret`` (a key kept outside the database, stable across restarts: another key
   starts every number's count afresh); audit rows carry a masked form (``+•••••••••89``) at most.

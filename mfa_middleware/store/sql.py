@@ -210,7 +210,9 @@ DAY = 86400.0
 class SendLimits:
     """Caps on texts and calls, against SMS pumping and toll fraud (:meth:`Store.reserve_phone_send`).
 
-    ``min_interval``: seconds between two sends to the same user for the same purpose ("Send again" waits), across
+    ``min_interval``: seconds between two sends to the same user for the same purpose on the same channel ("Send
+    again" waits): a text after a text, a call after a call. A call right after a text (the person chose "Sign in
+    another way", or adds an office phone after a mobile) is not a resend; the hourly and daily caps count both
     channels. The ``per_*`` caps count sends in a sliding hour or day, per user, per number (its keyed digest) and
     per country of the number, whoever the user; 0 means no cap. Every send counts, whether the gateway accepted
     it or not. Parsed from the configuration by
@@ -1362,12 +1364,12 @@ class Store:
                            purpose: SendPurpose, *, now: float, limits: SendLimits) -> SendRefusal | None:
         """Count one text or call, unless a cap refuses it; atomic across threads, processes and servers.
 
-        Checks, at ``now``: the last send to the user for the same ``purpose`` at least ``limits.min_interval``
-        ago; fewer than the user's, the number's and the country's hourly and daily caps within the sliding hour
-        and day (``at > now - window``). If all pass, the send is inserted and ``None`` returned; otherwise
-        nothing is written and the :class:`SendRefusal` whose ``retry_after`` is longest is returned (asking
-        earlier would be refused again). ``number_key`` is the keyed digest of the number, never the number;
-        ``user_id`` must be an existing user.
+        Checks, at ``now``: the last send to the user for the same ``purpose`` and ``channel`` at least
+        ``limits.min_interval`` ago; fewer than the user's, the number's and the country's hourly and daily caps
+        (both channels) within the sliding hour and day (``at > now - window``). If all pass, the send is inserted
+        and ``None`` returned; otherwise nothing is written and the :class:`SendRefusal` whose ``retry_after`` is
+        longest is returned (asking earlier would be refused again). ``number_key`` is the keyed digest of the
+        number, never the number; ``user_id`` must be an existing user.
         """
         if channel not in PHONE_CHANNELS:
             raise ValueError(f"channel must be one of {', '.join(PHONE_CHANNELS)}, not {channel!r}")
@@ -1392,7 +1394,8 @@ class Store:
             refusals: list[SendRefusal] = []
             if limits.min_interval > 0:
                 last = c.execute(select(func.max(t.c.at)).where(
-                    t.c.user_id == user_id, t.c.purpose == purpose, t.c.at > now - limits.min_interval)).scalar()
+                    t.c.user_id == user_id, t.c.purpose == purpose, t.c.channel == channel,
+                    t.c.at > now - limits.min_interval)).scalar()
                 if last is not None:
                     refusals.append(SendRefusal("min_interval", float(last) + limits.min_interval - now))
             for name, where, cap, window in caps:

@@ -1,4 +1,6 @@
-// Polls the attempt's call status every interval and submits the verify form once it is no longer pending.
+// Polls the attempt's call status every interval and submits the verify form once it is no longer pending, or
+// once the sign-in cannot wait here any longer (a 4xx or a redirect: ended, blocked, locked; the form's answer
+// says why). A network or server error is retried.
 (function () {
   "use strict";
   var wait = document.getElementById("voice-wait");
@@ -10,7 +12,10 @@
   function poll() {
     if (done) { return; }
     fetch(url, {credentials: "same-origin", cache: "no-store", headers: {"Accept": "application/json"}})
-      .then(function (r) { return r.ok ? r.json() : {status: "pending"}; })
+      .then(function (r) {
+        if (r.ok && !r.redirected) { return r.json(); }
+        return (r.redirected || (r.status >= 400 && r.status < 500)) ? {status: "ended"} : {status: "pending"};
+      })
       .then(function (data) {
         if (data.status && data.status !== "pending") { done = true; form.submit(); }
         else { setTimeout(poll, interval); }
