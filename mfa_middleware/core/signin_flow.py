@@ -8,8 +8,9 @@ Rules:
    user enrolled, before a password change) therefore cannot steer the sign-in anywhere the current record does
    not allow.
 2. ``STAGE_RULES`` is read top to bottom; the first row whose condition holds gives the stage. A user who is
-   gone, or whose sign-ins were revoked after this one passed its primary step (password change, "revoke
-   sessions", re-registration, block, delete), ends the sign-in; a blocked or locked user goes no further.
+   gone ends the sign-in; a blocked user goes no further (and is told so, also when the block revoked the
+   sign-in, as a fraud report does); a sign-in revoked after it passed its primary step (password change,
+   "revoke sessions", re-registration, delete) ends; a locked user goes no further.
 3. Enrollment is possible only while the user has no confirmed method. A user with a method is asked for it,
    whatever their state: an MFA-exempt (``disabled``) user who meets a rule that refuses exemptions is asked for
    the method they have, not offered a new one. Adding a method to an account that has one happens from a full
@@ -66,8 +67,8 @@ MISSING = UserFacts(exists=False, state="enabled", confirmed_methods=0, blocked=
 #: (condition, stage): the first row that holds decides. ``exempt_ok`` is whether the target allows exemption.
 STAGE_RULES: tuple[tuple[Callable[[UserFacts, bool], bool], Stage], ...] = (
     (lambda f, exempt_ok: not f.exists, Stage.ENDED),
-    (lambda f, exempt_ok: f.revoked or f.expired, Stage.ENDED),
     (lambda f, exempt_ok: f.blocked, Stage.BLOCKED),
+    (lambda f, exempt_ok: f.revoked or f.expired, Stage.ENDED),
     (lambda f, exempt_ok: f.locked, Stage.LOCKED),
     (lambda f, exempt_ok: exempt_ok and f.state == "disabled", Stage.EXEMPT),
     (lambda f, exempt_ok: f.confirmed_methods > 0, Stage.VERIFY),

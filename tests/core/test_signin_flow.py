@@ -17,7 +17,7 @@ NEW = replace(ENROLLED, state="enabled", confirmed_methods=0)
     pytest.param(MISSING, True, Stage.ENDED, id="user-gone"),
     pytest.param(replace(ENROLLED, revoked=True), False, Stage.ENDED, id="revoked-since-primary"),
     pytest.param(replace(ENROLLED, expired=True), False, Stage.ENDED, id="expired"),
-    pytest.param(replace(ENROLLED, revoked=True, blocked=True), False, Stage.ENDED, id="revoked-beats-blocked"),
+    pytest.param(replace(ENROLLED, revoked=True, blocked=True), False, Stage.BLOCKED, id="blocked-beats-revoked"),
     pytest.param(replace(ENROLLED, blocked=True, locked=True), False, Stage.BLOCKED, id="blocked-beats-locked"),
     pytest.param(replace(ENROLLED, locked=True), False, Stage.LOCKED, id="locked"),
     pytest.param(replace(NEW, state="disabled", locked=True), True, Stage.LOCKED, id="locked-exempt-user"),
