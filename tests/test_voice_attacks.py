@@ -1,0 +1,453 @@
+"""The attacker's tests of the phone-call method.
+
+- The call store methods on SQLite and PostgreSQL: a call's status moves once from ``pending`` (and never after
+  it expired), twenty concurrent settles have one winner, twenty concurrent checks of an approved call accept it
+  once.
+- Through a real socket, against the local server that speaks the provider's API (``tests/support/
+  twilio_provider.py``) and the local webhook receiver (``tests/support/webhook_receiver.py``): twenty concurrent
+  answers approve once; a spoofed Host or ``X-Forwarded-Host`` never decides the call's URLs nor what the
+  provider's signature must cover; the webhook gateway's answers are believed only when signed, fresh and first;
+  PIN mode; reporting switched off; status callbacks; huge and malformed input on every route; the poll route
+  without a sign-in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from mfa_middleware import MFAMiddleware
+from mfa_middleware.factors import FactorContext, Outcome
+from mfa_middleware.factors.voice import PhoneCallFactor
+from mfa_middleware.runtime import Runtime
+from mfa_middleware.services.signin import Client
+from mfa_middleware.store import MethodRecord, UserRecord
+from mfa_middleware.store.schema import calls
+from tests.support.mfa import FAST_HASHER, START, Browser, Clock, csrf_of, make_config, make_middleware
+from tests.support.servers import serve_wsgi
+from tests.support.twilio_provider import TwilioProvider, reference_signature, twilio_provider
+from tests.support.webhook_receiver import WebhookReceiver, reference_sign, webhook_receiver
+
+PASSWORD = "correct horse battery"
+OFFICE = "+44 20 7946 0958"
+WEBHOOK_SECRET = "s" * 40
+CLIENT = Client("192.0.2.10", "voice-attacks")
+RACE = 20
+
+
+# -- the store's call methods, on SQLite and PostgreSQL ------------------------------------------------------------
+@pytest.fixture
+def world(database_url: str) -> Iterator[tuple[Runtime, Clock, UserRecord, MethodRecord]]:
+    """A runtime with the phone-call method (console gateway) and bob's confirmed phone-call method."""
+    clock = Clock(START)
+    rt = Runtime(make_config(database_url, methods={"enabled": ["voice", "totp"]},
+                             phone={"gateway": "console", "allowed_countries": ["GB"]}),
+                 clock=clock, password_hasher=FAST_HASHER)
+    rt.store.upgrade()
+    user = rt.accounts.add("bob", actor="test", password=PASSWORD)
+    detail = rt.box.encrypt(json.dumps({"e164": "+442079460958", "extension": None}))
+    method_id = rt.store.add_method(user.id, "voice", "Phone", None, now=clock.now, confirmed=True, detail=detail)
+    method = rt.store.get_method(method_id)
+    assert method is not None
+    yield rt, clock, user, method
+    rt.close()
+
+
+def new_call(rt: Runtime, clock: Clock, user: UserRecord, method: MethodRecord, attempt: str = "a1",
+             token: str = "t1", ttl: float = 150) -> int:
+    return rt.store.add_call(user.id, method.id, attempt, token, now=clock.now, expires_at=clock.now + ttl)
+
+
+def race(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run ``work(i)`` in ``count`` threads released together; the results in thread order."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_a_call_settles_once_and_is_used_once(world: tuple[Runtime, Clock, UserRecord, MethodRecord]) -> None:
+    rt, clock, user, method = world
+    first = new_call(rt, clock, user, method, token="t1")
+    newest = new_call(rt, clock, user, method, token="t2")
+    found = rt.store.call_of_attempt(method.id, "a1")
+    assert found is not None and found.id == newest  # the newest call of the attempt
+    assert rt.store.call_of_attempt(method.id, "another") is None
+    assert rt.store.call_by_token("t1") is not None and rt.store.call_by_token("t1").id == first  # type: ignore[union-attr]
+    assert rt.store.call_by_token("unknown") is None
+    assert rt.store.settle_call(first, "approved", now=clock.now)
+    for status in ("approved", "fraud", "failed"):
+        assert not rt.store.settle_call(first, status, now=clock.now)
+    call = rt.store.call_by_token("t1")
+    assert call is not None and call.status == "approved" and call.answered_at == clock.now
+    assert rt.store.use_call(first) and not rt.store.use_call(first)
+    assert not rt.store.settle_call(first, "failed", now=clock.now)
+    assert rt.store.call_by_token("t1").status == "used"  # type: ignore[union-attr]
+    assert not rt.store.use_call(newest)  # a pending call is not an approval
+    with pytest.raises(ValueError):
+        rt.store.settle_call(newest, "used", now=clock.now)
+    with pytest.raises(ValueError):
+        rt.store.settle_call(newest, "pending", now=clock.now)
+
+
+@pytest.mark.parametrize("late", [pytest.param(0, id="at-expiry"), pytest.param(1, id="after-expiry")])
+def test_a_settle_after_expiry_changes_nothing(world: tuple[Runtime, Clock, UserRecord, MethodRecord],
+                                               late: float) -> None:
+    rt, clock, user, method = world
+    call_id = new_call(rt, clock, user, method, ttl=150)
+    for status in ("approved", "fraud", "failed"):
+        assert not rt.store.settle_call(call_id, status, now=clock.now + 150 + late)
+    call = rt.store.call_by_token("t1")
+    assert call is not None and call.status == "pending" and call.answered_at is None
+    factor = rt.factors.get("voice")
+    assert isinstance(factor, PhoneCallFactor)
+    clock.advance(150 + late)
+    assert factor.status_of(call, clock.now) == "failed"
+    ctx = rt.signin.context(CLIENT, clock.now, "a1")
+    assert factor.verify(user, method, {}, ctx).outcome is Outcome.REJECTED
+
+
+def test_twenty_concurrent_settles_have_one_winner(world: tuple[Runtime, Clock, UserRecord, MethodRecord]) -> None:
+    rt, clock, user, method = world
+    call_id = new_call(rt, clock, user, method)
+    statuses = [("approved", "fraud", "failed")[i % 3] for i in range(RACE)]
+    won = race(RACE, lambda i: rt.store.settle_call(call_id, statuses[i], now=clock.now))
+    assert won.count(True) == 1
+    call = rt.store.call_by_token("t1")
+    assert call is not None and call.status == statuses[won.index(True)]
+
+
+def test_twenty_concurrent_checks_of_an_approved_call_accept_once(
+        world: tuple[Runtime, Clock, UserRecord, MethodRecord]) -> None:
+    rt, clock, user, method = world
+    call_id = new_call(rt, clock, user, method)
+    assert rt.store.settle_call(call_id, "approved", now=clock.now)
+    factor = rt.factors.get("voice")
+    assert factor is not None
+    outcomes = race(RACE, lambda i: factor.verify(user, method, {}, FactorContext(
+        now=clock.now, client_ip=f"192.0.2.{i + 20}", user_agent="race", attempt_id="a1")).outcome)
+    assert outcomes.count(Outcome.ACCEPTED) == 1
+    assert outcomes.count(Outcome.REPLAYED) == RACE - 1
+    assert rt.store.call_by_token("t1").status == "used"  # type: ignore[union-attr]
+    # Through the sign-in service too: the approval is gone, nothing else accepts.
+    assert not rt.signin.verify(user, {}, CLIENT, clock.now, method_id=method.id, attempt_id="a1").accepted
+
+
+# -- through the pages, served on a real socket ----------------------------------------------------------------------
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def provider() -> Iterator[TwilioProvider]:
+    with twilio_provider() as server:
+        yield server
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    with webhook_receiver(WEBHOOK_SECRET.encode()) as server:
+        yield server
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[dict[str, Any], str]]:
+    """A real server whose app is set once the middleware exists: its address is the configured public_url."""
+    holder: dict[str, Any] = {}
+    with serve_wsgi(lambda environ, start: holder["app"](environ, start), host="localhost") as url:
+        yield holder, url
+
+
+def twilio_table(provider: TwilioProvider, public_url: str) -> dict[str, object]:
+    return {"gateway": "twilio", "account_sid": provider.account_sid, "auth_token": provider.auth_token,
+            "from_number": "+15005550006", "base_url": provider.base_url, "allowed_countries": ["GB"],
+            "timeout": "3s", "public_url": public_url}
+
+
+Build = Callable[..., MFAMiddleware]
+
+
+@pytest.fixture
+def build(sqlite_url: str, clock: Clock, provider: TwilioProvider,
+          served: tuple[dict[str, Any], str]) -> Iterator[Build]:
+    """Make the middleware once per test (overrides as for ``make_config``; the Twilio-compatible gateway at the
+    served address unless ``phone`` says otherwise), with bob, and serve it."""
+    holder, url = served
+    made: list[MFAMiddleware] = []
+
+    def make(**overrides: Any) -> MFAMiddleware:
+        overrides.setdefault("methods", {"enabled": ["voice", "totp"]})
+        overrides.setdefault("phone", twilio_table(provider, url))
+        m = make_middleware(sqlite_url, clock, **overrides)
+        m.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+        holder["app"] = m
+        made.append(m)
+        return m
+
+    yield make
+    for m in made:
+        m.runtime.close()
+
+
+@pytest.fixture
+def base(served: tuple[dict[str, Any], str]) -> str:
+    return served[1]
+
+
+def last_call(provider: TwilioProvider) -> str:
+    assert provider.calls, "no call was placed"
+    return list(provider.calls)[-1]
+
+
+def start_enrollment(mw: MFAMiddleware, base: str, **fields: str) -> tuple[Browser, Any]:
+    browser = Browser(mw, base=base)
+    assert browser.login("bob", PASSWORD, "/hello").headers["Location"] == "/_mfa/enroll"
+    page = browser.get("/_mfa/enroll")
+    started = browser.post("/_mfa/enroll", {"action": "start", "method": "voice", "phone": OFFICE,
+                                            "csrf_token": csrf_of(page.text), **fields})
+    return browser, started
+
+
+def confirm_enrollment(browser: Browser) -> None:
+    page = browser.get("/_mfa/enroll")
+    done = browser.post("/_mfa/enroll", {"action": "confirm", "csrf_token": csrf_of(page.text)})
+    assert done.status_code == 303, done.text
+
+
+def enroll(mw: MFAMiddleware, provider: TwilioProvider, base: str, keys: str = "#", **fields: str) -> None:
+    browser, started = start_enrollment(mw, base, **fields)
+    assert started.status_code == 303, started.text
+    _script, action = provider.answer(last_call(provider), keys)
+    assert action is not None and "approved" in action.body, action
+    confirm_enrollment(browser)
+
+
+def add_totp(mw: MFAMiddleware, clock: Clock) -> None:
+    """Bob's second method, an authenticator app (as from the account page, with a fresh second factor)."""
+    rt = mw.runtime
+    user = rt.store.get_user("bob")
+    assert user is not None
+    view = rt.signin.enroll_begin(user, "totp", CLIENT, clock.now, first_method_only=False)
+    code = pyotp.TOTP(view.fields["secret"].replace(" ", "")).at(clock.now)
+    assert rt.signin.enroll_finish(user, view.method_id, {"code": code}, CLIENT, clock.now,
+                                   first_method_only=False).accepted
+
+
+def start_sign_in(mw: MFAMiddleware, base: str) -> tuple[Browser, str]:
+    browser = Browser(mw, base=base)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/verify")
+    assert page.status_code == 200 and "calling +44" in page.text, page.text
+    return browser, csrf_of(page.text)
+
+
+def poll(browser: Browser) -> str:
+    reply = browser.get("/_mfa/voice/status.json")
+    assert reply.status_code == 200, reply.text
+    status: str = json.loads(reply.text)["status"]
+    return status
+
+
+def call_statuses(mw: MFAMiddleware) -> list[str]:
+    """The status of each of bob's calls, oldest first, straight from the store."""
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None
+    with mw.runtime.store.engine.connect() as c:
+        return [row.status for row in c.execute(select(calls).where(calls.c.user_id == user.id)
+                                                   .order_by(calls.c.id))]
+
+
+def gather_action(script_body: str) -> str:
+    gather = ET.fromstring(script_body).find("Gather")
+    assert gather is not None, script_body
+    action = gather.get("action")
+    assert action is not None
+    return action
+
+
+def call_params(provider: TwilioProvider, sid: str, **extra: str) -> dict[str, str]:
+    form = provider.calls[sid].form
+    return {"CallSid": sid, "AccountSid": provider.account_sid, "From": form["From"], "To": form["To"],
+            "CallStatus": "in-progress", "Direction": "outbound-api", "ApiVersion": "2010-04-01", **extra}
+
+
+# -- 2. twenty answers at once ----------------------------------------------------------------------------------------
+def test_twenty_concurrent_answers_approve_once(build: Build, clock: Clock, provider: TwilioProvider,
+                                                base: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    sid = last_call(provider)
+    script = provider.post_signed(provider.calls[sid].form["Url"], call_params(provider, sid))
+    action = gather_action(script.body)
+    answer = call_params(provider, sid, Digits="", FinishedOnKey="#")
+    replies = race(RACE, lambda i: provider.post_signed(action, answer))
+    bodies = [r.body for r in replies]  # type: ignore[attr-defined]
+    assert all(r.status == 200 for r in replies)  # type: ignore[attr-defined]
+    assert sum("approved" in b and "not approved" not in b for b in bodies) == 1, bodies
+    assert sum("already been answered" in b for b in bodies) == RACE - 1, bodies
+    assert call_statuses(mw)[-1] == "approved"
+    done = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert done.status_code == 303 and done.headers["Location"] == "/hello"
+    # A replay after the success: validly signed, changes nothing.
+    replay = provider.post_signed(action, answer)
+    assert replay.status == 200 and "already been answered" in replay.body
+    assert call_statuses(mw)[-1] == "used"
+    assert [e.result for e in mw.runtime.store.list_audit(username="bob")
+            if e.event == "phone" and e.result.startswith("call_")].count("call_approved") == 2  # enroll + this
+
+
+# -- 3. a spoofed Host ------------------------------------------------------------------------------------------------
+SPOOFED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+
+
+def test_a_spoofed_host_never_decides_the_call_urls(build: Build, clock: Clock, provider: TwilioProvider,
+                                                    base: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser = Browser(mw, base="http://evil.example")
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/verify", headers=SPOOFED)
+    assert page.status_code == 200 and "calling +44" in page.text, page.text
+    sid = last_call(provider)
+    form = provider.calls[sid].form
+    assert form["Url"].startswith(base + "/_mfa/voice/script/"), form
+    assert form["StatusCallback"].startswith(base + "/_mfa/voice/status/"), form
+    assert "evil" not in json.dumps(form)
+    # The provider fetches the script from public_url, but the request reaches us with a forged Host (a proxy
+    # that passes Host on): the answer URL in the script is still on public_url.
+    params = call_params(provider, sid)
+    signature = reference_signature(provider.auth_token, form["Url"], params)
+    script = httpx.post(form["Url"], data=params, timeout=10.0, headers={
+        "X-Twilio-Signature": signature, "Host": "evil.example", **SPOOFED})
+    assert script.status_code == 200, script.text
+    assert gather_action(script.text).startswith(base + "/_mfa/voice/answer/")
+    # A callback signed over the URL its Host header builds (not public_url's) is refused.
+    token = form["Url"].rsplit("/", 1)[-1]
+    for route, fields in (("answer", {"Digits": "", "FinishedOnKey": "#"}), ("status", {"CallStatus": "busy"}),
+                          ("script", {})):
+        path = f"/_mfa/voice/{route}/{token}"
+        forged = call_params(provider, sid, **fields)
+        for host, signed_url in (("evil.example", "http://evil.example" + path),
+                                 ("evil.example", "https://evil.example" + path)):
+            reply = httpx.post(base + path, data=forged, timeout=10.0, headers={
+                "Host": host, "X-Twilio-Signature": reference_signature(provider.auth_token, signed_url, forged),
+                **SPOOFED})
+            assert reply.status_code == 403, (route, signed_url, reply.text)
+    assert call_statuses(mw)[-1] == "pending"
+
+
+# -- 4. the webhook gateway ---------------------------------------------------------------------------------------------
+def webhook_table(receiver: WebhookReceiver, public_url: str) -> dict[str, object]:
+    return {"gateway": "webhook", "url": receiver.url, "secret": WEBHOOK_SECRET, "allowed_countries": ["GB"],
+            "timeout": "3s", "public_url": public_url}
+
+
+def signed_post(url: str, payload: dict[str, Any], *, secret: str = WEBHOOK_SECRET,
+                stamp: int | None = None, sign: bool = True) -> tuple[httpx.Response, dict[str, str], bytes]:
+    """POST ``payload`` as the operator's webhook service would; returns the reply and what was sent (to replay)."""
+    body = json.dumps(payload).encode()
+    stamp = int(time.time()) if stamp is None else stamp
+    headers = {"Content-Type": "application/json", "X-MFA-Timestamp": str(stamp)}
+    if sign:
+        headers["X-MFA-Signature"] = reference_sign(secret.encode(), stamp, body)
+    return httpx.post(url, content=body, headers=headers, timeout=10.0), headers, body
+
+
+def webhook_answer_url(receiver: WebhookReceiver) -> tuple[str, str]:
+    """The newest call the receiver got (checked with its own code): fetch its script, signed; return the answer
+    URL and the status URL."""
+    call = receiver.received[-1]
+    assert call.valid and call.payload["type"] == "call", call
+    assert call.payload["to"] == "+442079460958"
+    reply, _, _ = signed_post(call.payload["script_url"], {})
+    assert reply.status_code == 200, reply.text
+    return gather_action(reply.text), call.payload["status_url"]
+
+
+@pytest.fixture
+def webhook_mw(build: Build, receiver: WebhookReceiver, base: str, clock: Clock) -> MFAMiddleware:
+    clock.now = float(int(time.time()))  # the service signs with the wall clock; the middleware checks against its own
+    mw = build(phone=webhook_table(receiver, base))
+    browser, started = start_enrollment(mw, base)
+    assert started.status_code == 303, started.text
+    answer_url, _ = webhook_answer_url(receiver)
+    reply, _, _ = signed_post(answer_url, {"digits": ""})
+    assert reply.status_code == 200 and "approved" in reply.text, reply.text
+    confirm_enrollment(browser)
+    return mw
+
+
+def test_webhook_a_signed_answer_approves_and_its_replay_changes_nothing(
+        webhook_mw: MFAMiddleware, receiver: WebhookReceiver, base: str) -> None:
+    browser, token = start_sign_in(webhook_mw, base)
+    answer_url, status_url = webhook_answer_url(receiver)
+    reply, headers, body = signed_post(answer_url, {"digits": ""})
+    assert reply.status_code == 200 and "approved" in reply.text
+    assert poll(browser) == "approved"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
+    replay = httpx.post(answer_url, content=body, headers=headers, timeout=10.0)  # the same bytes again
+    assert replay.status_code == 200 and "already been answered" in replay.text
+    completed, _, _ = signed_post(status_url, {"status": "completed"})
+    assert completed.status_code == 204
+    assert call_statuses(webhook_mw)[-1] == "used"
+
+
+@pytest.mark.parametrize("forgery", [
+    pytest.param({"secret": "x" * 40}, id="bad-signature"),
+    pytest.param({"sign": False}, id="unsigned"),
+    pytest.param({"stamp": -301}, id="stale-timestamp"),
+    pytest.param({"stamp": 301}, id="future-timestamp"),
+    pytest.param({"stamp": -10**10}, id="timestamp-zero"),
+])
+def test_webhook_forged_answers_change_nothing(webhook_mw: MFAMiddleware, receiver: WebhookReceiver, base: str,
+                                               clock: Clock, forgery: dict[str, Any]) -> None:
+    if "stamp" in forgery:  # seconds from the middleware's now
+        forgery = {"stamp": max(0, int(clock.now) + forgery["stamp"])}
+    browser, token = start_sign_in(webhook_mw, base)
+    answer_url, status_url = webhook_answer_url(receiver)
+    script_url = receiver.received[-1].payload["script_url"]
+    for url, payload in ((answer_url, {"digits": ""}), (answer_url, {"digits": "0"}),
+                         (status_url, {"status": "no-answer"}), (script_url, {})):
+        reply, _, _ = signed_post(url, payload, **forgery)
+        assert reply.status_code == 403, (url, reply.text)
+    assert poll(browser) == "pending"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 200
+    assert call_statuses(webhook_mw)[-1] == "pending"
+    assert not [r for r in webhook_mw.runtime.store.list_fraud_reports(username="bob")]
+
+
+def test_webhook_a_replayed_failure_cannot_be_turned_around(webhook_mw: MFAMiddleware, receiver: WebhookReceiver,
+                                                            base: str) -> None:
+    browser, token = start_sign_in(webhook_mw, base)
+    answer_url, _ = webhook_answer_url(receiver)
+    reply, headers, body = signed_post(answer_url, {"digits": "9"})
+    assert reply.status_code == 200 and "not approved" in reply.text
+    assert httpx.post(answer_url, content=body, headers=headers, timeout=10.0).status_code == 200
+    approve, _, _ = signed_post(answer_url, {"digits": ""})
+    assert "already been answered" in approve.text
+    assert poll(browser) == "failed"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 401
