@@ -451,3 +451,143 @@ def test_webhook_a_replayed_failure_cannot_be_turned_around(webhook_mw: MFAMiddl
     assert "already been answered" in approve.text
     assert poll(browser) == "failed"
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 401
+
+
+# -- 5. PIN mode ------------------------------------------------------------------------------------------------------
+PIN = "2580"
+PIN_METHODS = {"enabled": ["voice", "totp"], "voice": {"pin": True}}
+
+
+@pytest.mark.parametrize("pin", [
+    pytest.param("", id="empty"),
+    pytest.param("12", id="too-short"),
+    pytest.param("1" * 11, id="too-long"),
+    pytest.param("1111", id="repeated"),
+    pytest.param("1234", id="ascending"),
+    pytest.param("9876", id="descending"),
+    pytest.param("abcd", id="letters"),
+    pytest.param("12a4", id="digits-and-letters"),
+    pytest.param("２５８０", id="fullwidth-digits"),
+    pytest.param("25 80", id="inner-space"),
+])
+def test_pin_mode_enrollment_refuses_weak_pins(build: Build, provider: TwilioProvider, base: str, pin: str) -> None:
+    mw = build(methods=PIN_METHODS)
+    _browser, started = start_enrollment(mw, base, pin=pin)
+    assert started.status_code == 400 and "PIN" in started.text, started.text
+    assert not provider.calls  # nobody was called
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and not mw.runtime.store.list_methods(user.id, confirmed_only=False)
+
+
+def test_pin_mode_stores_an_argon2id_hash_and_calls_need_the_pin(build: Build, clock: Clock,
+                                                                 provider: TwilioProvider, base: str) -> None:
+    mw = build(methods=PIN_METHODS)
+    browser, started = start_enrollment(mw, base, pin=PIN)
+    assert started.status_code == 303, started.text
+    script, action = provider.answer(last_call(provider), "#")  # the pound key alone: no PIN
+    assert "enter your PIN" in script.body and action is not None and "not approved" in action.body
+    confirm = browser.post("/_mfa/enroll", {"action": "confirm",
+                                            "csrf_token": csrf_of(browser.get("/_mfa/enroll").text)})
+    assert confirm.status_code != 303
+    # Again, answered with the PIN.
+    clock.advance(31)
+    browser, started = start_enrollment(mw, base, pin=PIN)
+    assert started.status_code == 303, started.text
+    _script, action = provider.answer(last_call(provider), PIN + "#")
+    assert action is not None and "approved" in action.body and "not approved" not in action.body
+    confirm_enrollment(browser)
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None
+    (method,) = [m for m in mw.runtime.store.list_methods(user.id) if m.kind == "voice"]
+    assert method.detail is not None and PIN.encode() not in method.detail
+    detail = json.loads(mw.runtime.box.decrypt(method.detail))
+    assert detail["pin"].startswith("$argon2id$") and PIN not in json.dumps(detail)
+    assert all(PIN not in json.dumps(e.__dict__ if hasattr(e, "__dict__") else str(e))
+               for e in mw.runtime.store.list_audit(username="bob"))
+
+
+@pytest.mark.parametrize(("keys", "status", "outcome"), [
+    pytest.param(PIN + "#", "approved", (303,), id="pin-then-pound"),
+    pytest.param("2581#", "failed", (401,), id="wrong-pin"),
+    pytest.param("#", "failed", (401,), id="pound-alone"),
+    pytest.param(PIN + PIN + "#", "failed", (401,), id="pin-twice"),
+    pytest.param("0" + PIN + "#", "failed", (401,), id="zero-then-pin"),
+    pytest.param("0#", "fraud", (401, 403), id="fraud-code"),  # the block ends the attempt (user-wide revocation)
+])
+def test_pin_mode_sign_in(build: Build, clock: Clock, provider: TwilioProvider, base: str, keys: str,
+                          status: str, outcome: tuple[int, ...]) -> None:
+    mw = build(methods=PIN_METHODS)
+    enroll(mw, provider, base, keys=PIN + "#", pin=PIN)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    provider.answer(last_call(provider), keys)
+    assert call_statuses(mw)[-1] == status
+    if status != "fraud":  # a report blocks the user, which ends the attempt (its poll too)
+        assert poll(browser) == status
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code in outcome
+    assert browser.cookie("mfa_session") is None if status != "approved" else browser.cookie("mfa_session")
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.blocked(clock()) is (status == "fraud")
+
+
+# -- 6. reporting switched off ------------------------------------------------------------------------------------------
+def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Build, clock: Clock,
+                                                                      provider: TwilioProvider, base: str) -> None:
+    mw = build(fraud={"allow_users_to_report": False})
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    _script, action = provider.answer(last_call(provider), "0#")
+    assert action is not None and action.status == 200 and "blocked" not in action.body
+    assert poll(browser) == "failed"
+    failed = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert failed.status_code == 401 and "not approved" in failed.text
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and not user.blocked(clock())
+    assert not mw.runtime.store.list_fraud_reports(username="bob")
+    rows = [(e.event, e.result) for e in mw.runtime.store.list_audit(username="bob")]
+    assert ("fraud", "refused") in rows and ("fraud", "reported") not in rows and ("user_block", "success") not in rows
+    # The user signs in again as usual.
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    provider.answer(last_call(provider), "#")
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
+
+
+# -- 7. status callbacks -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [pytest.param(s, id=s) for s in ("no-answer", "busy", "failed", "canceled")])
+def test_a_call_that_ends_unanswered_fails_and_offers_another_way(build: Build, clock: Clock,
+                                                                  provider: TwilioProvider, base: str,
+                                                                  status: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    add_totp(mw, clock)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    assert provider.finish(last_call(provider), status).status == 204
+    assert poll(browser) == "failed"
+    failed = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert failed.status_code == 401 and "Sign in another way" in failed.text
+    assert "/_mfa/verify?another=1" in failed.text
+    choose = browser.get("/_mfa/verify?another=1")
+    assert choose.status_code == 200 and "Authenticator app" in choose.text, choose.text
+    assert browser.cookie("mfa_session") is None
+    # An answer after the status callback is too late.
+    script, action = provider.answer(last_call(provider), "#")
+    assert action is None and "already been answered" in script.body
+    assert call_statuses(mw)[-1] == "failed"
+
+
+def test_completed_after_an_approval_changes_nothing(build: Build, clock: Clock, provider: TwilioProvider,
+                                                     base: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    sid = last_call(provider)
+    provider.answer(sid, "#")
+    for status in ("completed", "no-answer", "failed"):
+        assert provider.finish(sid, status).status == 204
+    assert poll(browser) == "approved"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
+    assert call_statuses(mw)[-1] == "used"
