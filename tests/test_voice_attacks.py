@@ -591,3 +591,132 @@ def test_completed_after_an_approval_changes_nothing(build: Build, clock: Clock,
     assert poll(browser) == "approved"
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
     assert call_statuses(mw)[-1] == "used"
+
+
+# -- 8. huge and malformed input on every route -----------------------------------------------------------------------
+def bodies(provider: TwilioProvider, sid: str) -> list[Any]:
+    """(id, content type, body, the form the signature covers): what a provider-signed request may carry."""
+    params = call_params(provider, sid)
+    form = {**params, "Digits": "", "FinishedOnKey": "#", "CallStatus": "completed"}
+    return [
+        pytest.param("huge-digits", None, {**params, "Digits": "1" * 10_000}, id="huge-digits"),
+        pytest.param("spaces-digits", None, {**params, "Digits": " " * 10_000}, id="spaces-digits"),
+        pytest.param("pound-digits", None, {**params, "Digits": "#" * 10_000}, id="pound-digits"),
+        pytest.param("non-ascii-digits", None, {**params, "Digits": "١٢٣"}, id="non-ascii-digits"),
+        pytest.param("text-body", "text/plain", "Digits=&CallStatus=completed", id="text-body"),
+        pytest.param("json-body", "application/json", json.dumps({"digits": "", "status": "completed"}),
+                     id="json-body"),
+        pytest.param("bad-json", "application/json", "{not json", id="bad-json"),
+        pytest.param("binary", "application/octet-stream", b"\xff\x00" * 5000, id="binary"),
+        pytest.param("multipart", None, form, id="form-control"),
+    ]
+
+
+def post_raw(provider: TwilioProvider, url: str, content_type: str | None, body: Any, *,
+             signed: bool = True) -> httpx.Response:
+    """POST ``body`` to ``url`` with a signature by the provider's key over the URL and the form fields (none
+    for a body that is not a form)."""
+    covered = body if isinstance(body, dict) else {}
+    headers = {"X-Twilio-Signature": reference_signature(provider.auth_token, url, covered)} if signed else {}
+    if isinstance(body, dict):
+        return httpx.post(url, data=body, headers=headers, timeout=10.0)
+    headers["Content-Type"] = content_type or "application/x-www-form-urlencoded"
+    return httpx.post(url, content=body.encode() if isinstance(body, str) else body, headers=headers,
+                      timeout=10.0)
+
+
+@pytest.mark.parametrize("case", ["huge-digits", "spaces-digits", "pound-digits", "non-ascii-digits", "text-body",
+                                  "json-body", "bad-json", "binary"])
+@pytest.mark.parametrize("signed", [pytest.param(True, id="signed"), pytest.param(False, id="unsigned")])
+def test_malformed_callbacks_change_nothing(build: Build, clock: Clock, provider: TwilioProvider, base: str,
+                                            case: str, signed: bool) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    sid = last_call(provider)
+    script_url = provider.calls[sid].form["Url"]
+    answer_url = script_url.replace("/script/", "/answer/")
+    status_url = provider.calls[sid].form["StatusCallback"]
+    _, content_type, body = next(p.values for p in bodies(provider, sid) if p.id == case)
+    for url in (script_url, answer_url, status_url):
+        reply = post_raw(provider, url, content_type, body, signed=signed)
+        assert reply.status_code in ((200, 204, 413) if signed else (403, 413)), (url, reply.status_code,
+                                                                                   reply.text)
+        if reply.status_code == 200:
+            assert reply.headers["Content-Type"].startswith("application/xml")
+            ET.fromstring(reply.text)  # well-formed TwiML
+    assert call_statuses(mw)[-1] == "pending"
+    assert poll(browser) == "pending"
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 200
+    # The call still works for its real answer.
+    _script, action = provider.answer(sid, "#")
+    assert action is not None and "approved" in action.body
+    assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
+
+
+@pytest.mark.parametrize("token", [
+    pytest.param("A" * 10_000, id="10kB"),
+    pytest.param("ключ-☎", id="non-ascii"),
+    pytest.param("", id="empty"),
+    pytest.param("..%2F..%2Fverify", id="dot-segments"),
+    pytest.param("%00", id="nul"),
+])
+@pytest.mark.parametrize("route", ["script", "answer", "status"])
+def test_strange_tokens_change_nothing(build: Build, clock: Clock, provider: TwilioProvider, base: str,
+                                       token: str, route: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, csrf = start_sign_in(mw, base)
+    sid = last_call(provider)
+    url = f"{base}/_mfa/voice/{route}/{quote(token, safe='%')}"
+    params = call_params(provider, sid, Digits="", FinishedOnKey="#", CallStatus="busy")
+    for signed in (True, False):
+        reply = post_raw(provider, url, None, params, signed=signed)
+        assert reply.status_code < 500, (reply.status_code, reply.text)
+        assert "approved" not in reply.text or "not approved" in reply.text
+    assert call_statuses(mw)[-1] == "pending" and poll(browser) == "pending"
+    assert browser.post("/_mfa/verify", {"csrf_token": csrf}).status_code == 200
+
+
+# -- 9. the poll route without a sign-in ---------------------------------------------------------------------------------
+def test_the_poll_route_leaks_nothing_and_places_no_call(build: Build, clock: Clock, provider: TwilioProvider,
+                                                         base: str) -> None:
+    mw = build()
+    enroll(mw, provider, base)
+    clock.advance(60)
+    calls_before, phone_rows = len(provider.calls), phone_audit_rows(mw)
+    stranger = Browser(mw, base=base)
+    for path in ("/_mfa/voice/status.json", "/_mfa/voice/status.json?attempt=1"):
+        reply = stranger.get(path)
+        assert reply.status_code in (302, 303, 401, 403), reply.status_code
+        assert '"status"' not in reply.text and "pending" not in reply.text and "approved" not in reply.text
+    # Signed in with the password, the call not placed yet: the poll places none and says nothing useful.
+    browser = Browser(mw, base=base)
+    browser.login("bob", PASSWORD, "/hello")
+    assert json.loads(browser.get("/_mfa/voice/status.json").text)["status"] == "failed"
+    assert len(provider.calls) == calls_before
+    assert phone_audit_rows(mw) == phone_rows
+    # A POST (no CSRF) and a forged pending cookie change nothing either.
+    assert browser.post("/_mfa/voice/status.json", {}).status_code in (400, 403, 405)
+    forged = stranger.get_with_cookie_header("/_mfa/voice/status.json", "mfa_pending=eyJmb3JnZWQiOjF9.x.y")
+    assert forged.status_code in (302, 303, 401, 403) and '"status"' not in forged.text
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.failed_count == 0
+    assert len(provider.calls) == calls_before
+    # The verify page places the call; the poll is bound to the attempt of its own cookie: another user's
+    # sign-in in progress (alice, enrolling still) sees nothing of bob's call.
+    page = browser.get("/_mfa/verify")
+    assert len(provider.calls) == calls_before + 1 and "calling +44" in page.text
+    provider.answer(last_call(provider), "#")
+    mw.runtime.accounts.add("alice", actor="test", password=PASSWORD)
+    alice = Browser(mw, base=base)
+    alice.login("alice", PASSWORD, "/hello")
+    theirs = alice.get("/_mfa/voice/status.json")
+    assert theirs.status_code in (302, 303, 401, 403) and '"status"' not in theirs.text
+    assert poll(browser) == "approved"
+
+
+def phone_audit_rows(mw: MFAMiddleware) -> int:
+    return len([e for e in mw.runtime.store.list_audit(limit=1000) if e.event == "phone"])
