@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -31,7 +30,7 @@ from mfa_middleware import MFAMiddleware
 from mfa_middleware.factors import FactorContext, Outcome
 from mfa_middleware.factors.voice import PhoneCallFactor
 from mfa_middleware.runtime import Runtime
-from mfa_middleware.services.signin import Client
+from mfa_middleware.services.lockout import Client
 from mfa_middleware.store import MethodRecord, UserRecord
 from mfa_middleware.store.schema import calls
 from tests.support.mfa import FAST_HASHER, START, Browser, Clock, csrf_of, make_config, make_middleware
@@ -153,7 +152,7 @@ def test_twenty_concurrent_checks_of_an_approved_call_accept_once(
     assert not rt.signin.verify(user, {}, CLIENT, clock.now, method_id=method.id, attempt_id="a1").accepted
 
 
-# -- through the pages, served on a real socket ----------------------------------------------------------------------
+# -- through the pages, served on a real socket --------------------------------------------------------------------
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -292,7 +291,7 @@ def call_params(provider: TwilioProvider, sid: str, **extra: str) -> dict[str, s
             "CallStatus": "in-progress", "Direction": "outbound-api", "ApiVersion": "2010-04-01", **extra}
 
 
-# -- 2. twenty answers at once ----------------------------------------------------------------------------------------
+# -- twenty answers at once ------------------------------------------------------------------------------------------
 def test_twenty_concurrent_answers_approve_once(build: Build, clock: Clock, provider: TwilioProvider,
                                                 base: str) -> None:
     mw = build()
@@ -319,17 +318,21 @@ def test_twenty_concurrent_answers_approve_once(build: Build, clock: Clock, prov
             if e.event == "phone" and e.result.startswith("call_")].count("call_approved") == 2  # enroll + this
 
 
-# -- 3. a spoofed Host ------------------------------------------------------------------------------------------------
-SPOOFED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+# -- a spoofed Host --------------------------------------------------------------------------------------------------
+SPOOFED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
 
 
+@pytest.mark.parametrize("proxies", [pytest.param([], id="untrusted-peer"),
+                                     pytest.param(["127.0.0.1"], id="trusted-proxy")])
 def test_a_spoofed_host_never_decides_the_call_urls(build: Build, clock: Clock, provider: TwilioProvider,
-                                                    base: str) -> None:
-    mw = build()
+                                                    base: str, proxies: list[str]) -> None:
+    mw = build(trusted_proxies=proxies)
     enroll(mw, provider, base)
     clock.advance(60)
-    browser = Browser(mw, base="http://evil.example")
-    browser.login("bob", PASSWORD, "/hello")
+    browser = Browser(mw, base="https://evil.example")  # the Host header the middleware sees is evil.example
+    login = browser.get("/_mfa/login?next=/hello", headers=SPOOFED)
+    browser.post("/_mfa/login", {"username": "bob", "password": PASSWORD, "next": "/hello",
+                                 "csrf_token": csrf_of(login.text)}, headers=SPOOFED)
     page = browser.get("/_mfa/verify", headers=SPOOFED)
     assert page.status_code == 200 and "calling +44" in page.text, page.text
     sid = last_call(provider)
@@ -360,7 +363,7 @@ def test_a_spoofed_host_never_decides_the_call_urls(build: Build, clock: Clock, 
     assert call_statuses(mw)[-1] == "pending"
 
 
-# -- 4. the webhook gateway ---------------------------------------------------------------------------------------------
+# -- the webhook gateway ---------------------------------------------------------------------------------------------
 def webhook_table(receiver: WebhookReceiver, public_url: str) -> dict[str, object]:
     return {"gateway": "webhook", "url": receiver.url, "secret": WEBHOOK_SECRET, "allowed_countries": ["GB"],
             "timeout": "3s", "public_url": public_url}
@@ -477,7 +480,7 @@ def test_webhook_malformed_signed_bodies_change_nothing(webhook_mw: MFAMiddlewar
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 200
 
 
-# -- 5. PIN mode ------------------------------------------------------------------------------------------------------
+# -- PIN mode --------------------------------------------------------------------------------------------------------
 PIN = "2580"
 PIN_METHODS = {"enabled": ["voice", "totp"], "voice": {"pin": True}}
 
@@ -554,7 +557,7 @@ def test_pin_mode_sign_in(build: Build, clock: Clock, provider: TwilioProvider, 
     assert user is not None and user.blocked(clock()) is (status == "fraud")
 
 
-# -- 6. reporting switched off ------------------------------------------------------------------------------------------
+# -- reporting switched off ------------------------------------------------------------------------------------------
 def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Build, clock: Clock,
                                                                       provider: TwilioProvider, base: str) -> None:
     mw = build(fraud={"allow_users_to_report": False})
@@ -578,7 +581,7 @@ def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Bui
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
 
 
-# -- 7. status callbacks -------------------------------------------------------------------------------------------------
+# -- status callbacks ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [pytest.param(s, id=s) for s in ("no-answer", "busy", "failed", "canceled")])
 def test_a_call_that_ends_unanswered_fails_and_offers_another_way(build: Build, clock: Clock,
                                                                   provider: TwilioProvider, base: str,
@@ -617,7 +620,7 @@ def test_completed_after_an_approval_changes_nothing(build: Build, clock: Clock,
     assert call_statuses(mw)[-1] == "used"
 
 
-# -- 8. huge and malformed input on every route -----------------------------------------------------------------------
+# -- huge and malformed input on every route -------------------------------------------------------------------------
 MALFORMED: dict[str, tuple[str | None, Callable[[dict[str, str]], dict[str, str] | str | bytes]]] = {
     # id: (content type, the body made from the call's own parameters); None: a form
     "huge-digits": (None, lambda p: {**p, "Digits": "1" * 10_000}),
@@ -699,7 +702,7 @@ def test_strange_tokens_change_nothing(build: Build, clock: Clock, provider: Twi
     assert browser.post("/_mfa/verify", {"csrf_token": csrf}).status_code == 200
 
 
-# -- 9. the poll route without a sign-in ---------------------------------------------------------------------------------
+# -- the poll route without a sign-in --------------------------------------------------------------------------------
 def test_the_poll_route_leaks_nothing_and_places_no_call(build: Build, clock: Clock, provider: TwilioProvider,
                                                          base: str) -> None:
     mw = build()
