@@ -45,7 +45,7 @@ CLIENT = Client("192.0.2.10", "voice-attacks")
 RACE = 20
 
 
-# -- the store's call methods, on SQLite and PostgreSQL ------------------------------------------------------------
+# -- the store's call methods, on SQLite and PostgreSQL ---------------------------------------------------------------
 @pytest.fixture
 def world(database_url: str) -> Iterator[tuple[Runtime, Clock, UserRecord, MethodRecord]]:
     """A runtime with the phone-call method (console gateway) and bob's confirmed phone-call method."""
@@ -152,7 +152,7 @@ def test_twenty_concurrent_checks_of_an_approved_call_accept_once(
     assert not rt.signin.verify(user, {}, CLIENT, clock.now, method_id=method.id, attempt_id="a1").accepted
 
 
-# -- through the pages, served on a real socket --------------------------------------------------------------------
+# -- through the pages, served on a real socket -----------------------------------------------------------------------
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -291,7 +291,7 @@ def call_params(provider: TwilioProvider, sid: str, **extra: str) -> dict[str, s
             "CallStatus": "in-progress", "Direction": "outbound-api", "ApiVersion": "2010-04-01", **extra}
 
 
-# -- twenty answers at once ------------------------------------------------------------------------------------------
+# -- twenty answers at once -------------------------------------------------------------------------------------------
 def test_twenty_concurrent_answers_approve_once(build: Build, clock: Clock, provider: TwilioProvider,
                                                 base: str) -> None:
     mw = build()
@@ -318,7 +318,7 @@ def test_twenty_concurrent_answers_approve_once(build: Build, clock: Clock, prov
             if e.event == "phone" and e.result.startswith("call_")].count("call_approved") == 2  # enroll + this
 
 
-# -- a spoofed Host --------------------------------------------------------------------------------------------------
+# -- a spoofed Host ---------------------------------------------------------------------------------------------------
 SPOOFED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
 
 
@@ -363,7 +363,7 @@ def test_a_spoofed_host_never_decides_the_call_urls(build: Build, clock: Clock, 
     assert call_statuses(mw)[-1] == "pending"
 
 
-# -- the webhook gateway ---------------------------------------------------------------------------------------------
+# -- the webhook gateway ----------------------------------------------------------------------------------------------
 def webhook_table(receiver: WebhookReceiver, public_url: str) -> dict[str, object]:
     return {"gateway": "webhook", "url": receiver.url, "secret": WEBHOOK_SECRET, "allowed_countries": ["GB"],
             "timeout": "3s", "public_url": public_url}
@@ -480,7 +480,7 @@ def test_webhook_malformed_signed_bodies_change_nothing(webhook_mw: MFAMiddlewar
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 200
 
 
-# -- PIN mode --------------------------------------------------------------------------------------------------------
+# -- PIN mode ---------------------------------------------------------------------------------------------------------
 PIN = "2580"
 PIN_METHODS = {"enabled": ["voice", "totp"], "voice": {"pin": True}}
 
@@ -557,7 +557,7 @@ def test_pin_mode_sign_in(build: Build, clock: Clock, provider: TwilioProvider, 
     assert user is not None and user.blocked(clock()) is (status == "fraud")
 
 
-# -- reporting switched off ------------------------------------------------------------------------------------------
+# -- reporting switched off -------------------------------------------------------------------------------------------
 def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Build, clock: Clock,
                                                                       provider: TwilioProvider, base: str) -> None:
     mw = build(fraud={"allow_users_to_report": False})
@@ -581,7 +581,7 @@ def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Bui
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
 
 
-# -- status callbacks ------------------------------------------------------------------------------------------------
+# -- status callbacks -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [pytest.param(s, id=s) for s in ("no-answer", "busy", "failed", "canceled")])
 def test_a_call_that_ends_unanswered_fails_and_offers_another_way(build: Build, clock: Clock,
                                                                   provider: TwilioProvider, base: str,
@@ -620,7 +620,7 @@ def test_completed_after_an_approval_changes_nothing(build: Build, clock: Clock,
     assert call_statuses(mw)[-1] == "used"
 
 
-# -- huge and malformed input on every route -------------------------------------------------------------------------
+# -- huge and malformed input on every route --------------------------------------------------------------------------
 MALFORMED: dict[str, tuple[str | None, Callable[[dict[str, str]], dict[str, str] | str | bytes]]] = {
     # id: (content type, the body made from the call's own parameters); None: a form
     "huge-digits": (None, lambda p: {**p, "Digits": "1" * 10_000}),
@@ -702,7 +702,7 @@ def test_strange_tokens_change_nothing(build: Build, clock: Clock, provider: Twi
     assert browser.post("/_mfa/verify", {"csrf_token": csrf}).status_code == 200
 
 
-# -- the poll route without a sign-in --------------------------------------------------------------------------------
+# -- the poll route without a sign-in ---------------------------------------------------------------------------------
 def test_the_poll_route_leaks_nothing_and_places_no_call(build: Build, clock: Clock, provider: TwilioProvider,
                                                          base: str) -> None:
     mw = build()

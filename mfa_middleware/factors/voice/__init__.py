@@ -24,10 +24,12 @@ Rules:
   token; for the webhook gateway ``X-MFA-Timestamp``/``X-MFA-Signature`` with the shared secret and a 5-minute
   tolerance). An unsigned or forged request gets 403 and changes nothing; an unknown token gets a polite hang-up
   and changes nothing. The console gateway has no signature, so its routes answer 403: the demo's outbox keypad
-  calls :meth:`PhoneCallFactor.answer_console` in-process instead.
+  calls :meth:`PhoneCallFactor.answer_console` in-process instead. The answer is read only from what the
+  signature covers: the form fields for Twilio (never a JSON body), the body for the webhook gateway.
 - **Answers.** Digits ``""`` (the caller pressed ``#``) approve; the fraud code (``0``, so ``0#``) reports fraud
   through :class:`~mfa_middleware.services.fraud.FraudReports` (which, by default, blocks the user and ends every
-  session); anything else fails the attempt. A status callback of ``no-answer``, ``busy``, ``failed``,
+  session); any other keys fail the attempt. Digits that are not keypad keys (``0-9*#``, at most 32) are no
+  answer at all: they change nothing. A status callback of ``no-answer``, ``busy``, ``failed``,
   ``canceled``, or ``completed`` without an answer fails it too. A failed call is terminal for the attempt: the
   page says so and offers the other methods (a new sign-in places a new call).
 - Every call writes an audit row with the masked number and a reference (never the token).
