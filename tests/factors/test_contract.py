@@ -117,6 +117,39 @@ def answer_sms(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -
     return texted_code(rt)
 
 
+def answer_newest_call(rt: Runtime, keys: str, now: float) -> None:
+    """Press ``keys`` on the console gateway's newest call, as the outbox keypad does."""
+    from mfa_middleware.factors.voice import PhoneCallFactor
+    from mfa_middleware.gateways.phone import ConsolePhoneGateway
+
+    gateway, factor = rt.phone_gateway, rt.factors.get("voice")
+    assert isinstance(gateway, ConsolePhoneGateway) and isinstance(factor, PhoneCallFactor)
+    assert factor.answer_console(gateway.calls()[0].reference, keys, now) == "approved"
+
+
+def enroll_voice(rt: Runtime, user: UserRecord, clock: Clock) -> tuple[MethodRecord, object]:
+    view = rt.signin.enroll_begin(user, "voice", CLIENT, clock.now, {"phone": "+44 20 7946 0958"},
+                                  attempt_id="enroll-1")
+    answer_newest_call(rt, "#", clock.now)
+    result = rt.signin.enroll_finish(user, view.method_id, {}, CLIENT, clock.now, attempt_id="enroll-1")
+    assert result.accepted
+    clock.advance(31)  # the next call may be placed
+    method = rt.store.get_method(view.method_id)
+    assert method is not None
+    return method, "a1"
+
+
+def answer_voice(rt: Runtime, method: MethodRecord, state: object, clock: Clock) -> str:
+    """An out-of-band method: the attempt ``a1`` places the call, the phone answers it with ``#``; the answer
+    typed on the page is nothing (the approval is the call's)."""
+    user = rt.store.get_user("alice")
+    factor = rt.factors.get("voice")
+    assert user is not None and factor is not None
+    factor.begin(user, method, rt.signin.context(CLIENT, clock.now, "a1"))
+    answer_newest_call(rt, "#", clock.now)
+    return ""
+
+
 OATH_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
@@ -150,6 +183,9 @@ DRIVERS = [
     pytest.param(Driver("email", enroll_email, answer_email, expire=601), id="email"),
     pytest.param(Driver("oath", enroll_oath, answer_totp, expire=95), id="oath"),
     pytest.param(Driver("sms", enroll_sms, answer_sms, expire=301), id="sms"),
+    # An approved call does not expire before the attempt uses it (the attempt's own timeouts bound it); an
+    # answer after the call expired is refused in tests/test_voice_attacks.py.
+    pytest.param(Driver("voice", enroll_voice, answer_voice, expire=None), id="voice"),
 ]
 
 
@@ -162,7 +198,8 @@ def driver(request: pytest.FixtureRequest) -> Driver:
 @pytest.fixture
 def world(database_url: str) -> Iterator[tuple[Runtime, Clock]]:
     clock = Clock(START)
-    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "oath", "sms", "email", "backup_codes"]},
+    rt = Runtime(make_config(database_url, methods={"enabled": ["totp", "oath", "sms", "email", "backup_codes",
+                                                                  "voice"]},
                              email={"gateway": "console"}, phone={"gateway": "console", "allowed_countries": ["GB"]},
                              lockout={"max_failures": 5}),
                  clock=clock, password_hasher=FAST_HASHER)

@@ -24,10 +24,12 @@ Rules:
   token; for the webhook gateway ``X-MFA-Timestamp``/``X-MFA-Signature`` with the shared secret and a 5-minute
   tolerance). An unsigned or forged request gets 403 and changes nothing; an unknown token gets a polite hang-up
   and changes nothing. The console gateway has no signature, so its routes answer 403: the demo's outbox keypad
-  calls :meth:`PhoneCallFactor.answer_console` in-process instead.
+  calls :meth:`PhoneCallFactor.answer_console` in-process instead. The answer is read only from what the
+  signature covers: the form fields for Twilio (never a JSON body), the body for the webhook gateway.
 - **Answers.** Digits ``""`` (the caller pressed ``#``) approve; the fraud code (``0``, so ``0#``) reports fraud
   through :class:`~mfa_middleware.services.fraud.FraudReports` (which, by default, blocks the user and ends every
-  session); anything else fails the attempt. A status callback of ``no-answer``, ``busy``, ``failed``,
+  session); any other keys fail the attempt. Digits that are not keypad keys (``0-9*#``, at most 32) are no
+  answer at all: they change nothing. A status callback of ``no-answer``, ``busy``, ``failed``,
   ``canceled``, or ``completed`` without an answer fails it too. A failed call is terminal for the attempt: the
   page says so and offers the other methods (a new sign-in places a new call).
 - Every call writes an audit row with the masked number and a reference (never the token).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from importlib import resources
 from collections.abc import Mapping
@@ -66,6 +69,9 @@ _POLL_SCRIPT = (resources.files(__name__) / "templates" / "poll.js").read_text(e
 #: ``call_timeout`` + this
 ANSWER_GRACE = 120
 GATHER_TIMEOUT = 10
+#: what an answer callback's digits may be: keys of a phone's keypad, at most 32 of them (anything else is not a
+#: caller's answer and changes nothing)
+KEYPAD_DIGITS = re.compile(r"[0-9*#]{0,32}")
 STATUS_PENDING, STATUS_APPROVED, STATUS_FRAUD, STATUS_FAILED, STATUS_USED = (
     "pending", "approved", "fraud", "failed", "used")
 #: status callbacks that end a call without an answer (``completed`` counts only while nothing was answered)
@@ -344,15 +350,19 @@ class PhoneCallFactor:
                                            now=now)
         return False  # console: no provider calls back
 
-    @staticmethod
-    def _field(request: Request, form_name: str, json_name: str) -> str | None:
-        if request.mimetype == "application/json":
+    def _field(self, request: Request, form_name: str, json_name: str) -> str | None:
+        """A field of a signed callback, read only from the part of the request its signature covers: the form
+        fields for the Twilio-compatible gateway (``X-Twilio-Signature`` covers the form, never a JSON body); a
+        JSON body (or a form) for the webhook gateway, whose signature covers the raw body."""
+        if self.phone.gateway == "webhook" and request.mimetype == "application/json":
             try:
                 data = json.loads(request.get_data(cache=True) or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 return None
             value = data.get(json_name) if isinstance(data, dict) else None
             return value if isinstance(value, str) else None
+        if request.mimetype != "application/x-www-form-urlencoded":
+            return None
         return request.form.get(form_name)
 
     def _twiml(self, body: str) -> Response:
@@ -398,9 +408,12 @@ class PhoneCallFactor:
                 voice=self.phone.voice, finish_on_key="#", timeout=GATHER_TIMEOUT,
                 no_input_text="We didn't get an answer. Goodbye."))
         digits = self._field(request, "Digits", "digits")
-        if digits is None:
+        if digits is None or not KEYPAD_DIGITS.fullmatch(digits):
+            if digits is not None:
+                rctx.audit("phone", "callback_refused", reason="answer digits are not keypad keys",
+                           reference=reference_of(call.id))
             return self._say("We didn't get an answer. Goodbye.")
-        return self._say(self._answer(call, digits.strip()[:32], rctx.now, client_ip=rctx.client_ip,
+        return self._say(self._answer(call, digits, rctx.now, client_ip=rctx.client_ip,
                                       user_agent=rctx.user_agent))
 
 
