@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 
 from mfa_middleware import MFAMiddleware
 from mfa_middleware.core.tokens import Session, TokenCodec
-from mfa_middleware.services.signin import Client
+from mfa_middleware.services.lockout import Client
 from tests.support.mfa import (FAST_HASHER, SECRET_KEY, Browser, Clock, csrf_of, echo_app, make_config, secret_of,
                                make_middleware)
 

@@ -17,7 +17,7 @@ import pytest
 from mfa_middleware.factors import Factor, FactorContext, Outcome
 from mfa_middleware.factors.backup_codes import BackupCodesFactor
 from mfa_middleware.runtime import Runtime
-from mfa_middleware.services.signin import Client
+from mfa_middleware.services.lockout import Client
 from mfa_middleware.store import MethodRecord, UserRecord
 from tests.support.mfa import FAST_HASHER, START, Clock, make_config
 

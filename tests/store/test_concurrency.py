@@ -14,7 +14,7 @@ import pyotp
 import pytest
 
 from mfa_middleware.runtime import Runtime
-from mfa_middleware.services.signin import Client
+from mfa_middleware.services.lockout import Client
 from mfa_middleware.store import Store
 from mfa_middleware.store.sql import Reservation
 from tests.support.mfa import FAST_HASHER, START, Clock, make_config

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import inspect, select
 
 from mfa_middleware.runtime import Runtime
-from mfa_middleware.services.signin import Client
+from mfa_middleware.services.lockout import Client
 from mfa_middleware.store import SchemaOutOfDate, Store
 from mfa_middleware.store.schema import methods
 from mfa_middleware.store.sql import HARD_FAILURE_LIMIT, LOCKED_FOR_GOOD, UserExists, UserRecord
