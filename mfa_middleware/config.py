@@ -97,7 +97,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "oath", "sms", "voice", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -468,12 +468,12 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
                           "sent (gateway = \"smtp\" with host and from_address)")
     phone_raw = top.get("phone", dict, None)
     phone = None if phone_raw is None else phone_config_from_dict(phone_raw, source, env, base_dir)
-    for phone_kind in ("sms", "voice"):
+    for phone_kind in ("sms", "mobile_voice", "voice"):
         if phone_kind in methods_config.enabled and phone is None:
             raise ConfigError(f"{mt.key('enabled')}: lists \"{phone_kind}\", so a [phone] table must say how texts "
                               "and calls are sent (gateway = \"twilio\" or \"webhook\", and allowed_countries)")
-    if "voice" in methods_config.enabled and phone is not None and phone.gateway != "console" \
-            and phone.public_url is None:
+    if {"voice", "mobile_voice"} & set(methods_config.enabled) and phone is not None \
+            and phone.gateway != "console" and phone.public_url is None:
         raise ConfigError(f"{source}: phone.public_url: required for the \"voice\" method: the address the provider "
                           "reaches this server at for the call's script and answers, such as "
                           "\"https://mfa.example.com\"")

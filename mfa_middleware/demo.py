@@ -43,7 +43,7 @@ _BASIC_SECTION = '''\
 # The hardware token DEMO-0001 is in the inventory for the demo user; `mfa-middleware demo-code --token`
 # shows the code its display would show.
 [methods]
-enabled = ["totp", "oath", "sms", "voice", "email", "backup_codes"]
+enabled = ["totp", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes"]
 
 [email]
 gateway = "console"

@@ -20,7 +20,7 @@ from .factors.email import EmailCodeFactor, EmailSettings
 from .factors.oath.factor import OathTokenFactor
 from .factors.sms import SmsCodeFactor, SmsSettings
 from .factors.totp import TotpFactor
-from .factors.voice import PhoneCallFactor, VoiceSettings
+from .factors.voice import MobileCallFactor, PhoneCallFactor, VoiceSettings
 from .gateways import EmailGateway, build_email_gateway
 from .gateways.phone import PhoneGateway, build_phone_gateway
 from .primary.base import PasswordMethod
@@ -108,6 +108,16 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
                                     SmsSettings(code_ttl=rt.config.methods.sms.code_ttl,
                                                 allowed_countries=_required(rt.config.phone).allowed_countries,
                                                 default_region=_required(rt.config.phone).default_region)),
+    "mobile_voice": lambda rt: MobileCallFactor(rt.store, rt.box, _required(rt.phone_gateway), rt.phone_guard, rt.audit,
+                                        rt.fraud, _required(rt.config.phone), VoiceSettings(
+                                            prefix=rt.config.prefix,
+                                            allowed_countries=_required(rt.config.phone).allowed_countries,
+                                            default_region=_required(rt.config.phone).default_region,
+                                            language=_required(rt.config.phone).language,
+                                            voice=_required(rt.config.phone).voice,
+                                            call_timeout=_required(rt.config.phone).call_timeout,
+                                            public_url=_required(rt.config.phone).public_url,
+                                            pin=rt.config.methods.voice.pin), rt.passwords),
     "voice": lambda rt: PhoneCallFactor(rt.store, rt.box, _required(rt.phone_gateway), rt.phone_guard, rt.audit,
                                         rt.fraud, _required(rt.config.phone), VoiceSettings(
                                             prefix=rt.config.prefix,

@@ -421,7 +421,7 @@ def test_demo_phone_call_answered_on_the_outbox_keypad(tmp_path: Path) -> None:
         browser = Browser(mw)
         browser.login("demo", password)
         start = browser.get("/_mfa/enroll")
-        assert "Phone call" in start.text
+        assert "Office phone call" in start.text and "Mobile phone call" in start.text
         started = browser.post("/_mfa/enroll", {"action": "start", "method": "voice", "phone": "+44 20 7946 0958",
                                                 "csrf_token": csrf_of(start.text)})
         assert started.status_code == 303, started.text

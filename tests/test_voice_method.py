@@ -203,3 +203,36 @@ def test_no_answer_fails_the_attempt(mw: MFAMiddleware, clock: Clock, provider: 
     assert provider.answer(last_call(provider), "#")[0].body.count("expired") == 1  # too late now
     user = mw.runtime.store.get_user("bob")
     assert user is not None and user.failed_count == 1
+
+
+def test_the_mobile_call_is_a_method_of_its_own(sqlite_url: str, clock: Clock, provider: TwilioProvider,
+                                                served: tuple[dict[str, Any], str]) -> None:
+    """Mobile phone (text or call) and office phone (call, with an extension) are separate methods: the mobile
+    call takes mobile numbers only, has no extension, and answers on routes of its own kind."""
+    holder, base = served
+    mw = make_middleware(sqlite_url, clock, methods={"enabled": ["sms", "mobile_voice", "voice", "totp"]},
+                         phone=phone_table(provider, base))
+    holder["app"] = mw
+    mw.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+    browser = Browser(mw, base=base)
+    browser.login("bob", PASSWORD, "/hello")
+    page = browser.get("/_mfa/enroll")
+    assert "Mobile phone call" in page.text and "Office phone call" in page.text
+    assert 'name="mobile_voice.extension"' not in page.text and 'name="voice.extension"' in page.text
+    landline = browser.post("/_mfa/enroll", {"action": "start", "method": "mobile_voice", "mobile_voice.phone": OFFICE,
+                                             "csrf_token": csrf_of(page.text)})
+    assert landline.status_code == 400 and "landline" in landline.text and not provider.calls
+    started = browser.post("/_mfa/enroll", {"action": "start", "method": "mobile_voice",
+                                            "mobile_voice.phone": "+44 7400 123456", "csrf_token": csrf_of(page.text)})
+    assert started.status_code == 303, started.text
+    sid = last_call(provider)
+    assert provider.calls[sid].form["Url"].startswith(base + "/_mfa/mobile_voice/script/")
+    assert provider.calls[sid].form.get("SendDigits") is None
+    script, action = provider.answer(sid, "#")
+    assert action is not None and action.status == 200 and "approved" in action.body
+    page = browser.get("/_mfa/enroll")
+    done = browser.post("/_mfa/enroll", {"action": "confirm", "csrf_token": csrf_of(page.text)})
+    assert done.status_code == 303, done.text
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and [m.kind for m in mw.runtime.store.list_methods(user.id)] == ["mobile_voice"]
+    mw.runtime.close()

@@ -730,19 +730,26 @@ class PagesApp:
         notice = error = None
         status = 200
         if ctx.request.method == "POST":
-            voice = self.rt.factors.get("voice")
-            answer = getattr(voice, "answer_console", None)
+            answerers = [a for f in self.rt.factors if (a := getattr(f, "answer_console", None)) is not None]
             if not self.csrf_ok(ctx, OUTBOX_BINDING):
                 return self.csrf_refused(ctx)
             keys = ctx.request.form.get("keys", "")[:33]
-            if answer is None or not keys or any(k not in "0123456789*#" for k in keys) or "#" not in keys:
+            result = None
+            if not answerers or not keys or any(k not in "0123456789*#" for k in keys) or "#" not in keys:
                 error, status = "Type the keys the caller presses, ending with # (for example # or 0#).", 400
             else:
-                try:
-                    result = answer(ctx.request.form.get("call", "")[:64], keys, ctx.now)
-                except ValueError as exc:
-                    error, status = str(exc).capitalize() + ".", 400
+                for answer in answerers:  # the phone-call method that placed the call answers it
+                    try:
+                        result = answer(ctx.request.form.get("call", "")[:64], keys, ctx.now)
+                        break
+                    except LookupError:
+                        continue
+                    except ValueError as exc:
+                        error, status = str(exc).capitalize() + ".", 400
+                        break
                 else:
+                    error, status = "No phone-call method placed that call.", 400
+                if result is not None:
                     notice = {"approved": "The call approved the sign-in.",
                               "fraud": "The call reported fraud.",
                               "failed": "The call did not approve the sign-in."}.get(result, "The call is waiting.")

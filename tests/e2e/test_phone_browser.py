@@ -90,7 +90,7 @@ def choose_phone_call(page: Page) -> None:
         page.get_by_role("link", name="Sign in another way"))
     another.click()
     expect(page.get_by_role("heading", name="Sign in another way")).to_be_visible()
-    page.get_by_role("radio", name=re.compile(r"^Phone \+44 .*0958 Answer a call")).check()
+    page.get_by_role("radio", name=re.compile(r"^Phone \+44 .*0958 We call your office phone")).check()
     page.get_by_role("button", name="Continue").click()
     expect(page.locator("p.lead")).to_contain_text(re.compile(r"We're calling \+44 [•\s]+ 0958\."))
 
@@ -124,7 +124,7 @@ def test_text_then_calls_answered_on_the_outbox_keypad(page: Page, site: str) ->
     page.goto(site + "/_mfa/")
     page.get_by_role("link", name="Add a method").click()
     expect(page.get_by_role("heading", name="Add a sign-in method")).to_be_visible()
-    page.get_by_role("radio", name=re.compile("Phone call")).check()
+    page.get_by_role("radio", name=re.compile("Office phone call")).check()
     page.get_by_label("Phone number", exact=True).fill(OFFICE)
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Answer the call")).to_be_visible()
@@ -133,7 +133,7 @@ def test_text_then_calls_answered_on_the_outbox_keypad(page: Page, site: str) ->
     answer_ringing_call(outbox, site, "Press #")
     page.get_by_role("button", name="I answered the call").click()
     page.goto(site + "/_mfa/")
-    expect(page.locator("body")).to_contain_text("Phone call")
+    expect(page.locator("body")).to_contain_text("Office phone call")
     expect(page.locator("body")).to_contain_text("Text message")
     sign_out(page, site)
 

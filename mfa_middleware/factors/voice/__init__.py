@@ -107,10 +107,26 @@ def reference_of(call_id: int) -> str:
     return f"call-{call_id}"
 
 
+def call_routes(kind: str) -> tuple[FactorRoute, ...]:
+    """A phone-call method's routes, under its kind (``/voice/...``, ``/mobile_voice/...``)."""
+    return (
+        FactorRoute(f"/{kind}/script/<token>", "script", Access.PUBLIC, ("POST",)),
+        FactorRoute(f"/{kind}/answer/<token>", "answer", Access.PUBLIC, ("POST",)),
+        FactorRoute(f"/{kind}/status/<token>", "status", Access.PUBLIC, ("POST",)),
+        FactorRoute(f"/{kind}/status.json", "poll", Access.SIGN_IN, ("GET",)),
+        FactorRoute(f"/{kind}/poll.js", "poll_script", Access.PUBLIC, ("GET",)),
+    )
+
+
 class PhoneCallFactor:
+    """The office phone (``voice``): any number the allow-list admits, landlines included, with an optional
+    extension. :class:`MobileCallFactor` is the mobile phone's call, a method of its own."""
+
     kind = "voice"
-    label = "Phone call"
-    description = "Answer a call on your mobile or office phone and press the pound key (#)."
+    label = "Office phone call"
+    description = "We call your office phone (with its extension, if any); answer and press the pound key (#)."
+    #: whether the number must be a mobile one
+    need_mobile = False
     interaction = Interaction.OUT_OF_BAND
     templates = __name__
     enroll_fields: tuple[EnrollField, ...] = (
@@ -122,13 +138,7 @@ class PhoneCallFactor:
     )
     standalone = True
     max_per_user = 2
-    routes: tuple[FactorRoute, ...] = (
-        FactorRoute("/voice/script/<token>", "script", Access.PUBLIC, ("POST",)),
-        FactorRoute("/voice/answer/<token>", "answer", Access.PUBLIC, ("POST",)),
-        FactorRoute("/voice/status/<token>", "status", Access.PUBLIC, ("POST",)),
-        FactorRoute("/voice/status.json", "poll", Access.SIGN_IN, ("GET",)),
-        FactorRoute("/voice/poll.js", "poll_script", Access.PUBLIC, ("GET",)),
-    )
+    routes: tuple[FactorRoute, ...] = call_routes("voice")
 
     def __init__(self, store: Store, box: SecretBox, gateway: PhoneGateway, guard: PhoneSendGuard, audit: AuditLog,
                  fraud: FraudReports, phone: PhoneConfig, settings: VoiceSettings, passwords: Passwords) -> None:
@@ -166,7 +176,7 @@ class PhoneCallFactor:
 
     # -- calls -----------------------------------------------------------------------------------------------
     def _url(self, origin: str, route: str, token: str) -> str:
-        return f"{origin.rstrip('/')}{self.settings.prefix}/voice/{route}/{token}"
+        return f"{origin.rstrip('/')}{self.settings.prefix}/{self.kind}/{route}/{token}"
 
     def _call(self, user: UserRecord, method: MethodRecord, ctx: FactorContext, attempt_id: str,
               purpose: SendPurpose) -> None:
@@ -223,7 +233,7 @@ class PhoneCallFactor:
     def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
         try:
             phone = parse_phone(inputs.get("phone") or "", default_region=self.settings.default_region,
-                                allowed_countries=self.settings.allowed_countries, need_mobile=False)
+                                allowed_countries=self.settings.allowed_countries, need_mobile=self.need_mobile)
         except PhoneNumberError as exc:
             raise EnrollError(str(exc)) from None
         extension = (inputs.get("extension") or "").strip() or None
@@ -272,7 +282,7 @@ class PhoneCallFactor:
         status = self.status_of(self.store.call_of_attempt(method.id, ctx.attempt_id), ctx.now) \
             if ctx.attempt_id else STATUS_FAILED
         return Prompt(Interaction.OUT_OF_BAND, f"We're calling {self.masked(method)}.",
-                      {"status": status, "poll": f"{self.settings.prefix}/voice/status.json", "interval": "2000",
+                      {"status": status, "poll": f"{self.settings.prefix}/{self.kind}/status.json", "interval": "2000",
                        **({"pin": "1"} if self.settings.pin else {})})
 
     def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
@@ -294,11 +304,13 @@ class PhoneCallFactor:
         entry = next((c for c in self.gateway.calls() if c.reference == call_reference), None)
         if entry is None:
             raise ValueError("no such call in the outbox")
-        self.gateway.record_answer(entry.id, digits)
+        if f"/{self.kind}/script/" not in entry.script_url:
+            raise LookupError("the call belongs to another phone-call method")  # the outbox asks that one
         token = entry.script_url.rsplit("/", 1)[-1]
         call = self.store.call_by_token(token_digest(token))
         if call is None:
             raise ValueError("this call is not one of ours")
+        self.gateway.record_answer(entry.id, digits)
         if "#" in digits:
             self._answer(call, digits.split("#", 1)[0], now, client_ip=None, user_agent="console keypad")
         fresh = self.store.call_by_token(token_digest(token))
@@ -417,4 +429,19 @@ class PhoneCallFactor:
                                       user_agent=rctx.user_agent))
 
 
-__all__ = ["FRAUD_CODE", "PhoneCallFactor", "VoiceSettings", "reference_of", "token_digest"]
+class MobileCallFactor(PhoneCallFactor):
+    """The mobile phone's call (``mobile_voice``): a mobile number, no extension. The same number may also be set
+    up for text messages (``sms``): "mobile phone, text or call"."""
+
+    kind = "mobile_voice"
+    label = "Mobile phone call"
+    description = "We call your mobile phone; answer and press the pound key (#)."
+    need_mobile = True
+    enroll_fields: tuple[EnrollField, ...] = (
+        EnrollField("phone", "Mobile phone number", "tel", "tel",
+                    "Include the country code, like +44 7400 123456. We call it to check it is yours.", 64),
+    )
+    routes: tuple[FactorRoute, ...] = call_routes("mobile_voice")
+
+
+__all__ = ["FRAUD_CODE", "MobileCallFactor", "PhoneCallFactor", "VoiceSettings", "reference_of", "token_digest"]
