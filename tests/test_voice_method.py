@@ -236,3 +236,28 @@ def test_the_mobile_call_is_a_method_of_its_own(sqlite_url: str, clock: Clock, p
     user = mw.runtime.store.get_user("bob")
     assert user is not None and [m.kind for m in mw.runtime.store.list_methods(user.id)] == ["mobile_voice"]
     mw.runtime.close()
+
+
+def test_silence_posted_as_an_empty_answer_never_approves(mw: MFAMiddleware, clock: Clock, provider: TwilioProvider,
+                                                          base: str) -> None:
+    """A provider that posts the gather's action on an empty result (no key pressed, not even #) sends
+    ``Digits=""`` with ``FinishedOnKey=""``: that is silence, never an approval; the attempt fails."""
+    import xml.etree.ElementTree as ET
+    from urllib.parse import urljoin
+
+    enroll_by_call(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    sid = last_call(provider)
+    script, action = provider.answer(sid, "")  # silence: the provider itself posts nothing
+    assert action is None and script.status == 200
+    gather = ET.fromstring(script.body).find("Gather")
+    assert gather is not None
+    url = urljoin(provider.calls[sid].form["Url"], gather.get("action") or "")
+    params = {"CallSid": sid, "AccountSid": provider.account_sid, "From": "+15005550006", "To": OFFICE_E164,
+              "CallStatus": "in-progress", "Direction": "outbound-api", "Digits": "", "FinishedOnKey": ""}
+    reply = provider.post_signed(url, params)
+    assert reply.status == 200 and "approved" not in reply.body
+    assert poll(browser) == "failed"
+    ended = browser.post("/_mfa/verify", {"csrf_token": token})
+    assert ended.status_code == 401 and browser.cookie("mfa_session") is None

@@ -425,6 +425,13 @@ class PhoneCallFactor:
                 rctx.audit("phone", "callback_refused", reason="answer digits are not keypad keys",
                            reference=reference_of(call.id))
             return self._say("We didn't get an answer. Goodbye.")
+        finished = self._field(request, "FinishedOnKey", "finished_on_key")
+        if digits == "" and finished is not None and finished != "#":
+            # Nothing pressed, not even #: the gather timed out (a provider that posts on an empty result).
+            # Silence is never an approval.
+            if self.store.settle_call(call.id, STATUS_FAILED, now=rctx.now):
+                rctx.audit("phone", "call_failed", reference=reference_of(call.id), reason="no key pressed")
+            return self._say("We didn't get an answer. Goodbye.")
         return self._say(self._answer(call, digits, rctx.now, client_ip=rctx.client_ip,
                                       user_agent=rctx.user_agent))
 
