@@ -581,6 +581,37 @@ def test_zero_pound_with_reporting_off_fails_the_call_without_a_block(build: Bui
     assert browser.post("/_mfa/verify", {"csrf_token": token}).status_code == 303
 
 
+def test_the_fraud_code_comes_from_the_config(build: Build, clock: Clock, provider: TwilioProvider,
+                                              base: str) -> None:
+    """``[fraud] code = "99"``: the call says "press 9 9 then pound", ``99#`` reports fraud and ``0#`` is just a
+    wrong key (the attempt fails, nobody is blocked)."""
+    mw = build(fraud={"code": "99"})
+    enroll(mw, provider, base)
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    assert "press 99 then #" in browser.get("/_mfa/verify").text
+    script, action = provider.answer(last_call(provider), "0#")
+    assert "press 9 9 then pound" in script.body
+    assert action is not None and "blocked" not in action.body
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and not user.blocked(clock())
+    clock.advance(60)
+    browser, token = start_sign_in(mw, base)
+    _script, action = provider.answer(last_call(provider), "99#")
+    assert action is not None and "blocked" in action.body
+    user = mw.runtime.store.get_user("bob")
+    assert user is not None and user.blocked(clock())
+
+
+@pytest.mark.parametrize("code", ["", "x", "12345", "0#", "٣"])
+def test_a_bad_fraud_code_is_a_config_error(code: str) -> None:
+    from mfa_middleware import ConfigError
+    from tests.support.mfa import make_config
+
+    with pytest.raises(ConfigError, match=r"fraud\.code"):
+        make_config("sqlite://", fraud={"code": code})
+
+
 # -- status callbacks -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", [pytest.param(s, id=s) for s in ("no-answer", "busy", "failed", "canceled")])
 def test_a_call_that_ends_unanswered_fails_and_offers_another_way(build: Build, clock: Clock,

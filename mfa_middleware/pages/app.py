@@ -757,7 +757,8 @@ class PagesApp:
         texts = list(phone.texts()) if isinstance(phone, ConsolePhoneGateway) else []
         calls = list(phone.calls()) if isinstance(phone, ConsolePhoneGateway) else []
         return self.render(ctx, "outbox.html", status=status, title="Outbox (demo)", messages=messages, texts=texts,
-                           calls=calls, csrf=self.rt.codec.make_csrf(OUTBOX_BINDING), notice=notice, error=error)
+                           calls=calls, csrf=self.rt.codec.make_csrf(OUTBOX_BINDING), notice=notice, error=error,
+                           fraud_code=self.rt.config.fraud.code)
 
     def page_step_up(self, ctx: PageContext) -> Response:
         target = self.next_of(ctx)

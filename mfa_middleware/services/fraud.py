@@ -88,6 +88,8 @@ class FraudSettings:
     notify_emails: tuple[str, ...] = ()
     notify_webhook_url: str | None = None
     notify_webhook_secret: str | None = field(default=None, repr=False)  # resolved from env: at load
+    #: the keys a caller presses before ``#`` to report a call as fraud (``"0"``: ``0#``)
+    code: str = "0"
 
 
 def fraud_settings_from_dict(data: Mapping[str, Any], source: str = "<config>",
@@ -128,9 +130,13 @@ def fraud_settings_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if secret is not None and len(secret) < MIN_WEBHOOK_SECRET:
         raise base_config.ConfigError(f"{r.key('notify_webhook_secret')}: must be at least {MIN_WEBHOOK_SECRET} "
                                       "characters (a random string, such as 32 hex digits)")
+    code = r.get("code", str, "0")
+    if not (code.isascii() and code.isdigit() and 1 <= len(code) <= 4):
+        raise base_config.ConfigError(f"{r.key('code')}: must be 1 to 4 digits pressed before # (such as \"0\"), "
+                                      f"got {code!r}")
     r.finish()
     return FraudSettings(allow_users_to_report=allow, block_on_report=block, block_for=block_for,
-                         notify_emails=emails, notify_webhook_url=url, notify_webhook_secret=secret)
+                         notify_emails=emails, notify_webhook_url=url, notify_webhook_secret=secret, code=code)
 
 
 def _check_webhook_url(url: str, where: str) -> None:

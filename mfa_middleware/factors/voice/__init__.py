@@ -63,6 +63,7 @@ from ...store.sql import CallRecord, SendPurpose
 from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
                     Prompt, RouteContext, TooSoon, Verification)
 
+#: the default fraud code (``[fraud] code``): ``0#`` reports the call
 FRAUD_CODE = "0"
 _POLL_SCRIPT = (resources.files(__name__) / "templates" / "poll.js").read_text(encoding="utf-8")
 #: seconds to answer after the phone stopped ringing (the script, the gather): a call expires after
@@ -283,6 +284,7 @@ class PhoneCallFactor:
             if ctx.attempt_id else STATUS_FAILED
         return Prompt(Interaction.OUT_OF_BAND, f"We're calling {self.masked(method)}.",
                       {"status": status, "poll": f"{self.settings.prefix}/{self.kind}/status.json", "interval": "2000",
+                       "fraud_code": self.fraud.settings.code if self.fraud.settings.allow_users_to_report else "",
                        **({"pin": "1"} if self.settings.pin else {})})
 
     def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
@@ -322,7 +324,8 @@ class PhoneCallFactor:
         call was answered already or has expired)."""
         digits = digits.strip().rstrip("#")  # providers may or may not include the finishing key
         pin_hash = self._pin_hash(call.method_id) if self.settings.pin else None
-        if digits == FRAUD_CODE:
+        fraud_code = self.fraud.settings.code
+        if digits == fraud_code:
             status = STATUS_FRAUD if self.fraud.settings.allow_users_to_report else STATUS_FAILED
         elif self.settings.pin:
             # PIN mode: the PIN, then #. A method set up before PIN mode was turned on has no PIN: it fails
@@ -337,7 +340,7 @@ class PhoneCallFactor:
         name = user.username if user is not None else None
         self.audit.write("phone", "call_" + status, now=now, actor=name or "anonymous", username=name,
                          client_ip=client_ip, user_agent=user_agent, reference=reference_of(call.id))
-        if digits == FRAUD_CODE and user is not None:
+        if digits == fraud_code and user is not None:
             # Also when reporting is off: the report service writes the refused row and says so.
             outcome = self.fraud.report(user, self.kind, now=now, client_ip=client_ip, user_agent=user_agent,
                                         reference=f"voice:{call.id}")
@@ -414,7 +417,8 @@ class PhoneCallFactor:
             site = rctx.factor_context.site_name or "your sign-in service"
             approve = ("enter your PIN, then press the pound key" if self.settings.pin else "press the pound key")
             prompt = (f"This is {site}. To approve your sign-in, {approve}. "
-                      f"If you did not try to sign in, press {FRAUD_CODE} then pound to report fraud.")
+                      f"If you did not try to sign in, press {' '.join(self.fraud.settings.code)} then pound "
+                      "to report fraud.")
             return self._twiml(twiml_gather(
                 prompt, self._url(self._origin(request.host_url), "answer", token), language=self.phone.language,
                 voice=self.phone.voice, finish_on_key="#", timeout=GATHER_TIMEOUT,
