@@ -58,7 +58,7 @@ def enroll_email(mw: MFAMiddleware, smtp: SmtpServer) -> Browser:
     browser = Browser(mw)
     assert browser.login("bob", PASSWORD, "/hello").headers["Location"] == "/_mfa/enroll"
     page = browser.get("/_mfa/enroll")
-    assert 'value="email"' in page.text and 'name="address"' in page.text
+    assert 'value="email"' in page.text and 'name="email.address"' in page.text
     started = browser.post("/_mfa/enroll", {"action": "start", "method": "email", "address": ADDRESS,
                                             "csrf_token": csrf_of(page.text)})
     assert started.status_code == 303, started.text

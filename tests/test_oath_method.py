@@ -43,7 +43,7 @@ def start(mw: MFAMiddleware, user: str, serial: str) -> tuple[Browser, int, str]
     browser = Browser(mw)
     browser.login(user, PASSWORD, "/hello")
     page = browser.get("/_mfa/enroll")
-    assert 'value="oath"' in page.text and 'name="serial"' in page.text
+    assert 'value="oath"' in page.text and 'name="oath.serial"' in page.text
     response = browser.post("/_mfa/enroll", {"action": "start", "method": "oath", "serial": serial,
                                              "csrf_token": csrf_of(page.text)})
     return browser, response.status_code, response.text
