@@ -181,7 +181,7 @@ def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
         raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} is an IP address; passkeys need a host name")
     if "." not in rp_id and rp_id != "localhost":
         raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} is not a registrable domain")
-    for origin, host in zip(origins, hosts):
+    for origin, host in zip(origins, hosts, strict=True):
         if host != rp_id and not host.endswith("." + rp_id):
             raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} does not fit origin {origin!r}: it must be the origin's "
                               "host or a parent domain of it")

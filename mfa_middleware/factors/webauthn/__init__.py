@@ -244,7 +244,7 @@ class WebAuthnFactor:
                                          only_if_first=ctx.first_method_only):
             return Verification(Outcome.REPLAYED)
         self.audit.write("webauthn", "registered", now=ctx.now, actor=user.username, username=user.username,
-                         client_ip=ctx.client_ip, user_agent=ctx.user_agent, method_id=method.id, name=method.label)
+                         client_ip=ctx.client_ip, user_agent=ctx.user_agent, method=str(method.id), label=method.label)
         return result
 
     def _retry(self, user: UserRecord, method: MethodRecord, ctx: FactorContext,
@@ -268,8 +268,7 @@ class WebAuthnFactor:
             return self._refused(user, ctx, "registration_refused", reason=str(exc)[:200])
         aaguid = verified.aaguid.lower()
         if self.settings.aaguids and aaguid not in self.settings.aaguids:
-            return self._refused(user, ctx, "registration_refused", reason="authenticator model not allowed",
-                                 aaguid=aaguid)
+            return self._refused(user, ctx, "registration_refused", reason=f"authenticator model {aaguid} not allowed")
         transports = tuple(t.value for t in (credential.response.transports or []))
         added = self.store.add_webauthn_credential(
             user.id, method.id, bytes_to_base64url(verified.credential_id), verified.credential_public_key,
@@ -319,7 +318,7 @@ class WebAuthnFactor:
             return self._refused(user, ctx, "refused", reason=str(exc))
         if not secrets.compare_digest(bytes(credential.raw_id), base64url_to_bytes(stored.credential_id)):
             return self._refused(user, ctx, "refused", reason="not the credential of this method",
-                                 method_id=method.id)
+                                 method=str(method.id))
         try:
             # The counter is compared below (0 here: the library's own comparison would hide the regression
             # among other failures); the signature is checked first, so only a signed counter is believed.
@@ -329,11 +328,11 @@ class WebAuthnFactor:
                 credential_public_key=stored.public_key, credential_current_sign_count=0,
                 require_user_verification=self.settings.uv_required)
         except WebAuthnException as exc:
-            return self._refused(user, ctx, "refused", reason=str(exc)[:200], method_id=method.id)
+            return self._refused(user, ctx, "refused", reason=str(exc)[:200], method=str(method.id))
         new = verified.new_sign_count
         if (new > 0 or stored.sign_count > 0) and new <= stored.sign_count:
-            return self._refused(user, ctx, "counter_regression", method_id=method.id, stored=stored.sign_count,
-                                 received=new)
+            return self._refused(user, ctx, "counter_regression", method=str(method.id), label=method.label,
+                                 reason=f"sign count {new} is not above {stored.sign_count}")
         if not self.store.advance_webauthn_sign_count(stored.id, stored.sign_count, new, now=ctx.now):
             return Verification(Outcome.REPLAYED)  # another check of this credential won the race
         return Verification(Outcome.ACCEPTED)
