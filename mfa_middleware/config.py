@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .gateways.config import EmailConfig, email_config_from_dict
 from .gateways.phone.config import PhoneConfig, phone_config_from_dict
@@ -97,7 +98,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "webauthn", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,67 @@ class VoiceMethodConfig:
 
 
 @dataclass(frozen=True)
+class WebAuthnMethodConfig:
+    """Passkeys and security keys (``[methods.webauthn]``). ``origins`` are the exact origins browsers show
+    (``https://intranet.example.com``; ``http://localhost[:port]`` for development); ``rp_id`` (default: the first
+    origin's host) must be every origin's host or a parent domain of it."""
+
+    rp_id: str = ""
+    origins: tuple[str, ...] = ()
+    user_verification: str = "preferred"  # preferred | required
+    attestation: str = "none"  # none | direct
+    #: with ``attestation = "direct"``: only authenticators of these models (AAGUIDs) may be registered
+    aaguids: tuple[str, ...] = ()
+
+
+def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
+    """``[methods.webauthn]``: checked here, so a relying-party id that cannot fit the served host is a start-up
+    error rather than a ceremony every browser refuses."""
+    origins = r.strings("origins", ())
+    user_verification = r.choice("user_verification", ("preferred", "required"), "preferred")
+    attestation = r.choice("attestation", ("none", "direct"), "none")
+    aaguids = tuple(a.lower() for a in r.strings("aaguids", ()))
+    rp_id = r.get("rp_id", str, "").strip().lower()
+    r.finish()
+    if aaguids and attestation != "direct":
+        raise ConfigError(f"{r.key('aaguids')}: an allow-list needs attestation = \"direct\"")
+    for aaguid in aaguids:
+        if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", aaguid):
+            raise ConfigError(f"{r.key('aaguids')}: {aaguid!r} is not an AAGUID like "
+                              "\"cb69481e-8ff7-4039-93ec-0a2729a154a8\"")
+    if not origins:
+        if enabled:
+            raise ConfigError(f"{r.key('origins')}: required when \"webauthn\" is enabled: the origins browsers "
+                              "show, like [\"https://intranet.example.com\"]")
+        return WebAuthnMethodConfig(rp_id=rp_id, user_verification=user_verification, attestation=attestation,
+                                    aaguids=aaguids)
+    hosts = []
+    for origin in origins:
+        parts = urlsplit(origin)
+        host = (parts.hostname or "").lower()
+        if (parts.scheme not in ("https", "http") or not host or parts.path not in ("", "/") or parts.query
+                or parts.fragment or parts.username or parts.password
+                or (parts.scheme == "http" and host != "localhost")):
+            raise ConfigError(f"{r.key('origins')}: {origin!r} is not an https origin (or http://localhost)")
+        hosts.append(host)
+    rp_id = rp_id or hosts[0]
+    try:
+        is_ip = bool(ipaddress.ip_address(rp_id))
+    except ValueError:
+        is_ip = False
+    if is_ip:
+        raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} is an IP address; passkeys need a host name")
+    if "." not in rp_id and rp_id != "localhost":
+        raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} is not a registrable domain")
+    for origin, host in zip(origins, hosts, strict=True):
+        if host != rp_id and not host.endswith("." + rp_id):
+            raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} does not fit origin {origin!r}: it must be the origin's "
+                              "host or a parent domain of it")
+    return WebAuthnMethodConfig(rp_id=rp_id, origins=tuple(o.rstrip("/") for o in origins),
+                                user_verification=user_verification, attestation=attestation, aaguids=aaguids)
+
+
+@dataclass(frozen=True)
 class MethodsConfig:
     """Which second-factor methods users may set up (``[methods]``), and each method's own settings
     (``[methods.<kind>]``)."""
@@ -139,6 +201,7 @@ class MethodsConfig:
     email: EmailMethodConfig = field(default_factory=EmailMethodConfig)
     sms: SmsMethodConfig = field(default_factory=SmsMethodConfig)
     voice: VoiceMethodConfig = field(default_factory=VoiceMethodConfig)
+    webauthn: WebAuthnMethodConfig = field(default_factory=WebAuthnMethodConfig)
 
 
 #: the longest "remember this device" may last (``[methods] remember_device``)
@@ -455,10 +518,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     mv = mt.table("voice")
     voice_method = VoiceMethodConfig(pin=mv.get("pin", bool, False))
     mv.finish()
+    webauthn_method = _webauthn_config(mt.table("webauthn"), "webauthn" in enabled)
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
                                    remember_device=remember_device, email=email_method, sms=sms_method,
-                                   voice=voice_method)
+                                   voice=voice_method, webauthn=webauthn_method)
     mt.finish()
 
     email_raw = top.get("email", dict, None)

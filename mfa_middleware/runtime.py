@@ -21,6 +21,7 @@ from .factors.oath.factor import OathTokenFactor
 from .factors.sms import SmsCodeFactor, SmsSettings
 from .factors.totp import TotpFactor
 from .factors.voice import MobileCallFactor, PhoneCallFactor, VoiceSettings
+from .factors.webauthn import WebAuthnFactor, WebAuthnSettings
 from .gateways import EmailGateway, build_email_gateway
 from .gateways.phone import PhoneGateway, build_phone_gateway
 from .primary.base import PasswordMethod
@@ -128,6 +129,11 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
                                             call_timeout=_required(rt.config.phone).call_timeout,
                                             public_url=_required(rt.config.phone).public_url,
                                             pin=rt.config.methods.voice.pin), rt.passwords),
+    "webauthn": lambda rt: WebAuthnFactor(rt.store, rt.audit, WebAuthnSettings(
+        rp_id=rt.config.methods.webauthn.rp_id, origins=rt.config.methods.webauthn.origins, rp_name=rt.config.site_name,
+        user_verification=rt.config.methods.webauthn.user_verification,
+        attestation=rt.config.methods.webauthn.attestation, aaguids=rt.config.methods.webauthn.aaguids,
+        prefix=rt.config.prefix)),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
 }
 

@@ -213,3 +213,43 @@ calls = Table(
     UniqueConstraint("token_digest", name="uq_mfa_calls_token"),
     Index("ix_mfa_calls_attempt", "method_id", "sign_in_id"),
 )
+
+# -- passkeys and security keys (the webauthn method) ------------------------------------------------------------
+# One credential per method row (kind "webauthn"): a user has as many passkeys as method rows. credential_id is
+# the authenticator's id (base64url), unique over everyone; sign_count only ever grows (a conditional UPDATE).
+webauthn_credentials = Table(
+    "mfa_webauthn_credentials", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("credential_id", String(1400), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # COSE key
+    Column("sign_count", BigInteger, nullable=False, default=0),
+    Column("transports", String(200), nullable=False, default=""),  # comma-separated
+    Column("aaguid", String(36), nullable=False, default=""),
+    Column("name", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    UniqueConstraint("credential_id", name="uq_mfa_webauthn_credential"),
+    Index("ix_mfa_webauthn_credentials_method", "method_id"),
+)
+
+# One row per ceremony (a registration for an enrollment, an assertion for a sign-in attempt). The challenge is
+# kept here and never taken from the browser; status moves once from "pending" to "answered" (the browser's
+# response is stored) and once from "answered" to "used" (checked), each in one conditional UPDATE.
+webauthn_challenges = Table(
+    "mfa_webauthn_challenges", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("sign_in_id", String(64), nullable=False),
+    Column("purpose", String(16), nullable=False),  # register | authenticate
+    Column("challenge", String(128), nullable=False),  # base64url
+    Column("token", String(64), nullable=False),  # where a registration's response is posted
+    Column("status", String(16), nullable=False),  # pending | answered | used
+    Column("answer", Text),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("token", name="uq_mfa_webauthn_challenge_token"),
+    Index("ix_mfa_webauthn_challenges_attempt", "method_id", "sign_in_id"),
+)

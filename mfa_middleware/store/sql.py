@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
+from .schema import webauthn_challenges, webauthn_credentials
 from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
                      methods, oath_tokens, phone_sends, revocations, users)
 
@@ -273,6 +274,40 @@ class CallRecord:
     created_at: float
     expires_at: float
     answered_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebAuthnCredentialRecord:
+    """One passkey or security key (see ``schema.webauthn_credentials``)."""
+
+    id: int
+    user_id: int
+    method_id: int
+    credential_id: str  # base64url
+    public_key: bytes
+    sign_count: int
+    transports: tuple[str, ...]
+    aaguid: str
+    name: str
+    created_at: float
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebAuthnChallengeRecord:
+    """One ceremony's server-side challenge (see ``schema.webauthn_challenges``)."""
+
+    id: int
+    user_id: int
+    method_id: int
+    sign_in_id: str
+    purpose: str  # register | authenticate
+    challenge: str  # base64url
+    token: str
+    status: str  # pending | answered | used
+    answer: str | None
+    created_at: float
+    expires_at: float
 
 
 class FraudReportExists(ValueError):
@@ -987,6 +1022,8 @@ class Store:
             c.execute(delete(backup_codes).where(backup_codes.c.method_id == method_id))
             c.execute(delete(challenges).where(challenges.c.method_id == method_id))
             c.execute(delete(calls).where(calls.c.method_id == method_id))
+            c.execute(delete(webauthn_challenges).where(webauthn_challenges.c.method_id == method_id))
+            c.execute(delete(webauthn_credentials).where(webauthn_credentials.c.method_id == method_id))
             return bool(c.execute(delete(methods).where(*where)).rowcount == 1)
         return self._run(run)
 
@@ -1048,6 +1085,8 @@ class Store:
             c.execute(delete(backup_codes).where(backup_codes.c.method_id.in_(ids)))
             c.execute(delete(challenges).where(challenges.c.method_id.in_(ids)))
             c.execute(delete(calls).where(calls.c.method_id.in_(ids)))
+            c.execute(delete(webauthn_challenges).where(webauthn_challenges.c.method_id.in_(ids)))
+            c.execute(delete(webauthn_credentials).where(webauthn_credentials.c.method_id.in_(ids)))
             return int(c.execute(delete(methods).where(*where)).rowcount)
         return self._run(run)
 
@@ -1162,6 +1201,93 @@ class Store:
     def use_call(self, call_id: int) -> bool:
         """Use an approved call up (approved -> used): True once."""
         stmt = update(calls).where(calls.c.id == call_id, calls.c.status == "approved").values(status="used")
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    # -- passkeys and security keys (the webauthn method) ---------------------------------------------------------
+    # A ceremony's challenge lives only here. Its status moves pending -> answered (the browser's response is kept)
+    # -> used (checked), each once in one conditional UPDATE, and only before it expires: a replayed response, two
+    # checks at once or two servers accept at most once. A credential's sign count only grows, also conditionally.
+    @staticmethod
+    def _webauthn_credential(row: Any) -> WebAuthnCredentialRecord:
+        return WebAuthnCredentialRecord(
+            id=row.id, user_id=row.user_id, method_id=row.method_id, credential_id=row.credential_id,
+            public_key=bytes(row.public_key), sign_count=int(row.sign_count),
+            transports=tuple(t for t in row.transports.split(",") if t), aaguid=row.aaguid, name=row.name,
+            created_at=row.created_at, last_used_at=row.last_used_at)
+
+    @staticmethod
+    def _webauthn_challenge(row: Any) -> WebAuthnChallengeRecord:
+        return WebAuthnChallengeRecord(
+            id=row.id, user_id=row.user_id, method_id=row.method_id, sign_in_id=row.sign_in_id, purpose=row.purpose,
+            challenge=row.challenge, token=row.token, status=row.status, answer=row.answer,
+            created_at=row.created_at, expires_at=row.expires_at)
+
+    def add_webauthn_credential(self, user_id: int, method_id: int, credential_id: str, public_key: bytes, *,
+                                sign_count: int, transports: Sequence[str], aaguid: str, name: str,
+                                now: float) -> int | None:
+        """Store a verified credential for a method; None when that credential id is registered already (to
+        anyone: an authenticator's id is never shared)."""
+        stmt = insert(webauthn_credentials).values(
+            user_id=user_id, method_id=method_id, credential_id=credential_id, public_key=public_key,
+            sign_count=sign_count, transports=",".join(transports)[:200], aaguid=aaguid, name=name[:100],
+            created_at=now).returning(webauthn_credentials.c.id)
+        try:
+            return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+        except IntegrityError:
+            return None
+
+    def webauthn_credential_of_method(self, method_id: int) -> WebAuthnCredentialRecord | None:
+        stmt = select(webauthn_credentials).where(webauthn_credentials.c.method_id == method_id)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._webauthn_credential(row)
+
+    def webauthn_credentials_of_user(self, user_id: int) -> list[WebAuthnCredentialRecord]:
+        stmt = (select(webauthn_credentials).where(webauthn_credentials.c.user_id == user_id)
+                .order_by(webauthn_credentials.c.id))
+        return [self._webauthn_credential(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def advance_webauthn_sign_count(self, credential_row_id: int, old: int, new: int, *, now: float) -> bool:
+        """Record a use of a credential: the sign count moves from ``old`` to ``new`` only if it still is ``old``
+        (True once; two uses checked at once cannot both pass)."""
+        stmt = (update(webauthn_credentials)
+                .where(webauthn_credentials.c.id == credential_row_id, webauthn_credentials.c.sign_count == old)
+                .values(sign_count=new, last_used_at=now))
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def add_webauthn_challenge(self, user_id: int, method_id: int, sign_in_id: str, purpose: str, challenge: str,
+                               token: str, *, now: float, expires_at: float) -> int:
+        if purpose not in ("register", "authenticate"):
+            raise ValueError(f"not a ceremony: {purpose!r}")
+        stmt = insert(webauthn_challenges).values(
+            user_id=user_id, method_id=method_id, sign_in_id=sign_in_id[:64], purpose=purpose, challenge=challenge,
+            token=token, status="pending", created_at=now, expires_at=expires_at).returning(webauthn_challenges.c.id)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def webauthn_challenge_of_attempt(self, method_id: int, sign_in_id: str) -> WebAuthnChallengeRecord | None:
+        """The newest ceremony of one attempt with one method, or None."""
+        t = webauthn_challenges
+        stmt = (select(t).where(t.c.method_id == method_id, t.c.sign_in_id == sign_in_id[:64])
+                .order_by(t.c.id.desc()).limit(1))
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._webauthn_challenge(row)
+
+    def webauthn_challenge_by_token(self, token: str) -> WebAuthnChallengeRecord | None:
+        stmt = select(webauthn_challenges).where(webauthn_challenges.c.token == token[:64])
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._webauthn_challenge(row)
+
+    def answer_webauthn_challenge(self, challenge_id: int, answer: str, *, now: float) -> bool:
+        """Keep the browser's response on a pending, unexpired ceremony (pending -> answered): True once."""
+        t = webauthn_challenges
+        stmt = (update(t).where(t.c.id == challenge_id, t.c.status == "pending", t.c.expires_at > now)
+                .values(status="answered", answer=answer))
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def use_webauthn_challenge(self, challenge_id: int, *, now: float) -> bool:
+        """Take an answered, unexpired ceremony for checking (answered -> used): True once."""
+        t = webauthn_challenges
+        stmt = (update(t).where(t.c.id == challenge_id, t.c.status == "answered", t.c.expires_at > now)
+                .values(status="used"))
         return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
 
     # -- OATH hardware tokens -----------------------------------------------------------------------------------
