@@ -489,22 +489,18 @@ class PagesApp:
             if done is not None:
                 return done
             if result.outcome == "pending":  # out-of-band: not answered yet (costs no attempt)
-                return self.verify_page(ctx, pending, user, usable, method,
-                                        notice="We haven't had your answer yet. Answer the call, then try again.")
+                return self.verify_page(ctx, pending, user, usable, method, notice=self.not_yet(method.kind))
             if result.outcome == "fraud":
                 self.clear(ctx, ctx.names.pending)
                 return self.render(ctx, "message.html", status=403, title="Sign-in reported",
                                    message="This sign-in was reported as fraud and stopped.")
             if factor.interaction is Interaction.OUT_OF_BAND:
                 return self.render(ctx, "message.html", status=401, title="Sign-in not approved",
-                                   message="The call was not answered or not approved."
+                                   message=self.not_accepted(method.kind, result.outcome)
                                            + (" Sign in another way." if len(usable) > 1 else ""),
                                    link=self.url("verify") + ("?another=1" if len(usable) > 1 else ""),
                                    link_text="Sign in another way" if len(usable) > 1 else "Back")
-            error = ("That code has already been used. Wait for the next code in your app."
-                     if result.outcome == "replayed" else
-                     "That code didn't work. Check that the time on your phone is right and enter the newest code."
-                     if method.kind == "totp" else "That code didn't work. Check it and try again.")
+            error = self.not_accepted(method.kind, result.outcome)
             status = 401
         try:
             factor.begin(user, method, fctx)  # sends at most once per attempt (the factor keeps track)
@@ -523,6 +519,26 @@ class PagesApp:
                            csrf=self.rt.codec.make_csrf(pending.sid), prompt=factor.prompt(user, method, fctx),
                            error=error, notice=notice, method=method, username=user.username, others=len(usable) > 1,
                            remember_days=self.rt.devices.days if self.rt.devices.enabled else None)
+
+    def not_yet(self, kind: str) -> str:
+        """The notice for an answer that has not come yet (out-of-band or ceremony: it costs no attempt)."""
+        factor = self.rt.factors.get(kind)
+        if factor is not None and factor.interaction is Interaction.CEREMONY:
+            return "We haven't had your passkey or security key yet. Use it when the browser asks, then try again."
+        return "We haven't had your answer yet. Answer on your phone, then try again."
+
+    def not_accepted(self, kind: str, outcome: str) -> str:
+        """The error for an answer that was checked and refused, in the words of the method's interaction."""
+        factor = self.rt.factors.get(kind)
+        if factor is not None and factor.interaction is Interaction.CEREMONY:
+            return "That passkey or security key was not accepted. Try again, or use another one."
+        if factor is not None and factor.interaction is Interaction.OUT_OF_BAND:
+            return "The request was not answered or not approved."
+        if outcome == "replayed":
+            return "That code has already been used. Wait for the next code in your app."
+        if kind == "totp":
+            return "That code didn't work. Check that the time on your phone is right and enter the newest code."
+        return "That code didn't work. Check it and try again."
 
     def factor_route(self, ctx: PageContext, kind: str, route: FactorRoute, args: dict[str, str]) -> Response:
         """One of a method's own routes, after checking its :class:`Access` (the method never sees a request that
@@ -677,8 +693,7 @@ class PagesApp:
                     return self.redirect(self.url("enroll"))
                 if result.outcome == "pending":  # out-of-band: not answered yet (costs no attempt)
                     return self.enroll_screen(ctx, user, again, csrf, None, status=200,
-                                              notice="We haven't had your answer yet. Answer the call, then try "
-                                                     "again.")
+                                              notice=self.not_yet(result.method or ""))
                 if result.outcome == "fraud":
                     self.clear(ctx, ctx.names.pending)
                     return self.render(ctx, "message.html", status=403, title="Sign-in reported",
@@ -687,6 +702,9 @@ class PagesApp:
                 if enrolling is not None and enrolling.interaction is Interaction.OUT_OF_BAND:
                     return self.enroll_screen(ctx, user, again, csrf, "The call was not answered or not approved. "
                                               "Choose \"Use another number or method\" to try again.", status=401)
+                if enrolling is not None and enrolling.interaction is Interaction.CEREMONY:
+                    return self.enroll_screen(ctx, user, again, csrf, self.not_accepted(enrolling.kind, result.outcome),
+                                              status=401)
                 return self.enroll_screen(ctx, user, again, csrf, "That code didn't work. Enter the newest code.",
                                           status=401)
             if action == "restart":
@@ -963,7 +981,9 @@ class PagesApp:
             shown = self.rt.signin.enroll_view(user, method_id, ctx.client, ctx.now)
             if shown is None:
                 return self.redirect(here)
-            error, status = None, 200
+            error: str | None = None
+            notice: str | None = None
+            status = 200
             if action == "confirm":
                 result = self.rt.signin.enroll_finish(user, method_id, {"code": ctx.request.form.get("code", "")[:64]},
                                                       ctx.client, ctx.now, attempt_id=session.sid,
@@ -974,13 +994,20 @@ class PagesApp:
                     return self.locked(ctx, result.locked_until)
                 if result.outcome == "blocked":
                     return self.blocked(ctx)
-                error, status = "That code didn't work. Enter the newest code.", 401
+                confirming = self.rt.factors.get(result.method or "")
+                if result.outcome == "pending":  # out-of-band or ceremony: not answered yet (costs no attempt)
+                    notice = self.not_yet(result.method or "")
+                elif confirming is not None and confirming.interaction is not Interaction.CODE:
+                    error, status = self.not_accepted(confirming.kind, result.outcome), 401
+                else:
+                    error, status = "That code didn't work. Enter the newest code.", 401
             method = self.rt.store.get_method(method_id)
             kind = method.kind if method is not None else "totp"
             factor = self.rt.factors.get(kind)
             return self.render(ctx, f"{kind}/enroll.html", status=status,
                                title=f"Set up {factor.label.lower() if factor else 'your method'}", csrf=csrf,
-                               view=shown, username=user.username, error=error, offer_app_passwords=False,
+                               view=shown, username=user.username, error=error, notice=notice,
+                               offer_app_passwords=False,
                                enroll_action=f"{here}?id={method_id}")
         return choice(None, 200)
 
