@@ -23,8 +23,8 @@ Rules:
   greater (a cloned authenticator lags behind), else the answer is refused and audited as
   ``webauthn``/``counter_regression``. The count moves in a conditional UPDATE (from the value read), once.
 - **Registration** checks the same origin and RP id, the challenge of the enrollment, UV when required, and with
-  ``attestation = "direct"`` and an ``aaguids`` allow-list, the authenticator model; a credential id registered
-  already (to anyone) is refused.
+  ``attestation = "direct"`` and an ``aaguids`` allow-list, the authenticator model (a "none" attestation names
+  a model nobody attested, and is refused); a credential id registered already (to anyone) is refused.
 - **Trust model of the routes.** ``options.json`` and ``assertion`` are :attr:`Access.SIGN_IN` (the pending
   cookie and, for the POST, the attempt's CSRF token). ``register/<token>`` is :attr:`Access.PUBLIC` because the
   first enrollment happens before any session: the 32-byte random token is shown only on the enrollment page, it
@@ -48,7 +48,7 @@ from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.parse_authentication_credential_json import parse_authentication_credential_json
 from webauthn.helpers.parse_registration_credential_json import parse_registration_credential_json
-from webauthn.helpers.structs import (AttestationConveyancePreference, AuthenticationCredential,
+from webauthn.helpers.structs import (AttestationConveyancePreference, AttestationFormat, AuthenticationCredential,
                                       AuthenticatorSelectionCriteria, AuthenticatorTransport,
                                       PublicKeyCredentialDescriptor, RegistrationCredential, ResidentKeyRequirement,
                                       UserVerificationRequirement)
@@ -267,6 +267,9 @@ class WebAuthnFactor:
         except (BadResponse, WebAuthnException) as exc:
             return self._refused(user, ctx, "registration_refused", reason=str(exc)[:200])
         aaguid = verified.aaguid.lower()
+        if self.settings.aaguids and verified.fmt == AttestationFormat.NONE:
+            # No attestation statement: the AAGUID is only what the client says, so it cannot pass the allow-list.
+            return self._refused(user, ctx, "registration_refused", reason="no attestation of the authenticator model")
         if self.settings.aaguids and aaguid not in self.settings.aaguids:
             return self._refused(user, ctx, "registration_refused", reason=f"authenticator model {aaguid} not allowed")
         transports = tuple(t.value for t in (credential.response.transports or []))
