@@ -1656,14 +1656,9 @@ class Store:
                   "site": site[:200], "host": host[:255], "client_ip": client_ip[:64], "user_agent": user_agent[:300],
                   "status": "pending", "created_at": now, "expires_at": expires_at}
         source = select(*(literal(v).label(k) for k, v in values.items())).where(recent < cap)
-        stmt = insert(push_requests).from_select(list(values), source)
-
-        def run(c: Connection) -> int | None:
-            if c.execute(stmt).rowcount != 1:
-                return None
-            return int(c.execute(select(push_requests.c.id).where(push_requests.c.public_id == public_id))
-                       .scalar_one())
-        return self._run(run)
+        stmt = insert(push_requests).from_select(list(values), source).returning(push_requests.c.id)
+        made = self._run(lambda c: c.execute(stmt).scalar_one_or_none())
+        return None if made is None else int(made)
 
     def push_request_of_attempt(self, method_id: int, sign_in_id: str) -> PushRequestRecord | None:
         stmt = (select(push_requests).where(push_requests.c.method_id == method_id,

@@ -300,8 +300,8 @@ class PushFactor:
         user = self.store.get_user_by_id(device.user_id)
         name_of_user = user.username if user is not None else ""
         self.audit.write("push", "registered", now=rctx.now, actor=name_of_user, username=name_of_user,
-                         client_ip=rctx.client_ip, user_agent=rctx.user_agent, device=device.name,
-                         algorithm=algorithm)
+                         client_ip=rctx.client_ip, user_agent=rctx.user_agent, label=device.name,
+                         credential=f"{algorithm}:{account_id}")
         base = rctx.request.host_url.rstrip("/") + rctx.request.root_path + self.settings.prefix + "/device/v1"
         return _json({"account_id": account_id, "server_key": protocol.b64u(self.server_public_key),
                       "base_url": base, "site": rctx.factor_context.site_name, "username": name_of_user,
@@ -347,13 +347,13 @@ class PushFactor:
         except ProtocolError:
             return _refused(401, "bad answer signature")
         if not protocol.verify(key, signature, protocol.answer_string(request_id, answer, number, timestamp)):
-            rctx.audit("push", "answer_refused", reason="bad answer signature", device=device.account_id)
+            rctx.audit("push", "answer_refused", reason="bad answer signature", credential=device.account_id)
             return _refused(401, "bad answer signature")
         if abs(timestamp - rctx.now) > protocol.MAX_SKEW:
             return _refused(401, "stale answer timestamp")
         request = self.store.push_request_by_public_id(request_id)
         if request is None or request.device_id != device.id:
-            rctx.audit("push", "answer_refused", reason="no such request for this device", device=device.account_id)
+            rctx.audit("push", "answer_refused", reason="no such request for this device", credential=device.account_id)
             return _refused(404, "no such request")
         if self.status_of(request, rctx.now) != STATUS_PENDING:
             return _refused(409, "this request was answered already or has expired")
