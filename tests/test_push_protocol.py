@@ -26,6 +26,7 @@ from mfa_middleware.authenticator.cli import main as authenticator
 from mfa_middleware.authenticator.client import DeviceClient
 from mfa_middleware.authenticator.keystore import KeyStore
 from mfa_middleware.factors.push import protocol
+from mfa_middleware.store import UserRecord
 from tests.support.mfa import FAST_HASHER, echo_app, make_config
 from tests.support.servers import serve_wsgi
 
@@ -48,7 +49,7 @@ class Site:
     base: str
     clock: OffsetClock
 
-    def user(self, name: str):  # type: ignore[no-untyped-def]
+    def user(self, name: str) -> UserRecord:
         found = self.mw.runtime.store.get_user(name)
         assert found is not None
         return found

@@ -67,8 +67,9 @@ def _answer(ctx: click.Context, request_id: str, answer: protocol.Answer, number
 
 
 @click.group()
-@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), envvar="MFA_AUTHENTICATOR_STORE",
-              default=None, help="The key file (default ~/.config/mfa-authenticator/accounts.json).")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="MFA_AUTHENTICATOR_STORE", default=None,
+              help="The key file (default ~/.config/mfa-authenticator/accounts.json).")
 @click.pass_context
 def main(ctx: click.Context, store_path: Path | None) -> None:
     """A console authenticator for mfa_middleware's push sign-in (docs/push-protocol.md)."""

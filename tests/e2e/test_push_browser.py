@@ -57,7 +57,7 @@ def authenticator(store: Path, *args: str) -> str:
                            "--store", str(store), *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONWARNINGS": "error"})
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return str(done.stdout)
 
 
 def the_request(store: Path, number: str) -> str:
@@ -67,7 +67,7 @@ def the_request(store: Path, number: str) -> str:
     assert len(found) == 1, listing
     request_id, numbers = found[0]
     assert number in numbers.split(), listing
-    return request_id
+    return str(request_id)
 
 
 def waiting_number(page: Page) -> str:
