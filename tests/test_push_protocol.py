@@ -370,3 +370,31 @@ def test_pushes_are_capped_per_user(site: Site, alice: Path) -> None:
 def test_a_key_file_others_can_read_is_refused(site: Site, alice: Path) -> None:
     alice.chmod(0o644)
     assert "readable or writable by others" in cli_fails(alice, "accounts")
+
+
+# -- adding push later ------------------------------------------------------------------------------------------------
+def test_push_can_be_added_from_the_security_info_page(site: Site, tmp_path: Path) -> None:
+    import pyotp
+
+    person = Person(site)
+    assert person.login("bob").headers["Location"].endswith("/_mfa/enroll")
+    start = person.http.get("/_mfa/enroll")
+    person.http.post("/_mfa/enroll", data={"action": "start", "method": "totp", "csrf_token": csrf(start.text)})
+    page = person.http.get("/_mfa/enroll")
+    secret = re.search(r'<code id="secret" class="secret">([A-Z2-7 ]+)</code>', page.text)
+    assert secret
+    code = pyotp.TOTP(secret.group(1).replace(" ", "")).now()
+    assert person.http.post("/_mfa/enroll", data={"action": "confirm", "code": code,
+                                                  "csrf_token": csrf(page.text)}).status_code == 303
+    choose = person.http.get("/_mfa/methods/add")
+    moved = person.http.post("/_mfa/methods/add", data={"action": "start", "method": "push",
+                                                         "csrf_token": csrf(choose.text)})
+    assert moved.status_code == 303, moved.text
+    shown = person.http.get(moved.headers["Location"])
+    url = re.search(r'<code id="registration-url" class="secret">([^<]+)</code>', shown.text)
+    assert url, shown.text
+    store = tmp_path / "bob.json"
+    cli(store, "enroll", url.group(1).replace("&amp;", "&"))
+    done = person.http.post(moved.headers["Location"], data={"action": "confirm", "csrf_token": csrf(shown.text)})
+    assert done.status_code == 303 and "done=added" in done.headers["Location"], done.text
+    assert [m.kind for m in site.mw.runtime.store.list_methods(site.user("bob").id)] == ["totp", "push"]
