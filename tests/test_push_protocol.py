@@ -398,3 +398,25 @@ def test_push_can_be_added_from_the_security_info_page(site: Site, tmp_path: Pat
     done = person.http.post(moved.headers["Location"], data={"action": "confirm", "csrf_token": csrf(shown.text)})
     assert done.status_code == 303 and "done=added" in done.headers["Location"], done.text
     assert [m.kind for m in site.mw.runtime.store.list_methods(site.user("bob").id)] == ["totp", "push"]
+
+
+# -- the other commands -----------------------------------------------------------------------------------------------
+def test_watch_asks_on_the_terminal_and_approves(site: Site, alice: Path) -> None:
+    person, number, token = signing_in(site)
+    result = CliRunner().invoke(authenticator, ["--store", str(alice), "watch", "--once"], input=f"{number}\n",
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Pick the number" in result.output and "approved" in result.output
+    assert person.submit(token).headers["Location"] == "/"
+
+
+def test_codes_shows_totp_codes_of_totp_accounts(tmp_path: Path) -> None:
+    import pyotp
+
+    store = tmp_path / "keys.json"
+    secret = pyotp.random_base32()
+    cli(store, "enroll", f"otpauth://totp/Intranet:alice?secret={secret}&issuer=Intranet")
+    shown = cli(store, "codes")
+    assert re.match(r"^\d{6}  Intranet:alice", shown), shown
+    assert pyotp.TOTP(secret).verify(shown[:6], valid_window=1)
+    assert "totp  Intranet:alice" in cli(store, "accounts")
