@@ -162,7 +162,10 @@ def watch(ctx: click.Context, once: bool) -> None:
         raise click.ClickException("no accounts: run `mfa-authenticator enroll URL` first")
     seen: set[str] = set()
     while True:
-        for request in _all_pending(store, wait=25):
+        listed = _all_pending(store, wait=25)
+        if listed and all(r.id in seen for r in listed):
+            time.sleep(1)  # only requests already skipped are pending: the long-poll returns at once until they go
+        for request in listed:
             if request.id in seen:
                 continue
             seen.add(request.id)
