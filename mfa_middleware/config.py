@@ -98,7 +98,7 @@ class BasicConfig:
 
 
 #: second-factor methods this version knows, in the order the "How should we verify you?" page lists them
-KNOWN_METHODS = ("totp", "webauthn", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes")
+KNOWN_METHODS = ("totp", "push", "webauthn", "oath", "sms", "mobile_voice", "voice", "email", "backup_codes")
 
 
 @dataclass(frozen=True)
@@ -190,6 +190,14 @@ def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
 
 
 @dataclass(frozen=True)
+class PushMethodConfig:
+    """Push approval's settings (``[methods.push]``)."""
+
+    request_ttl: float = 60  # how long a sign-in request waits for the device's answer
+    max_per_10_minutes: int = 5  # requests sent to one user in any 10 minutes, over all their devices
+
+
+@dataclass(frozen=True)
 class MethodsConfig:
     """Which second-factor methods users may set up (``[methods]``), and each method's own settings
     (``[methods.<kind>]``)."""
@@ -202,6 +210,7 @@ class MethodsConfig:
     sms: SmsMethodConfig = field(default_factory=SmsMethodConfig)
     voice: VoiceMethodConfig = field(default_factory=VoiceMethodConfig)
     webauthn: WebAuthnMethodConfig = field(default_factory=WebAuthnMethodConfig)
+    push: PushMethodConfig = field(default_factory=PushMethodConfig)
 
 
 #: the longest "remember this device" may last (``[methods] remember_device``)
@@ -519,10 +528,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     voice_method = VoiceMethodConfig(pin=mv.get("pin", bool, False))
     mv.finish()
     webauthn_method = _webauthn_config(mt.table("webauthn"), "webauthn" in enabled)
+    mp = mt.table("push")
+    push_method = PushMethodConfig(request_ttl=mp.duration("request_ttl", 60),
+                                   max_per_10_minutes=mp.integer("max_per_10_minutes", 5, 1, 100))
+    if not 15 <= push_method.request_ttl <= 600:
+        raise ConfigError(f"{mp.key('request_ttl')}: must be between 15s and 10m, got {push_method.request_ttl:g} s")
+    mp.finish()
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
                                    remember_device=remember_device, email=email_method, sms=sms_method,
-                                   voice=voice_method, webauthn=webauthn_method)
+                                   voice=voice_method, webauthn=webauthn_method, push=push_method)
     mt.finish()
 
     email_raw = top.get("email", dict, None)

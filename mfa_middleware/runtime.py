@@ -18,6 +18,7 @@ from .factors import Factor, FactorRegistry
 from .factors.backup_codes import BackupCodesFactor
 from .factors.email import EmailCodeFactor, EmailSettings
 from .factors.oath.factor import OathTokenFactor
+from .factors.push import PushFactor, PushSettings
 from .factors.sms import SmsCodeFactor, SmsSettings
 from .factors.totp import TotpFactor
 from .factors.voice import MobileCallFactor, PhoneCallFactor, VoiceSettings
@@ -135,6 +136,10 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
         attestation=rt.config.methods.webauthn.attestation, aaguids=rt.config.methods.webauthn.aaguids,
         prefix=rt.config.prefix)),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
+    "push": lambda rt: PushFactor(rt.store, rt.box, rt.audit, rt.fraud, PushSettings(
+        prefix=rt.config.prefix, request_ttl=rt.config.methods.push.request_ttl,
+        max_per_10_minutes=rt.config.methods.push.max_per_10_minutes), clock=rt.clock,
+        max_per_user=rt.config.methods.max_authenticators),
 }
 
 

@@ -253,3 +253,70 @@ webauthn_challenges = Table(
     UniqueConstraint("token", name="uq_mfa_webauthn_challenge_token"),
     Index("ix_mfa_webauthn_challenges_attempt", "method_id", "sign_in_id"),
 )
+
+
+# -- push approval (the push method's device protocol) ------------------------------------------------------------
+# A registration token (its SHA-256 only) lets one device register once within its lifetime; a device is the push
+# method's authenticator with its public key; a request is one sign-in's question to a device, whose status moves
+# once from "pending" (only before expires_at) and "approved" moves once to "used"; a nonce is kept until its
+# timestamp could no longer be accepted, so a replayed device request is refused.
+push_registrations = Table(
+    "mfa_push_registrations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("token_digest", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used_at", Float),
+    UniqueConstraint("token_digest", name="uq_mfa_push_registrations_token"),
+)
+
+push_devices = Table(
+    "mfa_push_devices", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("account_id", String(64), nullable=False),  # the device's public name for itself (not a secret)
+    Column("public_key", LargeBinary, nullable=False),  # DER SubjectPublicKeyInfo, Ed25519 or P-256
+    Column("algorithm", String(16), nullable=False),  # ed25519 | es256
+    Column("name", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float),
+    UniqueConstraint("account_id", name="uq_mfa_push_devices_account"),
+    UniqueConstraint("method_id", name="uq_mfa_push_devices_method"),
+)
+
+push_requests = Table(
+    "mfa_push_requests", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("public_id", String(64), nullable=False),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("method_id", Integer, ForeignKey("mfa_methods.id", ondelete="CASCADE"), nullable=False),
+    Column("device_id", Integer, ForeignKey("mfa_push_devices.id", ondelete="CASCADE"), nullable=False),
+    Column("sign_in_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("choices", String(16), nullable=False),  # "12,47,85": the numbers the device offers
+    Column("site", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("user_agent", String(300), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | approved | denied | failed | fraud | used
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("answered_at", Float),
+    UniqueConstraint("public_id", name="uq_mfa_push_requests_public_id"),
+    Index("ix_mfa_push_requests_attempt", "method_id", "sign_in_id"),
+    Index("ix_mfa_push_requests_user", "user_id", "created_at"),
+    Index("ix_mfa_push_requests_device", "device_id", "status"),
+)
+
+push_nonces = Table(
+    "mfa_push_nonces", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_id", Integer, ForeignKey("mfa_push_devices.id", ondelete="CASCADE"), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("device_id", "nonce", name="uq_mfa_push_nonces"),
+    Index("ix_mfa_push_nonces_expiry", "expires_at"),
+)

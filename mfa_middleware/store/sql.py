@@ -35,7 +35,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from . import schema
 from .schema import webauthn_challenges, webauthn_credentials
 from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
-                     methods, oath_tokens, phone_sends, revocations, users)
+                     methods, oath_tokens, phone_sends, push_devices, push_nonces, push_registrations,
+                     push_requests, revocations, users)
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -1692,8 +1693,178 @@ class Store:
                 for r in rows]
 
 
+    # -- push approval (the push method's device protocol) --------------------------------------------------------
+    # Every change that guards the protocol is one statement: a registration token is used by one conditional
+    # UPDATE, a nonce by one INSERT against a unique constraint, a request's answer by one conditional UPDATE
+    # (pending and unexpired only) and an approval used up by another. So replays, two devices or twenty answers
+    # at once change nothing after the first, on one server or many.
+    @staticmethod
+    def _push_device(row: Any) -> PushDeviceRecord:
+        return PushDeviceRecord(id=row.id, user_id=row.user_id, method_id=row.method_id, account_id=row.account_id,
+                                public_key=bytes(row.public_key), algorithm=row.algorithm, name=row.name,
+                                created_at=row.created_at, last_seen_at=row.last_seen_at)
+
+    @staticmethod
+    def _push_request(row: Any) -> PushRequestRecord:
+        return PushRequestRecord(
+            id=row.id, public_id=row.public_id, user_id=row.user_id, method_id=row.method_id,
+            device_id=row.device_id, sign_in_id=row.sign_in_id, number=row.number,
+            choices=tuple(int(n) for n in row.choices.split(",")), site=row.site, host=row.host,
+            client_ip=row.client_ip, user_agent=row.user_agent, status=row.status, created_at=row.created_at,
+            expires_at=row.expires_at, answered_at=row.answered_at)
+
+    def add_push_registration(self, user_id: int, method_id: int, token_digest: str, *, now: float,
+                              expires_at: float) -> int:
+        stmt = insert(push_registrations).values(user_id=user_id, method_id=method_id, token_digest=token_digest,
+                                                 created_at=now, expires_at=expires_at).returning(
+            push_registrations.c.id)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    def register_push_device(self, token_digest: str, *, account_id: str, public_key: bytes, algorithm: str,
+                             name: str, now: float) -> PushDeviceRecord | None:
+        """Use a registration token (unused, unexpired, its method still unconfirmed and without a device) and
+        record the device, in one transaction: None when the token cannot be used (unknown, used, expired)."""
+        def run(c: Connection) -> PushDeviceRecord | None:
+            used = c.execute(update(push_registrations).where(
+                push_registrations.c.token_digest == token_digest, push_registrations.c.used_at.is_(None),
+                push_registrations.c.expires_at > now).values(used_at=now)).rowcount
+            if used != 1:
+                return None
+            reg = c.execute(select(push_registrations).where(
+                push_registrations.c.token_digest == token_digest)).one()
+            method = c.execute(select(methods.c.id).where(methods.c.id == reg.method_id,
+                                                          methods.c.confirmed.is_(False))).first()
+            taken = c.execute(select(push_devices.c.id).where(push_devices.c.method_id == reg.method_id)).first()
+            if method is None or taken is not None:
+                return None
+            device_id = c.execute(insert(push_devices).values(
+                user_id=reg.user_id, method_id=reg.method_id, account_id=account_id, public_key=public_key,
+                algorithm=algorithm, name=name[:100], created_at=now).returning(push_devices.c.id)).scalar_one()
+            return self._push_device(c.execute(select(push_devices).where(push_devices.c.id == device_id)).one())
+        return self._run(run)
+
+    def push_device_by_account(self, account_id: str) -> PushDeviceRecord | None:
+        stmt = select(push_devices).where(push_devices.c.account_id == account_id[:64])
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._push_device(row)
+
+    def push_device_of_method(self, method_id: int) -> PushDeviceRecord | None:
+        stmt = select(push_devices).where(push_devices.c.method_id == method_id)
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._push_device(row)
+
+    def use_push_nonce(self, device_id: int, nonce: str, *, now: float, keep_until: float) -> bool:
+        """Record a device request's nonce: True the first time, False for a nonce this device used before (and
+        whose timestamp could still be accepted). Expired nonces of the device are dropped first."""
+        self._run(lambda c: c.execute(delete(push_nonces).where(push_nonces.c.device_id == device_id,
+                                                                push_nonces.c.expires_at < now)))
+        stmt = insert(push_nonces).values(device_id=device_id, nonce=nonce[:64], expires_at=keep_until)
+        try:
+            self._run(lambda c: c.execute(stmt))
+        except IntegrityError:
+            return False
+        return True
+
+    def touch_push_device(self, device_id: int, *, now: float) -> None:
+        stmt = update(push_devices).where(push_devices.c.id == device_id).values(last_seen_at=now)
+        self._run(lambda c: c.execute(stmt))
+
+    def add_push_request(self, *, public_id: str, user_id: int, method_id: int, device_id: int, sign_in_id: str,
+                         number: int, choices: Sequence[int], site: str, host: str, client_ip: str,
+                         user_agent: str, now: float, expires_at: float, cap: int, window: float) -> int | None:
+        """Record a sign-in request unless the user had ``cap`` requests in the last ``window`` seconds (then
+        None). The count and the insert are one statement (INSERT ... SELECT ... WHERE count < cap)."""
+        recent = (select(func.count()).select_from(push_requests)
+                  .where(push_requests.c.user_id == user_id, push_requests.c.created_at > now - window)
+                  .scalar_subquery())
+        values = {"public_id": public_id, "user_id": user_id, "method_id": method_id, "device_id": device_id,
+                  "sign_in_id": sign_in_id[:64], "number": number, "choices": ",".join(str(n) for n in choices),
+                  "site": site[:200], "host": host[:255], "client_ip": client_ip[:64], "user_agent": user_agent[:300],
+                  "status": "pending", "created_at": now, "expires_at": expires_at}
+        source = select(*(literal(v).label(k) for k, v in values.items())).where(recent < cap)
+        stmt = insert(push_requests).from_select(list(values), source).returning(push_requests.c.id)
+        made = self._run(lambda c: c.execute(stmt).scalar_one_or_none())
+        return None if made is None else int(made)
+
+    def push_request_of_attempt(self, method_id: int, sign_in_id: str) -> PushRequestRecord | None:
+        stmt = (select(push_requests).where(push_requests.c.method_id == method_id,
+                                            push_requests.c.sign_in_id == sign_in_id[:64])
+                .order_by(push_requests.c.id.desc()).limit(1))
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._push_request(row)
+
+    def push_request_by_public_id(self, public_id: str) -> PushRequestRecord | None:
+        stmt = select(push_requests).where(push_requests.c.public_id == public_id[:64])
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._push_request(row)
+
+    def pending_push_requests(self, device_id: int, *, now: float) -> list[PushRequestRecord]:
+        stmt = (select(push_requests).where(push_requests.c.device_id == device_id,
+                                            push_requests.c.status == "pending", push_requests.c.expires_at > now)
+                .order_by(push_requests.c.id))
+        return [self._push_request(r) for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def settle_push_request(self, request_id: int, status: str, *, now: float) -> bool:
+        """Move a pending, unexpired request to ``status`` (approved | denied | failed | fraud): True for the one
+        caller that did it."""
+        if status not in ("approved", "denied", "failed", "fraud"):
+            raise ValueError(f"not a push answer: {status!r}")
+        stmt = (update(push_requests).where(push_requests.c.id == request_id, push_requests.c.status == "pending",
+                                            push_requests.c.expires_at > now)
+                .values(status=status, answered_at=now))
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def use_push_request(self, request_id: int) -> bool:
+        """Use an approved request up (approved -> used): True once."""
+        stmt = update(push_requests).where(push_requests.c.id == request_id,
+                                           push_requests.c.status == "approved").values(status="used")
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def count_push_requests(self, user_id: int, *, since: float) -> int:
+        stmt = select(func.count()).select_from(push_requests).where(push_requests.c.user_id == user_id,
+                                                                      push_requests.c.created_at > since)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+
+# -- push approval (records) ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PushDeviceRecord:
+    """A registered authenticator of the push method (see ``schema.push_devices``)."""
+
+    id: int
+    user_id: int
+    method_id: int
+    account_id: str
+    public_key: bytes
+    algorithm: str
+    name: str
+    created_at: float
+    last_seen_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequestRecord:
+    """One sign-in's question to a device (see ``schema.push_requests``)."""
+
+    id: int
+    public_id: str
+    user_id: int
+    method_id: int
+    device_id: int
+    sign_in_id: str
+    number: int
+    choices: tuple[int, ...]
+    site: str
+    host: str
+    client_ip: str
+    user_agent: str
+    status: str  # pending | approved | denied | failed | fraud | used
+    created_at: float
+    expires_at: float
+    answered_at: float | None
+
 __all__ = ["AppPasswordLimit", "AppPasswordRecord", "AuditRecord", "CallRecord", "FraudReportExists",
            "FraudReportRecord", "LabelTaken", "MethodRecord", "OathKind", "OathTokenRecord", "PhoneChannel",
-           "RevocationRecord",
+           "PushDeviceRecord", "PushRequestRecord", "RevocationRecord",
            "SchemaOutOfDate", "SendLimitName", "SendLimits", "SendPurpose", "SendRefusal", "SerialTaken", "Store",
            "StoreUnavailable", "UserExists", "UserRecord", "schema"]
