@@ -46,6 +46,8 @@ from .store import Store
 _T = TypeVar("_T")
 #: how long counted phone sends are kept (the longest cap looks back a day)
 PHONE_SENDS_KEPT = 2 * 86400
+#: how long one-time rows (codes, calls, ceremonies, push requests) are kept after they expire
+EXPIRED_KEPT = 86400
 
 
 class Runtime:
@@ -63,7 +65,8 @@ class Runtime:
         self.revocations = RevocationCache(
             self.store, interval=s.revocation_interval, horizon=s.absolute_timeout + 60,
             # phone sends are counted over a day at most: older rows only take space
-            housekeeping=(lambda now: self.store.prune_phone_sends(now - PHONE_SENDS_KEPT),))
+            housekeeping=(lambda now: self.store.prune_phone_sends(now - PHONE_SENDS_KEPT),
+                          lambda now: self.store.prune_expired(now - EXPIRED_KEPT)))
         self.decision_settings = DecisionSettings(
             prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
             refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)

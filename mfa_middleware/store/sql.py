@@ -320,7 +320,8 @@ class FraudReportExists(ValueError):
 
 
 def _advisory_key(kind: str, value: str | int) -> int:
-    """A signed 64-bit PostgreSQL advisory lock key for one user, number or country of the phone send caps."""
+    """A signed 64-bit PostgreSQL advisory lock key for one user, number or country of the phone send caps (or one
+    user's push requests)."""
     digest = hashlib.sha256(f"mfa_phone_sends:{kind}:{value}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -1557,6 +1558,16 @@ class Store:
         stmt = select(func.count()).select_from(phone_sends).where(*where)
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
 
+    def prune_expired(self, before: float) -> int:
+        """Housekeeping: delete one-time rows that expired before ``before`` (codes, calls, passkey ceremonies,
+        push registrations, requests and nonces), in one transaction; returns how many. The caller passes a time
+        well past every sign-in's timeout, so no sign-in can still be waiting on a row this deletes."""
+        tables = (challenges, calls, webauthn_challenges, push_registrations, push_requests, push_nonces)
+
+        def run(c: Connection) -> int:
+            return sum(int(c.execute(delete(t).where(t.c.expires_at < before)).rowcount) for t in tables)
+        return int(self._run(run))
+
     def prune_phone_sends(self, before: float) -> int:
         """Housekeeping: delete sends made before ``before`` (anything older than a day counts for no cap)."""
         stmt = delete(phone_sends).where(phone_sends.c.at < before)
@@ -1773,7 +1784,9 @@ class Store:
                          number: int, choices: Sequence[int], site: str, host: str, client_ip: str,
                          user_agent: str, now: float, expires_at: float, cap: int, window: float) -> int | None:
         """Record a sign-in request unless the user had ``cap`` requests in the last ``window`` seconds (then
-        None). The count and the insert are one statement (INSERT ... SELECT ... WHERE count < cap)."""
+        None). The count and the insert are one statement (INSERT ... SELECT ... WHERE count < cap); on PostgreSQL,
+        whose default isolation lets two such statements both see ``cap - 1``, a transaction-level advisory lock
+        on the user serialises them first (SQLite holds one writer at a time anyway)."""
         recent = (select(func.count()).select_from(push_requests)
                   .where(push_requests.c.user_id == user_id, push_requests.c.created_at > now - window)
                   .scalar_subquery())
@@ -1783,7 +1796,12 @@ class Store:
                   "status": "pending", "created_at": now, "expires_at": expires_at}
         source = select(*(literal(v).label(k) for k, v in values.items())).where(recent < cap)
         stmt = insert(push_requests).from_select(list(values), source).returning(push_requests.c.id)
-        made = self._run(lambda c: c.execute(stmt).scalar_one_or_none())
+
+        def run(c: Connection) -> Any:
+            if not self._sqlite:
+                c.execute(select(func.pg_advisory_xact_lock(_advisory_key("push_user", user_id))))
+            return c.execute(stmt).scalar_one_or_none()
+        made = self._run(run)
         return None if made is None else int(made)
 
     def push_request_of_attempt(self, method_id: int, sign_in_id: str) -> PushRequestRecord | None:

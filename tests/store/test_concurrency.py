@@ -207,3 +207,36 @@ def test_twenty_requests_with_the_same_code_are_accepted_once(runtime: Runtime) 
     events = runtime.store.list_audit(username="alice", limit=100)
     second = [e.result for e in events if e.event == "second_factor"]
     assert sorted(second) == ["replayed"] * 19 + ["success"]
+
+
+def test_push_cap_holds_under_twenty_concurrent_requests(database_url: str) -> None:
+    """The push cap (5 per user in 10 minutes) is one INSERT ... SELECT; on PostgreSQL an advisory lock on the user
+    keeps two such statements from both seeing 4. 20 sign-ins racing for the last slots make exactly 5 requests."""
+    import itertools
+
+    from sqlalchemy import insert
+
+    from mfa_middleware.store.schema import push_devices
+
+    store = Store(database_url)
+    try:
+        store.upgrade()
+        user = store.create_user("alice", now=START)
+        method = store.add_method(user.id, "push", "Phone", None, now=START, confirmed=True)
+        with store.engine.begin() as c:
+            device = c.execute(insert(push_devices).values(
+                user_id=user.id, method_id=method, account_id="acct-1", public_key=b"k", algorithm="ed25519",
+                name="Phone", created_at=START).returning(push_devices.c.id)).scalar_one()
+        ids = itertools.count()
+
+        def ask() -> int | None:
+            n = next(ids)
+            return store.add_push_request(public_id=f"req-{n}", user_id=user.id, method_id=method, device_id=device,
+                                          sign_in_id=f"attempt-{n}", number=42, choices=(17, 42, 88), site="Site",
+                                          host="intranet.example", client_ip="192.0.2.1", user_agent="test",
+                                          now=START, expires_at=START + 60, cap=5, window=600)
+
+        made = run_together(20, ask)
+        assert sum(1 for m in made if m is not None) == 5
+    finally:
+        store.close()

@@ -536,3 +536,19 @@ def test_count_methods_in_one_query(store: Store, alice: UserRecord) -> None:
     store.add_method(alice.id, "totp", "tablet", b"y", now=START, confirmed=True)
     store.add_method(alice.id, "totp", "pending", b"z", now=START)
     assert store.count_methods() == {alice.id: 2}
+
+
+def test_prune_expired_deletes_only_rows_expired_before_the_cutoff(store: Store) -> None:
+    """Housekeeping of one-time rows: codes and calls that expired before the cut-off go; live ones, and ones that
+    expired after it, stay (and still answer as before)."""
+    user = store.create_user("alice", now=START)
+    method = store.add_method(user.id, "sms", "Mobile", None, now=START)
+    old_code = store.add_challenge(user.id, method, "a1", "h1", now=START - 200, expires_at=START - 100)
+    live_code = store.add_challenge(user.id, method, "a2", "h2", now=START, expires_at=START + 300)
+    store.add_call(user.id, method, "a1", "t" * 64, now=START - 200, expires_at=START - 100)
+    store.add_call(user.id, method, "a2", "u" * 64, now=START, expires_at=START + 300)
+    assert store.prune_expired(START - 50) == 2
+    assert store.prune_expired(START - 50) == 0
+    assert [c[0] for c in store.live_challenges(method, "a2", now=START)] == [live_code]
+    assert store.call_of_attempt(method, "a2") is not None and store.call_of_attempt(method, "a1") is None
+    assert old_code != live_code
