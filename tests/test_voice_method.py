@@ -94,7 +94,7 @@ def start_sign_in(mw: MFAMiddleware, base: str) -> tuple[Browser, str]:
     page = browser.get("/_mfa/verify")
     assert page.status_code == 200, page.text
     assert "calling +44 •• •••• 0958" in page.text and "I answered the call" in page.text
-    assert "/_mfa/voice/poll.js" in page.text
+    assert "/_mfa/static/poll.js" in page.text
     return browser, csrf_of(page.text)
 
 

@@ -384,6 +384,8 @@ class PagesApp:
         kind = "text/css; charset=utf-8" if path.endswith(".css") else "application/octet-stream"
         if path.endswith(".svg"):
             kind = "image/svg+xml"
+        elif path.endswith(".js"):
+            kind = "text/javascript; charset=utf-8"
         response = Response(Path(path).read_bytes(), content_type=kind)
         response.headers["Cache-Control"] = "public, max-age=3600"
         return response

@@ -18,23 +18,18 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from html import escape
 
-from werkzeug.exceptions import NotFound
-from werkzeug.wrappers import Response
-
-from ...gateways import EmailGateway, GatewayUnavailable, OutgoingEmail, check_address
+from ...gateways import EmailGateway, OutgoingEmail, check_address
 from ...secretbox import SecretBox
 from ...store import MethodRecord, Store, UserRecord
-from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
-                    Prompt, RouteContext, TooSoon, Verification)
+from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Prompt,
+                    TooSoon)
+from ..sent_codes import DIGITS, SentCodes, normalize
 
-DIGITS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +46,7 @@ def mask(address: str) -> str:
     return f"{local[:1]}•••@{domain}"
 
 
-def normalize(typed: str) -> str | None:
-    code = "".join(ch for ch in (typed or "")[:64] if not ch.isspace() and ch != "-")
-    if len(code) != DIGITS or not code.isascii() or not code.isdigit():
-        return None
-    return code
-
-
-class EmailCodeFactor:
+class EmailCodeFactor(SentCodes):
     kind = "email"
     label = "Email code"
     description = "Get a 6-digit code by email."
@@ -80,9 +68,6 @@ class EmailCodeFactor:
         self._key = box.lookup_keys("email codes")[0]
 
     # -- codes -----------------------------------------------------------------------------------------------
-    def _digest(self, method_id: int, attempt_id: str, code: str) -> str:
-        return hmac.new(self._key, f"{method_id}:{attempt_id}:{code}".encode(), hashlib.sha256).hexdigest()
-
     def address(self, method: MethodRecord) -> str:
         if method.detail is None:
             raise ValueError(f"email method {method.id} has no address")
@@ -141,56 +126,14 @@ class EmailCodeFactor:
     def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
         return EnrollmentView(method_id=method.id, fields={"address": mask(self.address(method))})
 
-    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
-                      ctx: FactorContext) -> Verification:
-        if method.confirmed or method.user_id != user.id or method.kind != self.kind:
-            return Verification(Outcome.REJECTED)
-        if not self._accept(method, response, ctx):
-            return Verification(Outcome.REJECTED)
-        if not self.store.confirm_method(method.id, user.id, step=None, now=ctx.now,
-                                         only_if_first=ctx.first_method_only):
-            return Verification(Outcome.REPLAYED)
-        return Verification(Outcome.ACCEPTED)
-
     def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
         if not self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
             self._send(user, method, ctx)
-
-    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
-        """ "Send a new code" (``POST /email/resend``): rate-limited by :meth:`resend`; the failure count is left
-        as it is."""
-        if route != "resend" or rctx.user is None or rctx.method is None:
-            raise NotFound()
-        if rctx.request.form.get("method_id") != str(rctx.method.id):
-            return rctx.redirect(rctx.url("verify"))  # a form for another method than this attempt's
-        try:
-            self.resend(rctx.user, rctx.method, rctx.factor_context)
-        except (GatewayUnavailable, TooSoon) as exc:
-            return rctx.cannot_send(exc)
-        rctx.audit("second_factor", "resent", method=self.kind)
-        return rctx.verify_page(notice="We sent a new code. Earlier codes still work until they expire.")
 
     def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
         minutes = int(self.settings.code_ttl // 60)
         return Prompt(Interaction.CODE, f"We sent a code to {mask(self.address(method))}. It is valid for "
                                         f"{minutes} minutes.", {"digits": str(DIGITS), "resend": "1"})
-
-    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
-               ctx: FactorContext) -> Verification:
-        if not method.confirmed or method.user_id != user.id or method.kind != self.kind:
-            return Verification(Outcome.REJECTED)
-        return Verification(Outcome.ACCEPTED if self._accept(method, response, ctx) else Outcome.REJECTED)
-
-    def _accept(self, method: MethodRecord, response: Mapping[str, str], ctx: FactorContext) -> bool:
-        code = normalize(response.get("code", ""))
-        if code is None or not ctx.attempt_id:
-            return False
-        expected = self._digest(method.id, ctx.attempt_id, code)
-        match = None
-        for challenge_id, digest, _created in self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
-            if hmac.compare_digest(digest, expected) and match is None:
-                match = challenge_id
-        return match is not None and self.store.use_challenge(match, now=ctx.now)
 
 
 __all__ = ["EmailCodeFactor", "EmailSettings", "TooSoon", "mask", "normalize"]

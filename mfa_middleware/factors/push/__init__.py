@@ -40,7 +40,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,7 +71,6 @@ RECHECK_EVERY = 1.0
 MAX_BODY = 8 * 1024
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _ACCOUNT = re.compile(r"[A-Za-z0-9_-]{16,64}")
-_POLL_SCRIPT = (resources.files(__name__) / "templates" / "poll.js").read_text(encoding="utf-8")
 STATUS_PENDING, STATUS_APPROVED, STATUS_DENIED, STATUS_FAILED, STATUS_FRAUD, STATUS_USED = (
     "pending", "approved", "denied", "failed", "fraud", "used")
 
@@ -110,7 +108,6 @@ class PushFactor:
         FactorRoute("/device/v1/requests", "requests", Access.PUBLIC, ("GET",)),
         FactorRoute("/device/v1/answer", "answer", Access.PUBLIC, ("POST",)),
         FactorRoute("/push/status.json", "poll", Access.SIGN_IN, ("GET",)),
-        FactorRoute("/push/poll.js", "poll_script", Access.PUBLIC, ("GET",)),
     )
 
     def __init__(self, store: Store, box: SecretBox, audit: AuditLog, fraud: FraudReports, settings: PushSettings,
@@ -378,9 +375,6 @@ class PushFactor:
                 raise NotFound()
             request = self.store.push_request_of_attempt(rctx.method.id, rctx.factor_context.attempt_id)
             return _json({"status": self.status_of(request, rctx.now)})
-        if route == "poll_script":
-            return Response(_POLL_SCRIPT, content_type="text/javascript; charset=utf-8",
-                            headers={"Cache-Control": "public, max-age=3600"})
         if route == "register":
             return self._register(rctx)
         if route not in ("requests", "answer"):

@@ -21,13 +21,9 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from werkzeug.exceptions import NotFound
-from werkzeug.wrappers import Response
 
 from ...gateways import GatewayUnavailable
 from ...gateways.phone import PhoneGateway
@@ -37,11 +33,10 @@ from ...services.audit import AuditLog
 from ...services.phone_limits import PhoneSendGuard, mask_for_audit
 from ...store import MethodRecord, Store, UserRecord
 from ...store.sql import SendPurpose
-from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome,
-                    Prompt, RouteContext, TooSoon, Verification)
-from ..email import normalize
+from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Prompt,
+                    TooSoon)
+from ..sent_codes import DIGITS, SentCodes
 
-DIGITS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +51,7 @@ def reference_of(method_id: int, attempt_id: str) -> str:
     return f"sms-{method_id}-" + hashlib.sha256(attempt_id.encode()).hexdigest()[:16]
 
 
-class SmsCodeFactor:
+class SmsCodeFactor(SentCodes):
     kind = "sms"
     label = "Text message"
     description = "Get a 6-digit code by text message on your mobile phone."
@@ -83,9 +78,6 @@ class SmsCodeFactor:
 
     def masked(self, method: MethodRecord) -> str:
         return phone_from_e164(self.number(method)).masked
-
-    def _digest(self, method_id: int, attempt_id: str, code: str) -> str:
-        return hmac.new(self._key, f"{method_id}:{attempt_id}:{code}".encode(), hashlib.sha256).hexdigest()
 
     def _send(self, user: UserRecord, method: MethodRecord, ctx: FactorContext, purpose: SendPurpose) -> None:
         """Count the send against the caps, then make a code for this attempt and text it."""
@@ -135,54 +127,14 @@ class SmsCodeFactor:
     def enroll_view(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> EnrollmentView:
         return EnrollmentView(method_id=method.id, fields={"phone": self.masked(method)})
 
-    def enroll_finish(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
-                      ctx: FactorContext) -> Verification:
-        if method.confirmed or method.user_id != user.id or method.kind != self.kind:
-            return Verification(Outcome.REJECTED)
-        if not self._accept(method, response, ctx):
-            return Verification(Outcome.REJECTED)
-        if not self.store.confirm_method(method.id, user.id, step=None, now=ctx.now,
-                                         only_if_first=ctx.first_method_only):
-            return Verification(Outcome.REPLAYED)
-        return Verification(Outcome.ACCEPTED)
-
     def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
         if not self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
             self._send(user, method, ctx, "sign_in")
-
-    def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
-        """ "Send a new code" (``POST /sms/resend``): counted by the guard; the failure count is left as it is."""
-        if route != "resend" or rctx.user is None or rctx.method is None:
-            raise NotFound()
-        if rctx.request.form.get("method_id") != str(rctx.method.id):
-            return rctx.redirect(rctx.url("verify"))  # a form for another method than this attempt's
-        try:
-            self.resend(rctx.user, rctx.method, rctx.factor_context)
-        except (GatewayUnavailable, TooSoon) as exc:
-            return rctx.cannot_send(exc)
-        return rctx.verify_page(notice="We sent a new code. Earlier codes still work until they expire.")
 
     def prompt(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> Prompt:
         minutes = int(self.settings.code_ttl // 60)
         return Prompt(Interaction.CODE, f"We texted a code to {self.masked(method)}. It is valid for {minutes} "
                                         "minutes.", {"digits": str(DIGITS), "resend": "1"})
-
-    def verify(self, user: UserRecord, method: MethodRecord, response: Mapping[str, str],
-               ctx: FactorContext) -> Verification:
-        if not method.confirmed or method.user_id != user.id or method.kind != self.kind:
-            return Verification(Outcome.REJECTED)
-        return Verification(Outcome.ACCEPTED if self._accept(method, response, ctx) else Outcome.REJECTED)
-
-    def _accept(self, method: MethodRecord, response: Mapping[str, str], ctx: FactorContext) -> bool:
-        code = normalize(response.get("code", ""))
-        if code is None or not ctx.attempt_id:
-            return False
-        expected = self._digest(method.id, ctx.attempt_id, code)
-        match = None
-        for challenge_id, digest, _created in self.store.live_challenges(method.id, ctx.attempt_id, now=ctx.now):
-            if hmac.compare_digest(digest, expected) and match is None:
-                match = challenge_id
-        return match is not None and self.store.use_challenge(match, now=ctx.now)
 
 
 __all__ = ["SmsCodeFactor", "SmsSettings", "reference_of"]

@@ -41,7 +41,6 @@ import hashlib
 import json
 import re
 import secrets
-from importlib import resources
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -65,7 +64,6 @@ from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorCont
 
 #: the default fraud code (``[fraud] code``): ``0#`` reports the call
 FRAUD_CODE = "0"
-_POLL_SCRIPT = (resources.files(__name__) / "templates" / "poll.js").read_text(encoding="utf-8")
 #: seconds to answer after the phone stopped ringing (the script, the gather): a call expires after
 #: ``call_timeout`` + this
 ANSWER_GRACE = 120
@@ -115,7 +113,6 @@ def call_routes(kind: str) -> tuple[FactorRoute, ...]:
         FactorRoute(f"/{kind}/answer/<token>", "answer", Access.PUBLIC, ("POST",)),
         FactorRoute(f"/{kind}/status/<token>", "status", Access.PUBLIC, ("POST",)),
         FactorRoute(f"/{kind}/status.json", "poll", Access.SIGN_IN, ("GET",)),
-        FactorRoute(f"/{kind}/poll.js", "poll_script", Access.PUBLIC, ("GET",)),
     )
 
 
@@ -395,9 +392,6 @@ class PhoneCallFactor:
                                     rctx.now)
             return Response(json.dumps({"status": status}), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
-        if route == "poll_script":
-            return Response(_POLL_SCRIPT, content_type="text/javascript; charset=utf-8",
-                            headers={"Cache-Control": "public, max-age=3600"})
         if route not in ("script", "answer", "status"):
             raise NotFound()
         request = rctx.request
