@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import secrets
+import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .config import USER_STATES, Config, ConfigError, load_config
+from .config import KNOWN_METHODS, USER_STATES, Config, ConfigError, load_config
+from .listing import FORMATS, TABLE_LIMIT, Column, local_time, paged, stream, table_page
 from .secretbox import SecretBox
 
+F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
 
@@ -270,23 +276,82 @@ def user_add(state: _State, name: str, email: str | None, display_name: str | No
     console.print(f"Added [bold]{record.username}[/] ({record.state}).")
 
 
+def _listing_options(default_format: str = "table", formats: tuple[str, ...] = FORMATS) -> Callable[[F], F]:
+    """--limit and --format, shared by every listing command."""
+    def wrap(f: F) -> F:
+        f = click.option("--format", "fmt", type=click.Choice(formats), default=default_format, show_default=True,
+                         help="table: one page for people; csv/json: every matching row, streamed.")(f)
+        return click.option("--limit", type=click.IntRange(1, None),
+                            help=f"At most this many rows (tables: {TABLE_LIMIT} unless given; csv/json: all).")(f)
+    return wrap
+
+
+def _next_page(command: str, options: dict[str, Any], key_option: str, key: object) -> str:
+    words = [command]
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        words.append(f"--{name}" if value is True else f"--{name} {shlex.quote(str(value))}")
+    words.append(f"{key_option} {shlex.quote(str(key))}")
+    return " ".join(words)
+
+
+def _out() -> Any:
+    return sys.stdout
+
+
+_USER_COLUMNS: tuple[Column[tuple[Any, int]], ...] = (
+    Column("Username", lambda r: r[0].username),
+    Column("State", lambda r: r[0].state),
+    Column("Email", lambda r: r[0].email),
+    Column("Groups", lambda r: r[0].groups, "list"),
+    Column("Admin", lambda r: r[0].is_admin, "bool"),
+    Column("Methods", lambda r: r[1], "count"),
+    Column("Locked until", lambda r: r[0].locked_until if r[0].locked(time.time()) else None, "time"),
+    Column("Blocked until", lambda r: r[0].blocked_until if r[0].blocked(time.time()) else None, "time"),
+    Column("Created", lambda r: r[0].created_at, "time"),
+)
+
+
 @user.command("list")
+@click.option("--search", help="Part of the username, email or display name (any case).")
+@click.option("--state", "user_state", type=click.Choice(USER_STATES), help="Only users in this MFA state.")
+@click.option("--group", help="Only members of this group.")
+@click.option("--method", type=click.Choice(KNOWN_METHODS), help="Only users with this method set up.")
+@click.option("--blocked/--not-blocked", default=None, help="Only (or never) users blocked now.")
+@click.option("--locked/--not-locked", default=None, help="Only (or never) users locked out now.")
+@click.option("--after", help="Start after this username (the last one of the previous page).")
+@_listing_options()
 @click.pass_obj
-def user_list(state: _State) -> None:
-    """List users as a table."""
+def user_list(state: _State, search: str | None, user_state: str | None, group: str | None, method: str | None,
+              blocked: bool | None, locked: bool | None, after: str | None, limit: int | None, fmt: str) -> None:
+    """List users, filtered and paged (a table), or every match streamed as CSV or JSON."""
+    from .store.sql import UserFilter
+
     rt = state.runtime()
-    with _errors():
-        users = rt.store.list_users()
-        counts = rt.store.count_methods()
+    filters = UserFilter(search=search or None, state=user_state, group=group or None, blocked=blocked,
+                         locked=locked, method=method)
     now = time.time()
-    table = Table(title=f"{len(users)} user(s)", header_style="bold")
-    for col in ("Username", "State", "Groups", "Admin", "Methods", "Locked", "Created"):
-        table.add_column(col)
-    for u in users:
-        table.add_row(u.username, u.state, ", ".join(u.groups) or "-", "yes" if u.is_admin else "",
-                      str(counts.get(u.id, 0)), _fmt_time(u.locked_until) if u.locked(now) else "",
-                      _fmt_time(u.created_at))
-    console.print(table)
+    first_after = after
+
+    def fetch(key: str | None, n: int) -> list[tuple[Any, int]]:
+        return list(rt.store.page_users(filters, after=key if key is not None else first_after, limit=n, now=now))
+
+    with _errors():
+        if fmt != "table":
+            stream(paged(fetch, lambda r: r[0].username, limit=limit), _USER_COLUMNS, fmt, _out(), err=err_console,
+                   what="users")
+            return
+        page = limit or TABLE_LIMIT
+        total = rt.store.count_users_matching(filters, now=now)
+        options = {"search": search, "state": user_state, "group": group, "method": method,
+                   "blocked" if blocked else "not-blocked": blocked is not None or None,
+                   "locked" if locked else "not-locked": locked is not None or None, "limit": limit}
+        table_page(paged(fetch, lambda r: r[0].username, limit=page + 1, batch=page + 1), _USER_COLUMNS, page,
+                   console, title=f"{total:,} user(s)" + (" match" if filters != UserFilter() else ""),
+                   next_hint=lambda r: _next_page("mfa-admin user list", options, "--after", r[0].username),
+                   empty="No user matches." if filters != UserFilter() or after else "No users yet: add one with "
+                   "`mfa-admin user add NAME`.")
 
 
 @user.command("show")
@@ -335,7 +400,6 @@ def user_show(state: _State, name: str) -> None:
 @click.pass_obj
 def user_set_state(state: _State, args: tuple[str, ...], names_file: str | None) -> None:
     """Set the MFA state of one user (NAME STATE) or many (--file FILE STATE): disabled, enabled or enforced."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .services.accounts import AccountError
 
@@ -507,20 +571,30 @@ def app_password_create(state: _State, name: str, label: str) -> None:
     click.echo(password)
 
 
+_APP_PASSWORD_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Label", lambda a: a.label),
+    Column("Created", lambda a: a.created_at, "time"),
+    Column("Last used", lambda a: a.last_used_at, "time"),
+    Column("Last client", lambda a: a.last_used_ip),
+)
+
+
 @app_password.command("list")
 @click.argument("name")
+@_listing_options()
 @click.pass_obj
-def app_password_list(state: _State, name: str) -> None:
+def app_password_list(state: _State, name: str, limit: int | None, fmt: str) -> None:
     """List a user's app passwords (never the passwords themselves)."""
     rt = state.runtime()
     with _errors():
-        items = rt.app_passwords.list(rt.accounts.get(name))
-    table = Table(title=f"{len(items)} app password(s) of {name}", header_style="bold")
-    for col in ("Label", "Created", "Last used", "Last client"):
-        table.add_column(col)
-    for item in items:
-        table.add_row(item.label, _fmt_time(item.created_at), _fmt_time(item.last_used_at), item.last_used_ip or "-")
-    console.print(table)
+        items = rt.app_passwords.list(rt.accounts.get(name))  # a user has at most a few dozen
+    if fmt != "table":
+        stream(items[:limit], _APP_PASSWORD_COLUMNS, fmt, _out(), err=err_console, what="app passwords")
+        return
+    page = limit or TABLE_LIMIT
+    table_page(items, _APP_PASSWORD_COLUMNS, page, console, title=f"{len(items)} app password(s) of {name}",
+               next_hint=lambda a: f"use --format csv to see all {len(items)}",
+               empty=f"{name} has no app passwords.")
 
 
 @app_password.command("revoke")
@@ -547,22 +621,143 @@ def app_password_revoke_all(state: _State, name: str) -> None:
     console.print(f"Revoked {count} app password(s) of {name}.")
 
 
-@admin.command("audit")
+_AUDIT_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Id", lambda e: e.id, "count"),
+    Column("Time", lambda e: e.at, "time"),
+    Column("User", lambda e: e.username),
+    Column("Event", lambda e: e.event),
+    Column("Result", lambda e: e.result),
+    Column("Actor", lambda e: e.actor),
+    Column("Client", lambda e: e.client_ip),
+    Column("Detail", lambda e: ", ".join(f"{k}={v}" for k, v in e.detail.items()) or None),
+)
+_DURATION = re.compile(r"([0-9]{1,6})([hdw])")
+_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(text: str, option: str) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration: write e.g. 12h, 180d or 26w", param_hint=option)
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _when(text: str | None, option: str) -> float | None:
+    """A point in time: ISO 8601 (``2026-11-30``, ``2026-11-30T08:00``; local time unless it says otherwise) or a
+    duration ago (``7d``)."""
+    if text is None:
+        return None
+    if _DURATION.fullmatch(text.strip()):
+        return time.time() - _duration(text, option)
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a date (2026-11-30, 2026-11-30T08:00) nor a duration ago "
+                                 "(7d)", param_hint=option) from None
+    return parsed.timestamp()
+
+
+def _audit_rows(rt: Any, *, username: str | None, event: str | None, result: str | None, since: float | None,
+                until: float | None, before: int | None, limit: int | None, batch: int = 1000) -> Iterator[Any]:
+    first = before
+
+    def fetch(key: int | None, n: int) -> list[Any]:
+        return list(rt.store.list_audit(username=username, event=event, result=result, since=since, until=until,
+                                        before_id=key if key is not None else first, limit=n))
+    return paged(fetch, lambda e: e.id, limit=limit, batch=batch)
+
+
+@admin.group("audit", invoke_without_command=True)
 @click.option("--user", "username", help="Only this user's events.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
-@click.pass_obj
-def audit_cmd(state: _State, username: str | None, limit: int) -> None:
-    """Show the newest audit events."""
+@click.option("--event", help="Only this event (signin, basic, totp, admin, ...).")
+@click.option("--result", help="Only this result (success, failure, refused, ...).")
+@click.option("--since", help="From this time on: 2026-11-30, 2026-11-30T08:00, or a duration ago such as 7d.")
+@click.option("--until", help="Before this time (same forms as --since).")
+@click.option("--before", type=click.IntRange(1, None), help="Older than this event id (the last of a page).")
+@_listing_options(formats=(*FORMATS, "jsonl"))
+@click.pass_context
+def audit_cmd(ctx: click.Context, username: str | None, event: str | None, result: str | None, since: str | None,
+              until: str | None, before: int | None, limit: int | None, fmt: str) -> None:
+    """Show audit events, newest first, filtered and paged; `audit export` and `audit prune` below."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: _State = ctx.obj
+    start, end = _when(since, "--since"), _when(until, "--until")
     rt = state.runtime()
     with _errors():
-        events = rt.store.list_audit(username=username, limit=limit)
-    table = Table(header_style="bold")
-    for col in ("Time", "User", "Event", "Result", "Actor", "Client", "Detail"):
-        table.add_column(col)
-    for e in events:
-        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items())
-        table.add_row(_fmt_time(e.at), e.username or "-", e.event, e.result, e.actor, e.client_ip or "-", detail)
-    console.print(table)
+        if fmt != "table":
+            stream(_audit_rows(rt, username=username, event=event, result=result, since=start, until=end,
+                               before=before, limit=limit), _AUDIT_COLUMNS, fmt, _out(), err=err_console,
+                   what="events")
+            return
+        page = limit or TABLE_LIMIT
+        options = {"user": username, "event": event, "result": result, "since": since, "until": until,
+                   "limit": limit}
+        table_page(_audit_rows(rt, username=username, event=event, result=result, since=start, until=end,
+                               before=before, limit=page + 1, batch=page + 1), _AUDIT_COLUMNS, page, console,
+                   title="Audit events, newest first",
+                   next_hint=lambda e: _next_page("mfa-admin audit", options, "--before", e.id),
+                   empty="No audit event matches.")
+
+
+@audit_cmd.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "json"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write to this file (created readable by you only) instead of standard output.")
+@click.pass_context
+def audit_export(ctx: click.Context, fmt: str, output: str | None) -> None:
+    """Export the events the `audit` options select (all of them by default), newest first, streamed."""
+    parent = ctx.parent
+    assert parent is not None
+    p = parent.params
+    start, end = _when(p["since"], "--since"), _when(p["until"], "--until")
+    rt = ctx.obj.runtime()
+    rows = _audit_rows(rt, username=p["username"], event=p["event"], result=p["result"], since=start, until=end,
+                       before=p["before"], limit=p["limit"])
+    with _errors():
+        if output is None:
+            stream(rows, _AUDIT_COLUMNS, fmt, _out(), err=err_console, what="events")
+            return
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            count = stream(rows, _AUDIT_COLUMNS, fmt, handle, err=err_console, what="events")
+    console.print(f"Wrote {count:,} event(s) to {output}.", highlight=False)
+
+
+@audit_cmd.command("prune")
+@click.option("--older-than", "older_than", required=True, help="Delete events older than this, e.g. 180d.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def audit_prune(state: _State, older_than: str, yes: bool) -> None:
+    """Delete old audit events in small batches (the table stays bounded; sign-ins never wait on it)."""
+    age = _duration(older_than, "--older-than")
+    if age < 86400:
+        raise click.BadParameter("keep at least a day of events", param_hint="--older-than")
+    cutoff = time.time() - age
+    rt = state.runtime()
+    with _errors():
+        total = rt.store.count_audit_before(cutoff)
+        if total == 0:
+            console.print(f"No event is older than {older_than}.")
+            return
+        if not yes:
+            if not sys.stdin.isatty():
+                raise click.ClickException(f"{total:,} event(s) would be deleted; add --yes to confirm "
+                                           "(standard input is not a terminal)")
+            click.confirm(f"Delete {total:,} event(s) older than {local_time(cutoff)}?", abort=True)
+        deleted = 0
+        with Progress(TextColumn("Deleting"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                      disable=not err_console.is_terminal) as progress:
+            task = progress.add_task("prune", total=total)
+            while True:
+                n = rt.store.prune_audit(before=cutoff)
+                deleted += n
+                progress.update(task, completed=min(deleted, total))
+                if n < 5000:
+                    break
+        rt.audit.write("admin", "audit_pruned", now=time.time(), actor=_actor(), username=None, seconds=int(age),
+                       count=deleted)
+    console.print(f"Deleted {deleted:,} audit event(s) older than {local_time(cutoff)}.", highlight=False)
 
 
 # -- fraud: reports from users ("this sign-in was not me") -------------------------------------------------------
@@ -571,23 +766,40 @@ def fraud() -> None:
     """Fraud reports: sign-ins that users reported as not theirs (phone call 0#, denied push)."""
 
 
+_FRAUD_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Id", lambda r: r.id, "count"),
+    Column("Time", lambda r: r.at, "time"),
+    Column("User", lambda r: r.username),
+    Column("Method", lambda r: r.method_kind),
+    Column("Client", lambda r: r.client_ip),
+    Column("Blocked until", lambda r: r.blocked_until, "time", empty="not blocked"),
+    Column("Notified", lambda r: r.notified, "list"),
+)
+
+
 @fraud.command("list")
 @click.option("--user", "username", help="Only this user's reports.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--before", type=click.IntRange(1, None), help="Older than this report id (the last of a page).")
+@_listing_options()
 @click.pass_obj
-def fraud_list(state: _State, username: str | None, limit: int) -> None:
+def fraud_list(state: _State, username: str | None, before: int | None, limit: int | None, fmt: str) -> None:
     """Show the newest fraud reports. Lift a block with `mfa-admin user unblock NAME`."""
     rt = state.runtime()
+
+    def fetch(key: int | None, n: int) -> list[Any]:
+        return list(rt.store.list_fraud_reports(username=username, limit=n,
+                                                before_id=key if key is not None else before))
     with _errors():
-        reports = rt.store.list_fraud_reports(username=username, limit=limit)
-    table = Table(title=f"{len(reports)} fraud report(s)", header_style="bold")
-    for col in ("Time", "User", "Method", "Client", "Blocked until", "Notified"):
-        table.add_column(col)
-    for r in reports:
-        table.add_row(_fmt_time(r.at), r.username, r.method_kind, r.client_ip or "-",
-                      _fmt_time(r.blocked_until) if r.blocked_until else "not blocked",
-                      ", ".join(r.notified) or "-")
-    console.print(table)
+        if fmt != "table":
+            stream(paged(fetch, lambda r: r.id, limit=limit), _FRAUD_COLUMNS, fmt, _out(), err=err_console,
+                   what="reports")
+            return
+        page = limit or TABLE_LIMIT
+        table_page(paged(fetch, lambda r: r.id, limit=page + 1, batch=page + 1), _FRAUD_COLUMNS, page, console,
+                   title="Fraud reports, newest first",
+                   next_hint=lambda r: _next_page("mfa-admin fraud list", {"user": username, "limit": limit},
+                                                  "--before", r.id),
+                   empty="No fraud reports.")
 
 
 # -- tokens: OATH hardware tokens ---------------------------------------------------------------------------------
@@ -618,7 +830,6 @@ def tokens_import(state: _State, path: str) -> None:
     optionally counter (default 0). Optional column digits: 6 (default) or 8.
     An empty upn leaves the token unassigned.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     try:
         if path == "-":
@@ -646,22 +857,38 @@ def tokens_import(state: _State, path: str) -> None:
         raise SystemExit(1)
 
 
+_TOKEN_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Serial", lambda t: t.serial),
+    Column("Kind", lambda t: f"TOTP {t.period}s" if t.kind == "totp" else "HOTP"),
+    Column("User", lambda t: t.username),
+    Column("Manufacturer", lambda t: t.manufacturer),
+    Column("Model", lambda t: t.model),
+    Column("Activated", lambda t: "yes" if t.activated else "no"),
+)
+
+
 @tokens.command("list")
 @click.option("--user", "username", help="Only this user's tokens.")
+@click.option("--after", help="Start after this serial (the last one of the previous page).")
+@_listing_options()
 @click.pass_obj
-def tokens_list(state: _State, username: str | None) -> None:
+def tokens_list(state: _State, username: str | None, after: str | None, limit: int | None, fmt: str) -> None:
     """List the token inventory (never the secrets)."""
     service = _token_service(state)
+
+    def fetch(key: str | None, n: int) -> list[Any]:
+        return list(service.list(username, after=key if key is not None else after, limit=n))
     with _errors():
-        items = service.list(username)
-    table = Table(title=f"{len(items)} token(s)", header_style="bold")
-    for col in ("Serial", "Kind", "User", "Manufacturer", "Model", "Activated"):
-        table.add_column(col)
-    for t in items:
-        kind = f"TOTP {t.period}s" if t.kind == "totp" else "HOTP"
-        table.add_row(t.serial, kind, t.username or "-", t.manufacturer or "-", t.model or "-",
-                      "yes" if t.activated else "no")
-    console.print(table)
+        if fmt != "table":
+            stream(paged(fetch, lambda t: t.serial, limit=limit), _TOKEN_COLUMNS, fmt, _out(), err=err_console,
+                   what="tokens")
+            return
+        page = limit or TABLE_LIMIT
+        table_page(paged(fetch, lambda t: t.serial, limit=page + 1, batch=page + 1), _TOKEN_COLUMNS, page, console,
+                   title="Token inventory" + (f" of {username}" if username else ""),
+                   next_hint=lambda t: _next_page("mfa-admin tokens list", {"user": username, "limit": limit},
+                                                  "--after", t.serial),
+                   empty="No tokens: import an inventory with `mfa-admin tokens import FILE`.")
 
 
 @tokens.command("assign")

@@ -124,10 +124,11 @@ class OathTokens:
     def import_file(self, data: bytes | str, *, actor: str) -> ImportReport:
         return self.import_rows(self.parse(data), actor=actor)
 
-    def list(self, username: str | None = None) -> list[OathTokenRecord]:
-        if username is None:
-            return self.store.list_oath_tokens()
-        return self.store.list_oath_tokens(user_id=self._user(username).id)
+    def list(self, username: str | None = None, *, after: str | None = None,
+             limit: int | None = None) -> list[OathTokenRecord]:
+        """The inventory (or one user's tokens) in serial order, one page after the serial ``after``."""
+        user_id = None if username is None else self._user(username).id
+        return self.store.list_oath_tokens(user_id=user_id, after=after, limit=limit)
 
     def get(self, serial: str) -> OathTokenRecord:
         token = self.store.get_oath_token(serial.strip())

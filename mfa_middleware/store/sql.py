@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import (Connection, Engine, ExceptionContext, case, create_engine, delete, event, func, insert, literal,
-                        or_, select, update)
+from sqlalchemy import (Connection, Engine, ExceptionContext, and_, case, create_engine, delete, event, exists, func,
+                        insert, literal, not_, or_, select, update)
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -93,6 +93,20 @@ class UserRecord:
 
     def blocked(self, now: float) -> bool:
         return self.blocked_until is not None and self.blocked_until > now
+
+
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    """What a user listing keeps (every field None or empty: everyone). ``search`` is a case-insensitive part of
+    the username, email or display name; ``group`` one whole group name; ``method`` a kind of confirmed method."""
+
+    search: str | None = None
+    state: str | None = None
+    group: str | None = None
+    blocked: bool | None = None
+    locked: bool | None = None
+    method: str | None = None
+    admin: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -748,6 +762,59 @@ class Store:
         rows = self._run(lambda c: c.execute(select(users).order_by(users.c.username)).all())
         return [self._user(r) for r in rows]
 
+    def page_users(self, filters: UserFilter, *, after: str | None = None, limit: int = 100,
+                   now: float) -> list[tuple[UserRecord, int]]:
+        """One page of users matching ``filters``, in username order, after the username ``after`` (keyset
+        pagination: each page costs the same however deep it is), each with its count of confirmed methods
+        (read in the same query, for the page's rows only)."""
+        method_count = (select(func.count()).select_from(methods)
+                        .where(methods.c.user_id == users.c.id, methods.c.confirmed.is_(True))
+                        .scalar_subquery())
+        stmt = select(users, method_count.label("method_count")).order_by(users.c.username).limit(max(1, limit))
+        if after is not None:
+            stmt = stmt.where(users.c.username > after)
+        for condition in self._user_conditions(filters, now):
+            stmt = stmt.where(condition)
+        rows = self._run(lambda c: c.execute(stmt).all())
+        return [(self._user(r), int(r.method_count)) for r in rows]
+
+    def count_users_matching(self, filters: UserFilter, *, now: float) -> int:
+        stmt = select(func.count()).select_from(users)
+        for condition in self._user_conditions(filters, now):
+            stmt = stmt.where(condition)
+        return int(self._run(lambda c: c.execute(stmt).scalar_one()))
+
+    @staticmethod
+    def _user_conditions(filters: UserFilter, now: float) -> list[Any]:
+        conditions: list[Any] = []
+        if filters.search:
+            needle = filters.search.lower()
+            conditions.append(or_(func.lower(users.c.username).contains(needle, autoescape=True),
+                                  func.lower(func.coalesce(users.c.email, "")).contains(needle, autoescape=True),
+                                  func.lower(func.coalesce(users.c.display_name, "")).contains(
+                                      needle, autoescape=True)))
+        if filters.state:
+            conditions.append(users.c.state == filters.state)
+        if filters.group:
+            # groups are stored comma-separated: match one whole name, never a part of one (and a "name" with a
+            # comma in it is no group at all)
+            if "," in filters.group:
+                conditions.append(literal(False))
+            wrapped = literal(",") + func.lower(users.c.groups) + literal(",")
+            conditions.append(wrapped.contains(f",{filters.group.lower()},", autoescape=True))
+        if filters.blocked is not None:
+            is_blocked = and_(users.c.blocked_until.is_not(None), users.c.blocked_until > now)
+            conditions.append(is_blocked if filters.blocked else not_(is_blocked))
+        if filters.locked is not None:
+            is_locked = and_(users.c.locked_until.is_not(None), users.c.locked_until > now)
+            conditions.append(is_locked if filters.locked else not_(is_locked))
+        if filters.method:
+            conditions.append(exists().where(methods.c.user_id == users.c.id, methods.c.confirmed.is_(True),
+                                             methods.c.kind == filters.method))
+        if filters.admin is not None:
+            conditions.append(users.c.is_admin.is_(filters.admin))
+        return conditions
+
     def count_users(self) -> int:
         return int(self._run(lambda c: c.execute(select(func.count()).select_from(users)).scalar_one()))
 
@@ -1325,10 +1392,16 @@ class Store:
         except IntegrityError:
             raise SerialTaken(serial) from None
 
-    def list_oath_tokens(self, *, user_id: int | None = None) -> list[OathTokenRecord]:
+    def list_oath_tokens(self, *, user_id: int | None = None, after: str | None = None,
+                         limit: int | None = None) -> list[OathTokenRecord]:
+        """Tokens in serial order; ``after`` (the last serial seen) and ``limit`` page through the inventory."""
         stmt = self._oath_select().order_by(oath_tokens.c.serial)
         if user_id is not None:
             stmt = stmt.where(oath_tokens.c.user_id == user_id)
+        if after is not None:
+            stmt = stmt.where(oath_tokens.c.serial > after)
+        if limit is not None:
+            stmt = stmt.limit(max(1, limit))
         return [self._oath_token(r) for r in self._run(lambda c: c.execute(stmt).all())]
 
     def oath_serials(self, serials: Collection[str]) -> set[str]:
@@ -1630,11 +1703,14 @@ class Store:
         stmt = update(fraud_reports).where(fraud_reports.c.id == report_id).values(notified=value)
         self._run(lambda c: c.execute(stmt))
 
-    def list_fraud_reports(self, *, username: str | None = None, limit: int = 100) -> list[FraudReportRecord]:
-        """The newest reports first, optionally of one user."""
-        stmt = select(fraud_reports).order_by(fraud_reports.c.at.desc(), fraud_reports.c.id.desc()).limit(limit)
+    def list_fraud_reports(self, *, username: str | None = None, limit: int = 100,
+                           before_id: int | None = None) -> list[FraudReportRecord]:
+        """The newest reports first, optionally of one user; ``before_id`` (the last id seen) for the next page."""
+        stmt = select(fraud_reports).order_by(fraud_reports.c.id.desc()).limit(max(1, limit))
         if username is not None:
             stmt = stmt.where(fraud_reports.c.username == username)
+        if before_id is not None:
+            stmt = stmt.where(fraud_reports.c.id < before_id)
         return [self._fraud_report(r) for r in self._run(lambda c: c.execute(stmt).all())]
 
     # -- revocations -------------------------------------------------------------------------------------------
@@ -1694,15 +1770,40 @@ class Store:
                                     detail=json.dumps(detail or {}, sort_keys=True))
         self._run(lambda c: c.execute(stmt))
 
-    def list_audit(self, *, username: str | None = None, limit: int = 100) -> list[AuditRecord]:
-        stmt = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    def list_audit(self, *, username: str | None = None, limit: int = 100, event: str | None = None,
+                   result: str | None = None, since: float | None = None, until: float | None = None,
+                   before_id: int | None = None) -> list[AuditRecord]:
+        """The newest events first (keyset pagination: pass the last id seen as ``before_id`` for the next page),
+        optionally of one user, one event, one result, and at or after ``since`` / before ``until``."""
+        stmt = select(audit).order_by(audit.c.id.desc()).limit(max(1, limit))
         if username is not None:
             stmt = stmt.where(audit.c.username == username)
+        if event is not None:
+            stmt = stmt.where(audit.c.event == event)
+        if result is not None:
+            stmt = stmt.where(audit.c.result == result)
+        if since is not None:
+            stmt = stmt.where(audit.c.at >= since)
+        if until is not None:
+            stmt = stmt.where(audit.c.at < until)
+        if before_id is not None:
+            stmt = stmt.where(audit.c.id < before_id)
         rows = self._run(lambda c: c.execute(stmt).all())
         return [AuditRecord(id=r.id, at=r.at, actor=r.actor, username=r.username, event=r.event, result=r.result,
                             client_ip=r.client_ip, user_agent=r.user_agent, detail=json.loads(r.detail or "{}"))
                 for r in rows]
 
+    def prune_audit(self, *, before: float, batch: int = 5000) -> int:
+        """Delete up to ``batch`` audit events older than ``before`` (the oldest first) and say how many went;
+        callers repeat until it returns less than ``batch``, so no transaction holds the table for long."""
+        def run(c: Connection) -> int:
+            ids = select(audit.c.id).where(audit.c.at < before).order_by(audit.c.id).limit(batch).scalar_subquery()
+            return int(c.execute(delete(audit).where(audit.c.id.in_(ids))).rowcount or 0)
+        return self._run(run)
+
+    def count_audit_before(self, before: float) -> int:
+        return int(self._run(lambda c: c.execute(
+            select(func.count()).select_from(audit).where(audit.c.at < before)).scalar_one()))
 
     # -- push approval (the push method's device protocol) --------------------------------------------------------
     # Every change that guards the protocol is one statement: a registration token is used by one conditional

@@ -173,7 +173,7 @@ def test_list_shows_labels_never_passwords(runner: CliRunner, config: Path, db: 
 
 
 def test_list_of_a_user_without_app_passwords(runner: CliRunner, config: Path, alice: str) -> None:
-    assert "0 app password(s) of alice" in ok(run(runner, config, "app-password", "list", alice)).stdout
+    assert "alice has no app passwords." in ok(run(runner, config, "app-password", "list", alice)).stdout
 
 
 # -- app-password revoke / revoke-all -------------------------------------------------------------------------

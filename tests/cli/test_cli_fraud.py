@@ -15,6 +15,11 @@ from tests.cli.helpers import ACTOR, Db, add_user, ok, run
 CALLER = {"client_ip": "203.0.113.9", "user_agent": "Twilio/callback"}
 
 
+
+def _rows(table: str) -> int:
+    """The body rows of a rich table."""
+    return sum(1 for line in table.splitlines() if line.startswith("│"))
+
 def report(db: Db, name: str, reference: str, *, at: float, settings: FraudSettings | None = None) -> None:
     FraudReports(db.store, AuditLog(db.store), settings or FraudSettings(), site_name="Contoso").report(
         db.user(name), "phone_call", now=at, reference=reference, **CALLER)
@@ -31,7 +36,7 @@ def test_fraud_list_shows_the_reports_newest_first(runner: CliRunner, config: Pa
 
     out = ok(run(runner, config, "fraud", "list")).stdout
 
-    assert "2 fraud report(s)" in out
+    assert _rows(out) == 2
     for header in ("Time", "User", "Method", "Client", "Blocked until", "Notified"):
         assert header in out
     lines = [line for line in out.splitlines() if "phone_call" in line]
@@ -50,9 +55,10 @@ def test_fraud_list_filters_and_limits(runner: CliRunner, config: Path, db: Db) 
     report(db, "bob", "b1", at=now + 5)
 
     only_alice = ok(run(runner, config, "fraud", "list", "--user", "alice")).stdout
-    assert "3 fraud report(s)" in only_alice and "bob" not in only_alice
-    assert "1 fraud report(s)" in ok(run(runner, config, "fraud", "list", "--limit", "1")).stdout
-    assert "0 fraud report(s)" in ok(run(runner, config, "fraud", "list", "--user", "carol")).stdout
+    assert _rows(only_alice) == 3 and "bob" not in only_alice
+    one = ok(run(runner, config, "fraud", "list", "--limit", "1")).stdout
+    assert _rows(one) == 1 and "More: mfa-admin fraud list --limit 1 --before" in one
+    assert "No fraud reports." in ok(run(runner, config, "fraud", "list", "--user", "carol")).stdout
 
 
 def test_user_unblock_lifts_a_fraud_block_and_says_so(runner: CliRunner, config: Path, db: Db) -> None:

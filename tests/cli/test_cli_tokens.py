@@ -123,7 +123,7 @@ def test_list_assign_unassign_delete(runner: CliRunner, users: Path, inventory: 
 
     listed = ok(run(runner, users, "tokens", "list")).stdout
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.splitlines() if line.startswith("│")]
-    assert "3 token(s)" in listed
+    assert len(cells) == 3
     assert cells == [["H1", "HOTP", "-", "Contoso", "Event token", "no"],
                      ["T30", "TOTP 30s", "alice", "Contoso", "Token 30", "yes"],
                      ["T60", "TOTP 60s", "bob", "Contoso", "Token 60", "no"]]
