@@ -95,6 +95,16 @@ lock_for = "15m"       # how long the pause lasts
 [totp]
 issuer = "{issuer}"    # the name shown in the authenticator app
 
+[methods.push]
+# Web Push for browser authenticators (RFC 8292 VAPID): the site's P-256 key, kept secret like the keys above
+# (or "env:NAME"), and a contact that push services may use when something goes wrong.
+vapid_private_key = "{vapid_private_key}"
+vapid_subject = "mailto:admin@example.com"   # change to a real address (or an https:// contact page)
+# Hosts a device's push channel may point to (exact names or "*.suffix"); the default lists the big browsers'
+# Web Push services. Add the host of a webhook (ntfy, UnifiedPush) service your users use.
+# channel_hosts = ["fcm.googleapis.com", "*.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"]
+# send_timeout = "10s"
+
 # Rules: the first rule whose path (glob, or path_regex) and methods match decides.
 # policy: bypass | one_factor | two_factor | deny. users/groups: who may pass (others get 403).
 [[rules]]
@@ -112,9 +122,19 @@ policy = "two_factor"
 '''
 
 
+def new_vapid_private_key() -> str:
+    """A fresh VAPID key (RFC 8292): base64url of the raw 32-byte P-256 private key."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    number = ec.generate_private_key(ec.SECP256R1()).private_numbers().private_value
+    return base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode("ascii")
+
+
 def write_starter_config(path: Path, *, database: str, issuer: str = "mfa_middleware") -> None:
     text = STARTER_CONFIG.format(secret_key=secrets.token_urlsafe(48), encryption_key=SecretBox.generate_key(),
-                                 database=database, issuer=issuer)
+                                 database=database, issuer=issuer, vapid_private_key=new_vapid_private_key())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)

@@ -189,12 +189,85 @@ def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
                                 user_verification=user_verification, attestation=attestation, aaguids=aaguids)
 
 
+#: where devices may ask to be woken by default: the Web Push services of the big browsers (Chrome and other
+#: Chromium browsers, Firefox, Safari, Edge on Windows). A webhook (ntfy, UnifiedPush) host must be added.
+DEFAULT_CHANNEL_HOSTS = ("fcm.googleapis.com", "*.push.services.mozilla.com", "*.push.apple.com",
+                         "*.notify.windows.com")
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
 @dataclass(frozen=True)
 class PushMethodConfig:
     """Push approval's settings (``[methods.push]``)."""
 
     request_ttl: float = 60  # how long a sign-in request waits for the device's answer
     max_per_10_minutes: int = 5  # requests sent to one user in any 10 minutes, over all their devices
+    #: the site's VAPID key (RFC 8292): base64url of the raw 32-byte P-256 private key; "" turns Web Push off
+    vapid_private_key: str = ""
+    #: the contact push services may use ("mailto:..." or "https://..."); required with a VAPID key
+    vapid_subject: str = ""
+    #: hosts that channel URLs (Web Push endpoints, webhooks) may point to: exact names or "*.suffix"
+    channel_hosts: tuple[str, ...] = DEFAULT_CHANNEL_HOSTS
+    send_timeout: float = 10  # how long one wake-up may take before it counts as failed
+
+
+def _channel_host(pattern: str, where: str) -> str:
+    """One ``channel_hosts`` entry, lower-cased: a host name, an IP address, or ``*.`` and a name with a dot."""
+    host = pattern.strip().lower()
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    name = host[2:] if host.startswith("*.") else host
+    if not _HOST_NAME.fullmatch(name) or (host.startswith("*.") and "." not in name):
+        raise ConfigError(f"{where}: {pattern!r} is not a host name (\"push.example.com\"), an IP address or "
+                          "\"*.\" and a domain with a dot (\"*.push.example.com\"); no scheme, port or path")
+    return host
+
+
+def _vapid_key(value: str, where: str) -> str:
+    import base64
+    import binascii
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", value):
+            raise ValueError
+        raw = base64.urlsafe_b64decode(value + "=")
+        ec.derive_private_key(int.from_bytes(raw, "big"), ec.SECP256R1())
+    except (ValueError, binascii.Error):
+        raise ConfigError(f"{where}: not a VAPID private key (43 base64url characters: a raw P-256 key, as "
+                          "`mfa-admin init` writes)") from None
+    return value
+
+
+def _push_config(mp: _Reader, environ: Mapping[str, str]) -> PushMethodConfig:
+    raw_key = mp.get("vapid_private_key", str, "")
+    key = _vapid_key(_secret(raw_key, mp.key("vapid_private_key"), environ).strip(),
+                     mp.key("vapid_private_key")) if raw_key else ""
+    subject = mp.get("vapid_subject", str, "").strip()
+    if subject:
+        parts = urlsplit(subject)
+        if not ((subject.startswith("mailto:") and re.fullmatch(r"mailto:[^@\s]+@[^@\s]+", subject))
+                or (parts.scheme == "https" and parts.hostname and not parts.username)):
+            raise ConfigError(f"{mp.key('vapid_subject')}: a contact for push services, \"mailto:admin@example.com\" "
+                              f"or \"https://example.com/contact\"; got {subject!r}")
+    if key and not subject:
+        raise ConfigError(f"{mp.key('vapid_subject')}: required with vapid_private_key: a contact push services "
+                          "can reach, like \"mailto:admin@example.com\"")
+    hosts = tuple(dict.fromkeys(_channel_host(h, mp.key("channel_hosts"))
+                                for h in mp.strings("channel_hosts", DEFAULT_CHANNEL_HOSTS)))
+    config = PushMethodConfig(request_ttl=mp.duration("request_ttl", 60),
+                              max_per_10_minutes=mp.integer("max_per_10_minutes", 5, 1, 100),
+                              vapid_private_key=key, vapid_subject=subject, channel_hosts=hosts,
+                              send_timeout=mp.duration("send_timeout", 10))
+    if not 15 <= config.request_ttl <= 600:
+        raise ConfigError(f"{mp.key('request_ttl')}: must be between 15s and 10m, got {config.request_ttl:g} s")
+    if not 1 <= config.send_timeout <= 60:
+        raise ConfigError(f"{mp.key('send_timeout')}: must be between 1s and 1m, got {config.send_timeout:g} s")
+    mp.finish()
+    return config
 
 
 @dataclass(frozen=True)
@@ -528,12 +601,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     voice_method = VoiceMethodConfig(pin=mv.get("pin", bool, False))
     mv.finish()
     webauthn_method = _webauthn_config(mt.table("webauthn"), "webauthn" in enabled)
-    mp = mt.table("push")
-    push_method = PushMethodConfig(request_ttl=mp.duration("request_ttl", 60),
-                                   max_per_10_minutes=mp.integer("max_per_10_minutes", 5, 1, 100))
-    if not 15 <= push_method.request_ttl <= 600:
-        raise ConfigError(f"{mp.key('request_ttl')}: must be between 15s and 10m, got {push_method.request_ttl:g} s")
-    mp.finish()
+    push_method = _push_config(mt.table("push"), env)
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),
                                    remember_device=remember_device, email=email_method, sms=sms_method,

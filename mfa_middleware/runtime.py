@@ -141,7 +141,10 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
     "push": lambda rt: PushFactor(rt.store, rt.box, rt.audit, rt.fraud, PushSettings(
         prefix=rt.config.prefix, request_ttl=rt.config.methods.push.request_ttl,
-        max_per_10_minutes=rt.config.methods.push.max_per_10_minutes), clock=rt.clock,
+        max_per_10_minutes=rt.config.methods.push.max_per_10_minutes,
+        vapid_private_key=rt.config.methods.push.vapid_private_key, vapid_subject=rt.config.methods.push.vapid_subject,
+        channel_hosts=rt.config.methods.push.channel_hosts, send_timeout=rt.config.methods.push.send_timeout),
+        clock=rt.clock,
         max_per_user=rt.config.methods.max_authenticators),
 }
 

@@ -16,7 +16,7 @@ import httpx
 import pyotp
 
 from ..factors.push import protocol
-from .client import DeviceClient, PendingRequest, ServerRefused, register
+from .client import DeviceClient, PendingRequest, ServerRefused, channel_label, register, webhook_channel
 from .keystore import KeyStore, KeyStoreError, TotpAccount, default_path
 
 
@@ -81,8 +81,11 @@ def main(ctx: click.Context, store_path: Path | None) -> None:
 @click.argument("url")
 @click.option("--name", default=None, help="How the site lists this device (default: this computer's name).")
 @click.option("--algorithm", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True)
+@click.option("--webhook", default=None, metavar="URL",
+              help="A push channel: the site POSTs a wake-up there at each sign-in (ntfy topic, UnifiedPush).")
 @click.pass_context
-def enroll(ctx: click.Context, url: str, name: str | None, algorithm: protocol.Algorithm) -> None:
+def enroll(ctx: click.Context, url: str, name: str | None, algorithm: protocol.Algorithm,
+           webhook: str | None) -> None:
     """Add an account from a registration address (or an otpauth:// TOTP address for `codes`)."""
     store = _open(ctx)
     if url.startswith("otpauth://"):
@@ -97,7 +100,8 @@ def enroll(ctx: click.Context, url: str, name: str | None, algorithm: protocol.A
         click.echo(f"added TOTP account {store.totp[-1].label}")
         return
     try:
-        account = register(url, name or f"mfa-authenticator on {socket.gethostname()}", algorithm)
+        account = register(url, name or f"mfa-authenticator on {socket.gethostname()}", algorithm,
+                           channel=webhook_channel(webhook))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except (ServerRefused, httpx.HTTPError) as exc:
@@ -113,9 +117,43 @@ def accounts(ctx: click.Context) -> None:
     """List the accounts."""
     store = _open(ctx)
     for a in store.accounts:
-        click.echo(f"{a.account_id}  {a.username}@{a.site}  {a.base_url}  {a.algorithm}")
+        channel = f"  channel: {a.channel}" if a.channel else ""
+        click.echo(f"{a.account_id}  {a.username}@{a.site}  {a.base_url}  {a.algorithm}{channel}")
     for t in store.totp:
         click.echo(f"totp  {t.label}")
+
+
+@main.command()
+@click.argument("account")
+@click.option("--webhook", default=None, metavar="URL", help="POST wake-ups to this URL (ntfy topic, UnifiedPush).")
+@click.option("--none", "remove", is_flag=True, help="Remove the push channel (long-poll only).")
+@click.pass_context
+def channel(ctx: click.Context, account: str, webhook: str | None, remove: bool) -> None:
+    """Set or remove the push channel of ACCOUNT (its account id, or user@site as `accounts` lists it).
+
+    The channel only wakes a device up: `watch` (or the ntfy app) notices, and the request is fetched and
+    verified over the signed protocol as always."""
+    if (webhook is None) == (not remove):
+        raise click.UsageError("give exactly one of --webhook URL or --none")
+    store = _open(ctx)
+    found = [a for a in store.accounts if account in (a.account_id, f"{a.username}@{a.site}")]
+    if len(found) != 1:
+        raise click.ClickException(f"no account {account!r}" if not found else
+                                   f"{account!r} names several accounts: use the account id")
+    try:
+        wanted = None if remove else webhook_channel(webhook)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    client = DeviceClient(found[0])
+    try:
+        client.set_channel(wanted)
+    except (ServerRefused, httpx.HTTPError) as exc:
+        raise click.ClickException(f"the server refused the channel: {exc}") from None
+    finally:
+        client.close()
+    found[0].channel = channel_label(wanted)
+    store.save()
+    click.echo(f"channel of {found[0].username}@{found[0].site}: {found[0].channel or 'none (long-poll only)'}")
 
 
 @main.command()

@@ -51,21 +51,42 @@ def _error(response: httpx.Response) -> ServerRefused:
     return ServerRefused(response.status_code, message)
 
 
-def register(url: str, name: str, algorithm: protocol.Algorithm, *, timeout: float = 30.0) -> Account:
-    """Register a new key pair with a registration URL (``.../device/v1/register?token=...``)."""
+def webhook_channel(url: str | None) -> dict[str, str] | None:
+    """The protocol's channel object for a webhook URL (None: no channel). The server checks it against its
+    allow-list; this only refuses what can never work."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("a webhook channel is an https:// URL (like https://ntfy.example/your-topic)")
+    return {"type": "webhook", "url": url}
+
+
+def channel_label(channel: dict[str, str] | None) -> str:
+    return "" if channel is None else f"{channel['type']} {urlsplit(channel['url']).hostname or ''}"
+
+
+def register(url: str, name: str, algorithm: protocol.Algorithm, *, timeout: float = 30.0,
+             channel: dict[str, str] | None = None) -> Account:
+    """Register a new key pair with a registration URL (``.../device/v1/register?token=...``), optionally with a
+    push channel (see :func:`webhook_channel`)."""
     parts = urlsplit(url)
     token = (parse_qs(parts.query).get("token") or [""])[0]
     if parts.scheme not in ("http", "https") or not token or not parts.path.endswith("/device/v1/register"):
         raise ValueError("not a registration address (it ends in /device/v1/register?token=...)")
     key = protocol.new_private_key(algorithm)
-    body = {"token": token, "public_key": protocol.b64u(protocol.public_key_bytes(key)), "name": name}
+    body: dict[str, Any] = {"token": token, "public_key": protocol.b64u(protocol.public_key_bytes(key)),
+                            "name": name}
+    if channel is not None:
+        body["channel"] = channel
     response = httpx.post(f"{parts.scheme}://{parts.netloc}{parts.path}", json=body, timeout=timeout)
     if response.status_code != 200:
         raise _error(response)
     data = response.json()
     return Account(account_id=data["account_id"], base_url=data["base_url"], server_key=data["server_key"],
                    private_key=protocol.b64u(protocol.private_key_bytes(key)), algorithm=algorithm,
-                   site=data.get("site", ""), username=data.get("username", ""), name=name)
+                   site=data.get("site", ""), username=data.get("username", ""), name=name,
+                   channel=channel_label(channel))
 
 
 class DeviceClient:
@@ -116,6 +137,14 @@ class DeviceClient:
             raise _error(response)
         result: dict[str, Any] = response.json()
         return result
+
+    def set_channel(self, channel: dict[str, str] | None) -> str | None:
+        """Set (or, with None, remove) this device's push channel; the server's answer: the channel type set."""
+        response = self._signed("POST", "channel", json.dumps({"channel": channel}).encode())
+        if response.status_code != 200:
+            raise _error(response)
+        kind = response.json().get("channel")
+        return None if kind is None else str(kind)
 
     def close(self) -> None:
         self.http.close()

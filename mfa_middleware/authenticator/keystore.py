@@ -37,6 +37,7 @@ class Account:
     site: str = ""
     username: str = ""
     name: str = ""
+    channel: str = ""  # the push channel set for this account: "" (long-poll only) or "webhook <host>"
 
 
 @dataclass

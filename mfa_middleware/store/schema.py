@@ -283,6 +283,9 @@ push_devices = Table(
     Column("name", String(100), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_seen_at", Float),
+    # the device's push channel (Web Push subscription or webhook URL), SecretBox-encrypted JSON: its endpoint and
+    # keys are capabilities (whoever holds them can wake the device)
+    Column("channel", LargeBinary),
     UniqueConstraint("account_id", name="uq_mfa_push_devices_account"),
     UniqueConstraint("method_id", name="uq_mfa_push_devices_method"),
 )

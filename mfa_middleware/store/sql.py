@@ -1814,7 +1814,8 @@ class Store:
     def _push_device(row: Any) -> PushDeviceRecord:
         return PushDeviceRecord(id=row.id, user_id=row.user_id, method_id=row.method_id, account_id=row.account_id,
                                 public_key=bytes(row.public_key), algorithm=row.algorithm, name=row.name,
-                                created_at=row.created_at, last_seen_at=row.last_seen_at)
+                                created_at=row.created_at, last_seen_at=row.last_seen_at,
+                                channel=None if row.channel is None else bytes(row.channel))
 
     @staticmethod
     def _push_request(row: Any) -> PushRequestRecord:
@@ -1833,7 +1834,7 @@ class Store:
         return int(self._run(lambda c: c.execute(stmt).scalar_one()))
 
     def register_push_device(self, token_digest: str, *, account_id: str, public_key: bytes, algorithm: str,
-                             name: str, now: float) -> PushDeviceRecord | None:
+                             name: str, now: float, channel: bytes | None = None) -> PushDeviceRecord | None:
         """Use a registration token (unused, unexpired, its method still unconfirmed and without a device) and
         record the device, in one transaction: None when the token cannot be used (unknown, used, expired)."""
         def run(c: Connection) -> PushDeviceRecord | None:
@@ -1851,7 +1852,8 @@ class Store:
                 return None
             device_id = c.execute(insert(push_devices).values(
                 user_id=reg.user_id, method_id=reg.method_id, account_id=account_id, public_key=public_key,
-                algorithm=algorithm, name=name[:100], created_at=now).returning(push_devices.c.id)).scalar_one()
+                algorithm=algorithm, name=name[:100], created_at=now, channel=channel).returning(
+                push_devices.c.id)).scalar_one()
             return self._push_device(c.execute(select(push_devices).where(push_devices.c.id == device_id)).one())
         return self._run(run)
 
@@ -1876,6 +1878,19 @@ class Store:
         except IntegrityError:
             return False
         return True
+
+    def set_push_channel(self, device_id: int, channel: bytes | None) -> bool:
+        """Replace one device's push channel (encrypted by the caller; None removes it): True if the device
+        exists. Only that device's row is touched."""
+        stmt = update(push_devices).where(push_devices.c.id == device_id).values(channel=channel)
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
+
+    def clear_push_channel(self, device_id: int, expected: bytes) -> bool:
+        """Remove a device's push channel only if it is still ``expected`` (the stored bytes a wake-up was sent
+        with): a push service's "gone" for an old subscription never removes a channel the device set since."""
+        stmt = update(push_devices).where(push_devices.c.id == device_id,
+                                          push_devices.c.channel == expected).values(channel=None)
+        return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
 
     def touch_push_device(self, device_id: int, *, now: float) -> None:
         stmt = update(push_devices).where(push_devices.c.id == device_id).values(last_seen_at=now)
@@ -1959,6 +1974,8 @@ class PushDeviceRecord:
     name: str
     created_at: float
     last_seen_at: float | None
+    #: the push channel, SecretBox-encrypted JSON (see :mod:`mfa_middleware.factors.push.channels`), or None
+    channel: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,10 @@ Trust model:
 - **Pushes are capped** per user: ``[methods.push] max_per_10_minutes`` (default 5); one more raises
   :class:`~mfa_middleware.factors.base.TooSoon`, and the page offers the other methods. The count and the insert are
   one statement.
+- **Channels only wake the device** (:mod:`.channels`): a device may register a Web Push subscription or a webhook
+  URL (at registration or with ``POST /device/v1/channel``, signed like every device request, changing that
+  device's channel only); when a sign-in asks it, a background sender posts a wake-up without the number, after
+  the request row exists and without ever delaying the sign-in page. Channel hosts are an operator's allow-list.
 - **Long-poll never holds a transaction.** ``GET /device/v1/requests`` answers at once when a request is pending,
   else waits (at most :data:`MAX_WAIT` seconds) on an in-process condition, re-reading the store in short
   transactions at least every second (so a request made by another server is seen too).
@@ -58,6 +62,8 @@ from ...store.sql import PushDeviceRecord, PushRequestRecord
 from ..base import (Access, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome, Prompt,
                     RouteContext, TooSoon, Verification)
 from . import protocol
+from .channels import (DEFAULT_SEND_TIMEOUT, Channel, ChannelRefused, ChannelSender, ChannelSettings, Wake,
+                       WakeResult, channel_from_json, parse_channel, vapid_public_key, wake_payload)
 from .protocol import ProtocolError
 
 #: how long a registration URL works (seconds)
@@ -80,6 +86,12 @@ class PushSettings:
     prefix: str = "/_mfa"
     request_ttl: float = 60
     max_per_10_minutes: int = 5
+    #: Web Push: the site's VAPID key (b64u raw P-256 private key; "" for none) and its contact
+    vapid_private_key: str = ""
+    vapid_subject: str = ""
+    #: the allow-list of channel hosts (exact names, IP addresses or "*.suffix"), checked on set and on send
+    channel_hosts: tuple[str, ...] = ()
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
 
 
 def token_digest(token: str) -> str:
@@ -107,6 +119,7 @@ class PushFactor:
         FactorRoute("/device/v1/register", "register", Access.PUBLIC, ("POST",)),
         FactorRoute("/device/v1/requests", "requests", Access.PUBLIC, ("GET",)),
         FactorRoute("/device/v1/answer", "answer", Access.PUBLIC, ("POST",)),
+        FactorRoute("/device/v1/channel", "channel", Access.PUBLIC, ("POST",)),
         FactorRoute("/push/status.json", "poll", Access.SIGN_IN, ("GET",)),
     )
 
@@ -123,6 +136,10 @@ class PushFactor:
         # the next re-read).
         self._changed = threading.Condition()
         self._generation = 0
+        self.sender = ChannelSender(ChannelSettings(
+            vapid_private_key=settings.vapid_private_key, vapid_subject=settings.vapid_subject,
+            hosts=settings.channel_hosts, timeout=settings.send_timeout), self._wake_result)
+        self.vapid_public_key = vapid_public_key(settings.vapid_private_key) if settings.vapid_private_key else None
 
     # -- enrollment ----------------------------------------------------------------------------------------------
     def enroll_begin(self, user: UserRecord, inputs: Mapping[str, str], ctx: FactorContext) -> EnrollmentView:
@@ -194,6 +211,67 @@ class PushFactor:
         with self._changed:
             self._generation += 1
             self._changed.notify_all()
+        if device.channel is not None:
+            self._wake(device.id, device.channel, user.username, public_id, made, ctx)
+
+    # -- push channels -------------------------------------------------------------------------------------------
+    def _wake(self, device_id: int, stored: bytes, username: str, public_id: str, request_id: int,
+              ctx: FactorContext) -> None:
+        """Queue the device's wake-up (never raises: the sign-in page does not depend on it)."""
+        reference = f"push-{request_id}"
+        try:
+            channel = channel_from_json(self.box.decrypt(stored))
+        except Exception as exc:  # an undecryptable or damaged channel: audited, the long-poll still works
+            self.audit.write("push", "wake_failed", now=ctx.now, actor=username, username=username,
+                             reference=reference, reason=f"stored channel unusable: {type(exc).__name__}")
+            return
+        wake = Wake(device_id=device_id, stored=stored, channel=channel,
+                    payload=wake_payload(ctx.site_name, public_id), ttl=int(self.settings.request_ttl),
+                    username=username, reference=reference, title=ctx.site_name)
+        if not self.sender.submit(wake):
+            self.audit.write("push", "wake_failed", now=ctx.now, actor=username, username=username,
+                             reference=reference, channel=channel.type,
+                             reason="too many wake-ups waiting to be sent; not sent")
+
+    def _wake_result(self, wake: Wake, result: WakeResult) -> None:
+        """Audit a wake-up's fate (in the sender's thread); a Web Push "gone" removes that channel."""
+        reason = result.reason
+        if result.outcome == "gone" and not self.store.clear_push_channel(wake.device_id, wake.stored):
+            reason = f"HTTP {result.status}: the subscription is gone (the device has set another channel since)"
+        detail: dict[str, Any] = {"channel": wake.channel.type, "target": result.host, "reference": wake.reference}
+        if reason:
+            detail["reason"] = reason
+        self.audit.write("push", "wake_sent" if result.outcome == "sent" else "wake_failed", now=self.clock(),
+                         actor=wake.username, username=wake.username, **detail)
+
+    def _channel_of(self, data: Mapping[str, Any]) -> Channel | None:
+        return parse_channel(data.get("channel"), self.settings.channel_hosts,
+                             webpush_available=self.sender.webpush_available)
+
+    def _store_channel(self, channel: Channel | None) -> bytes | None:
+        return None if channel is None else self.box.encrypt(json.dumps(channel.to_json()))
+
+    def _set_channel(self, rctx: RouteContext, device: PushDeviceRecord) -> Response:
+        try:
+            data = json.loads(self._body(rctx.request) or b"")
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict) or "channel" not in data:
+            return _refused(400, "send JSON with \"channel\": a Web Push subscription, a webhook or null")
+        try:
+            channel = self._channel_of(data)
+        except ChannelRefused as exc:
+            rctx.audit("push", "channel_refused", reason=str(exc), credential=device.account_id)
+            return _refused(exc.status, str(exc))
+        self.store.set_push_channel(device.id, self._store_channel(channel))
+        user = self.store.get_user_by_id(device.user_id)
+        username = user.username if user is not None else None
+        host = "" if channel is None else (urlsplit(channel.url).hostname or "")
+        self.audit.write("push", "channel_set" if channel is not None else "channel_removed", now=rctx.now,
+                         actor=username or "anonymous", username=username, client_ip=rctx.client_ip,
+                         user_agent=rctx.user_agent, credential=device.account_id,
+                         channel=channel.type if channel is not None else "", target=host)
+        return _json({"channel": None if channel is None else channel.type})
 
     def status_of(self, request: PushRequestRecord | None, now: float) -> str:
         """What a poll sees: pending | approved | denied | failed | fraud (an expired pending request failed)."""
@@ -288,9 +366,15 @@ class PushFactor:
             _, algorithm = protocol.load_public_key(spki)
         except ProtocolError as exc:
             return _refused(400, str(exc))
+        try:
+            channel = self._channel_of(data)
+        except ChannelRefused as exc:
+            rctx.audit("push", "register_refused", reason=str(exc))
+            return _refused(exc.status, str(exc))
         account_id = secrets.token_urlsafe(16)
         device = self.store.register_push_device(token_digest(data["token"][:128]), account_id=account_id,
-                                                 public_key=spki, algorithm=algorithm, name=name, now=rctx.now)
+                                                 public_key=spki, algorithm=algorithm, name=name, now=rctx.now,
+                                                 channel=self._store_channel(channel))
         if device is None:
             rctx.audit("push", "register_refused", reason="unknown, used or expired registration URL")
             return _refused(410, "this registration URL is unknown, used or expired: set the method up again")
@@ -302,7 +386,8 @@ class PushFactor:
         base = rctx.request.host_url.rstrip("/") + rctx.request.root_path + self.settings.prefix + "/device/v1"
         return _json({"account_id": account_id, "server_key": protocol.b64u(self.server_public_key),
                       "base_url": base, "site": rctx.factor_context.site_name, "username": name_of_user,
-                      "algorithm": algorithm})
+                      "algorithm": algorithm, "vapid_public_key": self.vapid_public_key,
+                      "channel": None if channel is None else channel.type})
 
     def _requests(self, rctx: RouteContext, device: PushDeviceRecord) -> Response:
         raw_wait = rctx.request.args.get("wait", str(MAX_WAIT))
@@ -377,7 +462,7 @@ class PushFactor:
             return _json({"status": self.status_of(request, rctx.now)})
         if route == "register":
             return self._register(rctx)
-        if route not in ("requests", "answer"):
+        if route not in ("requests", "answer", "channel"):
             raise NotFound()
         device = self.authenticate(rctx.request, rctx.now)
         if isinstance(device, str):
@@ -385,6 +470,8 @@ class PushFactor:
             return _refused(401, device)
         if route == "requests":
             return self._requests(rctx, device)
+        if route == "channel":
+            return self._set_channel(rctx, device)
         return self._answer(rctx, device)
 
 
