@@ -158,7 +158,7 @@ class PasswordlessSignIn:
             self.audit.write("webauthn", "counter_regression", now=now, actor=user.username, username=user.username,
                              client_ip=client.ip, user_agent=client.user_agent, method=str(method.id),
                              label=method.label, reason=f"sign count {new} is not above {stored.sign_count}",
-                             passwordless=True)
+                             primary="passwordless")
             return self._failed(attempt, user, client, now, "counter regression")
         if not self.store.advance_webauthn_sign_count(stored.id, stored.sign_count, new, now=now):
             return self._failed(attempt, user, client, now, "the credential was used at the same time")
