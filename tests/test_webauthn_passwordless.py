@@ -18,11 +18,11 @@ import pytest
 from werkzeug.test import TestResponse
 
 from mfa_middleware import MFAMiddleware
+from mfa_middleware.web.cookies import cookie_names
 from mfa_middleware.factors.webauthn.passwordless import LOGIN_TTL, user_handle
 from tests.support.mfa import Browser, Clock, csrf_of, make_middleware
-from tests.test_webauthn_ceremony import ORIGIN, UP, UV, Assertion, Authenticator, Site
+from tests.test_webauthn_ceremony import ORIGIN, UP, Assertion, Authenticator, Site
 
-PASSWORD = "correct horse battery staple"
 
 
 @dataclass
@@ -342,9 +342,10 @@ def test_concurrent_uses_of_one_assertion_sign_in_once(make_pl: Callable[..., Pa
     browser = pl.browser()
     csrf, challenge = pl.begin(browser)
     raw = Assertion(user_handle=user_handle(dana_id)).build(auth, challenge)
-    anon = [c for c in browser.client._cookies.values() if c.key.endswith("anon")]  # noqa: SLF001
-    assert len(anon) == 1
-    cookie = f"{anon[0].key}={anon[0].value}"
+    name = cookie_names(pl.mw.runtime.config.session, True).anonymous
+    anon = browser.client.get_cookie(name, domain="sso.example.com")
+    assert anon is not None
+    cookie = f"{name}={anon.value}"
     barrier = threading.Barrier(20)
     statuses: list[int] = []
     lock = threading.Lock()

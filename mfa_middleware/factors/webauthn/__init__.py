@@ -418,5 +418,6 @@ class WebAuthnFactor:
         raise NotFound()
 
 
-__all__ = ["AAGUID_EXTENSION", "CEREMONY_TTL", "MAX_RESPONSE_CHARS", "BadResponse", "WebAuthnFactor", "WebAuthnSettings",
+__all__ = ["AAGUID_EXTENSION", "CEREMONY_TTL", "MAX_RESPONSE_CHARS", "BadResponse", "WebAuthnFactor",
+           "WebAuthnSettings",
            "parse_response"]

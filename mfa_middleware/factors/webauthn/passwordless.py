@@ -26,8 +26,8 @@ Rules:
 - **Only a user who may sign in.** After a valid assertion the user's current record decides (the sign-in state
   machine): blocked gets the blocked page (as after a correct password); locked, a revocation written since the
   ceremony began (sessions revoked) and an MFA-exempt (``disabled``) user, who signs in with the password, get
-  the forms page's one failure message (these refusals are not wrong secrets: audited, not counted). A success is a full session (level 2, methods
-  ``("passwordless", "webauthn")``), audited as ``passwordless``/``success``.
+  the forms page's one failure message (these refusals are not wrong secrets: audited, not counted). A success is
+  a full session (level 2, methods ``("passwordless", "webauthn")``), audited as ``passwordless``/``success``.
 - **Forms only.** The pages offer and accept it only where ``forms`` is a primary method and the server did not
   pass REMOTE_USER: where the server names the user, that name decides, and a passkey is the second factor. The
   Basic path never looks at passkeys.
