@@ -368,3 +368,77 @@ def test_concurrent_uses_of_one_assertion_sign_in_once(make_pl: Callable[..., Pa
     assert len(statuses) == 20, "a sign-in hung for more than 60 s"
     assert statuses.count(303) == 1, statuses
     assert audit(pl, "dana").count(("passwordless", "success")) == 1
+
+
+# -- the other adapters: ASGI and forward auth -----------------------------------------------------------------------
+def test_through_asgi(make_pl: Callable[..., Passwordless], sqlite_url: str) -> None:
+    """The same flow through the ASGI adapter (the pages in its thread pool), on the same user store."""
+    import asyncio
+
+    import httpx
+
+    from mfa_middleware import ASGIMFAMiddleware
+
+    pl = make_pl()
+    auth = Authenticator()
+    dana_id = pl.enrolled("dana", auth)
+
+    async def echo(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        identity = scope.get("state", {}).get("mfa.identity") or scope.get("mfa.identity")
+        body = f"user={getattr(identity, 'username', '-')} level={getattr(identity, 'level', '-')}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    mw = ASGIMFAMiddleware(echo, pl.mw.runtime.config, clock=pl.site.clock)
+
+    async def go() -> tuple[int, str]:
+        transport = httpx.ASGITransport(app=mw, client=("192.0.2.10", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client:
+            page = await client.get("/_mfa/login")
+            csrf = csrf_of(page.text)
+            options = (await client.post("/_mfa/login/passkey/options", data={"csrf_token": csrf})).json()
+            raw = Assertion(user_handle=user_handle(dana_id)).build(auth, options["challenge"])
+            answer = await client.post("/_mfa/login/passkey", data={"csrf_token": csrf, "credential": raw,
+                                                                    "next": "/"})
+            return answer.status_code, (await client.get("/")).text
+
+    try:
+        status, text = asyncio.run(go())
+    finally:
+        mw.runtime.close()
+    assert status == 303
+    assert "user=dana level=2" in text
+
+
+def test_through_forward_auth(make_pl: Callable[..., Passwordless], sqlite_url: str) -> None:
+    """The forward-auth server serves the same sign-in page (behind the proxy, on the original host): a passkey
+    signs in there, and the authorization endpoint then passes the original request as the user."""
+    from werkzeug.test import Client as WsgiClient
+
+    from mfa_middleware.middleware import ForwardAuthApp
+    from mfa_middleware.runtime import Runtime
+    from tests.support.mfa import FAST_HASHER
+
+    pl = make_pl(trusted_proxies=["127.0.0.1"])
+    auth = Authenticator()
+    dana_id = pl.enrolled("dana", auth)
+    rt = Runtime(pl.mw.runtime.config, clock=pl.site.clock, password_hasher=FAST_HASHER)
+    app = ForwardAuthApp(rt)
+    try:
+        client = WsgiClient(app)
+        proxied = {"REMOTE_ADDR": "127.0.0.1"}
+        headers = {"X-Forwarded-For": "192.0.2.10", "X-Forwarded-Proto": "https"}
+        page = client.get("/_mfa/login", base_url=ORIGIN, headers=headers, environ_base=proxied)
+        assert 'id="passkey-sign-in"' in page.text
+        csrf = csrf_of(page.text)
+        options = client.post("/_mfa/login/passkey/options", base_url=ORIGIN, headers=headers,
+                              environ_base=proxied, data={"csrf_token": csrf})
+        raw = Assertion(user_handle=user_handle(dana_id)).build(auth, json.loads(options.text)["challenge"])
+        answer = client.post("/_mfa/login/passkey", base_url=ORIGIN, headers=headers, environ_base=proxied,
+                             data={"csrf_token": csrf, "credential": raw, "next": "/docs"})
+        assert answer.status_code == 303 and answer.headers["Location"] == "/docs", answer.text
+        authorized = client.get("/_mfa/auth/forward", base_url=ORIGIN, environ_base=proxied, headers={
+            **headers, "X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/docs", "X-Forwarded-Host": "sso.example.com"})
+        assert authorized.status_code == 200 and authorized.headers["Remote-User"] == "dana"
+    finally:
+        rt.close()
