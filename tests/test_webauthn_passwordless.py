@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -383,7 +383,8 @@ def test_through_asgi(make_pl: Callable[..., Passwordless], sqlite_url: str) -> 
     auth = Authenticator()
     dana_id = pl.enrolled("dana", auth)
 
-    async def echo(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def echo(scope: MutableMapping[str, Any], receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+                   send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> None:
         identity = scope.get("state", {}).get("mfa.identity") or scope.get("mfa.identity")
         body = f"user={getattr(identity, 'username', '-')} level={getattr(identity, 'level', '-')}".encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
