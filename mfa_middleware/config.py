@@ -140,19 +140,66 @@ class WebAuthnMethodConfig:
     attestation: str = "none"  # none | direct
     #: with ``attestation = "direct"``: only authenticators of these models (AAGUIDs) may be registered
     aaguids: tuple[str, ...] = ()
+    #: a passkey with user verification may sign in alone, without the password (the forms sign-in page offers it)
+    passwordless: bool = False
+    #: with ``attestation = "direct"``: the vendors' attestation root certificates (PEM, one certificate each),
+    #: read at start-up from ``attestation_roots`` (a PEM file, or a folder of ``*.pem``/``*.crt`` files); when
+    #: given, a registration must carry an attestation certificate chain that ends at one of them
+    attestation_roots: tuple[bytes, ...] = ()
+    #: where the roots were read from (for messages)
+    attestation_roots_path: str = ""
 
 
-def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
-    """``[methods.webauthn]``: checked here, so a relying-party id that cannot fit the served host is a start-up
-    error rather than a ceremony every browser refuses."""
+def _attestation_roots(key: str, raw: str, base_dir: str | os.PathLike[str] | None) -> tuple[bytes, ...]:
+    """The root certificates in ``raw`` (a PEM file, or a folder whose ``*.pem``/``*.crt`` files are read), each
+    as its own PEM; a relative path is relative to the configuration file's folder. Missing, unreadable,
+    unparsable or empty is an error naming the key and the file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = Path(raw)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".pem", ".crt") and p.is_file())
+        if not files:
+            raise ConfigError(f"{key}: the folder {str(path)!r} holds no .pem or .crt file")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigError(f"{key}: {str(path)!r} does not exist (give a PEM file or a folder of them)")
+    roots: list[bytes] = []
+    for file in files:
+        try:
+            certs = x509.load_pem_x509_certificates(file.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {str(file)!r}: {exc.strerror or exc}") from None
+        except ValueError:
+            raise ConfigError(f"{key}: {str(file)!r} is not a PEM certificate file") from None
+        roots.extend(cert.public_bytes(Encoding.PEM) for cert in certs)
+    return tuple(roots)
+
+
+def _webauthn_config(r: _Reader, enabled: bool,
+                     base_dir: str | os.PathLike[str] | None = None) -> WebAuthnMethodConfig:
+    """``[methods.webauthn]``: checked here, so a relying-party id that cannot fit the served host, or attestation
+    roots that cannot be read, are start-up errors rather than ceremonies every browser (or every registration)
+    fails."""
     origins = r.strings("origins", ())
     user_verification = r.choice("user_verification", ("preferred", "required"), "preferred")
     attestation = r.choice("attestation", ("none", "direct"), "none")
     aaguids = tuple(a.lower() for a in r.strings("aaguids", ()))
     rp_id = r.get("rp_id", str, "").strip().lower()
+    passwordless = r.get("passwordless", bool, False)
+    roots_path = r.get("attestation_roots", str, "").strip()
     r.finish()
     if aaguids and attestation != "direct":
         raise ConfigError(f"{r.key('aaguids')}: an allow-list needs attestation = \"direct\"")
+    if roots_path and attestation != "direct":
+        raise ConfigError(f"{r.key('attestation_roots')}: root certificates need attestation = \"direct\"")
+    if passwordless and not enabled:
+        raise ConfigError(f"{r.key('passwordless')}: passwordless sign-in needs \"webauthn\" in methods.enabled")
+    roots = _attestation_roots(r.key("attestation_roots"), roots_path, base_dir) if roots_path else ()
     for aaguid in aaguids:
         if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", aaguid):
             raise ConfigError(f"{r.key('aaguids')}: {aaguid!r} is not an AAGUID like "
@@ -162,7 +209,8 @@ def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
             raise ConfigError(f"{r.key('origins')}: required when \"webauthn\" is enabled: the origins browsers "
                               "show, like [\"https://intranet.example.com\"]")
         return WebAuthnMethodConfig(rp_id=rp_id, user_verification=user_verification, attestation=attestation,
-                                    aaguids=aaguids)
+                                    aaguids=aaguids, passwordless=passwordless, attestation_roots=roots,
+                                    attestation_roots_path=roots_path)
     hosts = []
     for origin in origins:
         parts = urlsplit(origin)
@@ -186,7 +234,8 @@ def _webauthn_config(r: _Reader, enabled: bool) -> WebAuthnMethodConfig:
             raise ConfigError(f"{r.key('rp_id')}: {rp_id!r} does not fit origin {origin!r}: it must be the origin's "
                               "host or a parent domain of it")
     return WebAuthnMethodConfig(rp_id=rp_id, origins=tuple(o.rstrip("/") for o in origins),
-                                user_verification=user_verification, attestation=attestation, aaguids=aaguids)
+                                user_verification=user_verification, attestation=attestation, aaguids=aaguids,
+                                passwordless=passwordless, attestation_roots=roots, attestation_roots_path=roots_path)
 
 
 #: where devices may ask to be woken by default: the Web Push services of the big browsers (Chrome and other
@@ -600,7 +649,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     mv = mt.table("voice")
     voice_method = VoiceMethodConfig(pin=mv.get("pin", bool, False))
     mv.finish()
-    webauthn_method = _webauthn_config(mt.table("webauthn"), "webauthn" in enabled)
+    webauthn_method = _webauthn_config(mt.table("webauthn"), "webauthn" in enabled, base_dir)
     push_method = _push_config(mt.table("push"), env)
     methods_config = MethodsConfig(enabled=tuple(k for k in KNOWN_METHODS if k in enabled),
                                    max_authenticators=mt.integer("max_authenticators", 5, 1, 20),

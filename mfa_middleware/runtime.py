@@ -137,7 +137,8 @@ FACTORS: dict[str, Callable[[Runtime], Factor]] = {
         rp_id=rt.config.methods.webauthn.rp_id, origins=rt.config.methods.webauthn.origins, rp_name=rt.config.site_name,
         user_verification=rt.config.methods.webauthn.user_verification,
         attestation=rt.config.methods.webauthn.attestation, aaguids=rt.config.methods.webauthn.aaguids,
-        prefix=rt.config.prefix)),
+        prefix=rt.config.prefix, passwordless=rt.config.methods.webauthn.passwordless,
+        attestation_roots=rt.config.methods.webauthn.attestation_roots)),
     "backup_codes": lambda rt: BackupCodesFactor(rt.store, rt.box, rt.passwords),
     "push": lambda rt: PushFactor(rt.store, rt.box, rt.audit, rt.fraud, PushSettings(
         prefix=rt.config.prefix, request_ttl=rt.config.methods.push.request_ttl,

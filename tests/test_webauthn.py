@@ -5,6 +5,8 @@ tests/e2e/test_passkeys_browser.py."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -42,11 +44,35 @@ def test_configuration_errors(values: dict[str, object], message: str) -> None:
         webauthn_config(**values)
 
 
+@pytest.mark.parametrize(("make", "message"), [
+    pytest.param(lambda d: d / "missing.pem", "does not exist", id="missing"),
+    pytest.param(lambda d: (d / "junk.pem").write_text("not a certificate") and d / "junk.pem",
+                 "not a PEM certificate file", id="unparsable"),
+    pytest.param(lambda d: (d / "empty").mkdir() or d / "empty", "holds no .pem or .crt file", id="empty-folder"),
+])
+def test_attestation_roots_errors(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
+    """The roots are read at start-up: a path that gives no certificate is an error naming the key."""
+    with pytest.raises(ConfigError, match=r"methods\.webauthn\.attestation_roots: .*" + message):
+        webauthn_config(origins=["https://a.example.com"], attestation="direct",
+                        attestation_roots=str(make(tmp_path)))
+
+
+def test_attestation_roots_need_direct_attestation(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="need attestation"):
+        webauthn_config(origins=["https://a.example.com"], attestation_roots=str(tmp_path))
+
+
+def test_passwordless_needs_the_method() -> None:
+    with pytest.raises(ConfigError, match="passwordless sign-in needs"):
+        make_config("sqlite://", methods={"enabled": ["totp"], "webauthn": {"passwordless": True}})
+
+
 def test_configuration_defaults() -> None:
     config = webauthn_config(origins=["https://sso.example.com", "https://www.sso.example.com"],
                              rp_id="sso.example.com")
     w = config.methods.webauthn  # type: ignore[attr-defined]
     assert (w.rp_id, w.user_verification, w.attestation) == ("sso.example.com", "preferred", "none")
+    assert (w.passwordless, w.attestation_roots) == (False, ())
     assert webauthn_config(origins=["http://localhost:8080"]).methods.webauthn.rp_id == "localhost"  # type: ignore[attr-defined]
 
 

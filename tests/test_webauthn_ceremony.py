@@ -66,18 +66,25 @@ class Authenticator:
                             -3: numbers.y.to_bytes(32, "big")})
 
     def register(self, challenge: str, *, origin: str = ORIGIN, rp_id: str = RP_ID, flags: int = UP | UV,
-                 ceremony: str = "webauthn.create", fmt: str = "none") -> str:
-        """A registration response (the JSON the page's script posts) with a "none" attestation, or with
-        ``fmt="packed"`` a packed one signed by an attestation certificate this authenticator made itself."""
+                 ceremony: str = "webauthn.create", fmt: str = "none", chain: Leaf | None = None) -> str:
+        """A registration response (the JSON the page's script posts) with a "none" attestation; with
+        ``fmt="packed"`` a packed one signed by ``chain`` (a leaf a CA issued) or, without one, by an attestation
+        certificate this authenticator made itself; with ``fmt="packed-self"`` a packed self attestation (signed by
+        the credential key, no certificate)."""
         client_data = client_data_json(ceremony, challenge, origin)
         attested = (bytes.fromhex(self.aaguid.replace("-", "")) + len(self.credential_id).to_bytes(2, "big")
                     + self.credential_id + self.cose_key())
         auth_data = authenticator_data(rp_id, flags | AT, self.sign_count) + attested
         statement: dict[str, Any] = {}
-        if fmt == "packed":
+        signed = auth_data + hashlib.sha256(client_data).digest()
+        if fmt == "packed" and chain is not None:
+            statement = {"alg": -7, "sig": chain.key.sign(signed, ec.ECDSA(hashes.SHA256())), "x5c": [chain.der]}
+        elif fmt == "packed":
             cert_key = ec.generate_private_key(ec.SECP256R1())
-            signature = cert_key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
+            signature = cert_key.sign(signed, ec.ECDSA(hashes.SHA256()))
             statement = {"alg": -7, "sig": signature, "x5c": [self.attestation_certificate(cert_key)]}
+        elif fmt == "packed-self":
+            fmt, statement = "packed", {"alg": -7, "sig": self.key.sign(signed, ec.ECDSA(hashes.SHA256()))}
         attestation = cbor2.dumps({"fmt": fmt, "attStmt": statement, "authData": auth_data})
         cid = b64url(self.credential_id)
         return json.dumps({"id": cid, "rawId": cid, "type": "public-key", "clientExtensionResults": {},
@@ -100,6 +107,63 @@ class Authenticator:
                                                           aaguid_ext), critical=False)
                 .sign(cert_key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.DER)
+
+
+# -- attestation certificates: a vendor's root and the leaf it issues to one authenticator model ----------------
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Made Up Keys"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+@dataclass(frozen=True)
+class Root:
+    """A vendor's attestation root CA."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @classmethod
+    def make(cls, cn: str = "Made Up Keys Root CA") -> Root:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+                .not_valid_after(datetime.datetime(2099, 1, 1, tzinfo=datetime.UTC))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                             key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .sign(key, hashes.SHA256()))
+        return cls(key, cert)
+
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, aaguid: str | None) -> Leaf:
+        """An attestation certificate for one model: the FIDO AAGUID extension names ``aaguid`` (none if None)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(_name("Made Up Key Model 1"))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+                   .not_valid_after(datetime.datetime(2099, 1, 1, tzinfo=datetime.UTC))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        if aaguid is not None:
+            builder = builder.add_extension(x509.UnrecognizedExtension(
+                x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4"), b"\x04\x10" + bytes.fromhex(aaguid.replace("-", ""))),
+                critical=False)
+        return Leaf(key, builder.sign(self.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """An attestation key and its certificate (DER), as a vendor puts them into every key of one model."""
+
+    key: ec.EllipticCurvePrivateKey
+    der: bytes
 
 
 def client_data_json(ceremony: str, challenge: str, origin: str) -> bytes:
@@ -127,6 +191,8 @@ class Assertion:
     tamper_client_data: bool = False
     #: flip one bit of the signature
     tamper_signature: bool = False
+    #: the user handle a discoverable credential returns (None: none, as a security key used as a second factor)
+    user_handle: bytes | None = None
 
     def build(self, auth: Authenticator, challenge: str, credential_id: bytes | None = None) -> str:
         count = auth.sign_count + self.count_step
@@ -140,9 +206,12 @@ class Assertion:
             signature = signature[:-1] + bytes([signature[-1] ^ 0x01])
         auth.sign_count = max(auth.sign_count, count)
         cid = b64url(credential_id if credential_id is not None else auth.credential_id)
+        response = {"clientDataJSON": b64url(client_data), "authenticatorData": b64url(auth_data),
+                    "signature": b64url(signature)}
+        if self.user_handle is not None:
+            response["userHandle"] = b64url(self.user_handle)
         return json.dumps({"id": cid, "rawId": cid, "type": "public-key", "clientExtensionResults": {},
-                           "response": {"clientDataJSON": b64url(client_data), "authenticatorData": b64url(auth_data),
-                                        "signature": b64url(signature)}})
+                           "response": response})
 
 
 # -- the site --------------------------------------------------------------------------------------------------
@@ -495,11 +564,10 @@ def test_aaguid_allow_list(make_site: Callable[..., Site], fmt: str, aaguid: str
     """``attestation = "direct"`` with an ``aaguids`` allow-list. A "none" attestation is refused whatever AAGUID
     it names: without a statement the AAGUID is only the client's word.
 
-    What this does NOT stop: the packed attestation's certificate is checked against no trust anchors (the method
-    gives the library no root certificates, and the configuration has no setting for them), so the
-    ``packed-allowed-model`` answer above, signed by a certificate the "authenticator" made itself, passes. The
-    allow-list keeps honest users to the listed models; it is not a barrier against a client that forges its
-    registration."""
+    Without ``attestation_roots`` the packed attestation's certificate is checked against no trust anchors, so
+    the ``packed-allowed-model`` answer above, signed by a certificate the "authenticator" made itself, passes:
+    the allow-list alone keeps honest users to the listed models (see :func:`test_attestation_roots` for the
+    barrier against a client that forges its registration)."""
     site = make_site(attestation="direct", aaguids=[AAGUID_OK])
     dana = site.user("dana")
     method_id, challenge, route = site.enroll_begin(dana, "Laptop")
@@ -519,6 +587,53 @@ def test_aaguid_is_kept_without_allow_list(make_site: Callable[..., Site]) -> No
     site.register(dana, "Laptop", Authenticator(aaguid=AAGUID_OTHER))
     [cred] = site.mw.runtime.store.webauthn_credentials_of_user(dana.id)
     assert cred.aaguid == AAGUID_OTHER
+
+
+ROOT = Root.make()
+
+
+@pytest.mark.parametrize(("roots", "make_answer", "accepted", "reason"), [
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed", chain=ROOT.issue(AAGUID_OK)), True, None,
+                 id="leaf-of-the-configured-root"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed", chain=ROOT.issue(None)), True, None,
+                 id="leaf-without-aaguid-extension"),
+    pytest.param("other", lambda a, c: a.register(c, fmt="packed", chain=ROOT.issue(AAGUID_OK)), False,
+                 "certificate chain", id="leaf-of-another-root"),
+    pytest.param("both", lambda a, c: a.register(c, fmt="packed", chain=ROOT.issue(AAGUID_OK)), True, None,
+                 id="one-of-several-roots"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed"), False, "certificate chain",
+                 id="forged-self-signed-certificate"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed", chain=Root.make("Forger").issue(AAGUID_OK)),
+                 False, "certificate chain", id="forger-ca-with-the-same-name"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed-self"), False, "none or self attestation",
+                 id="self-attestation"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="none"), False, "no attestation", id="none"),
+    pytest.param("vendor", lambda a, c: a.register(c, fmt="packed", chain=ROOT.issue(AAGUID_OTHER)), False,
+                 "another authenticator model", id="leaf-names-another-model"),
+    pytest.param("vendor", lambda a, c: Authenticator(aaguid=AAGUID_OTHER).register(
+        c, fmt="packed", chain=ROOT.issue(AAGUID_OTHER)), False, "not allowed", id="genuine-model-not-allowed"),
+])
+def test_attestation_roots(make_site: Callable[..., Site], tmp_path: Any, roots: str,
+                           make_answer: Callable[[Authenticator, str], str], accepted: bool,
+                           reason: str | None) -> None:
+    """``attestation_roots``: the attestation must chain to a configured vendor root; a forged packed attestation
+    naming an allowed model (the known limit without roots) is refused."""
+    other = Root.make("Another Vendor Root CA")
+    pems = {"vendor": [ROOT.pem()], "other": [other.pem()], "both": [other.pem(), ROOT.pem()]}[roots]
+    (tmp_path / "roots").mkdir()
+    for n, pem in enumerate(pems):
+        (tmp_path / "roots" / f"root{n}.pem").write_bytes(pem)
+    site = make_site(attestation="direct", aaguids=[AAGUID_OK], attestation_roots=str(tmp_path / "roots"))
+    dana = site.user("dana")
+    method_id, challenge, route = site.enroll_begin(dana, "Laptop")
+    assert site.post_registration(route, make_answer(Authenticator(), challenge)) == 200
+    assert site.enroll_finish(dana, method_id) == ("accepted" if accepted else "rejected")
+    rows = [r for r in site.mw.runtime.store.list_audit(username="dana") if r.result == "registration_refused"]
+    if accepted:
+        assert rows == [] and len(site.mw.runtime.store.webauthn_credentials_of_user(dana.id)) == 1
+    else:
+        assert reason is not None and rows and reason.lower() in json.dumps(rows[0].detail).lower(), rows
+        assert site.mw.runtime.store.webauthn_credentials_of_user(dana.id) == []
 
 
 # -- concurrency ---------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Request, Response
 
+from . import passwordless
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
@@ -149,6 +150,9 @@ class PagesApp:
         self.url_map = Map([
             Rule("/", endpoint="account"),
             Rule("/login", endpoint="login", methods=["GET", "POST"]),
+            # Passwordless sign-in with a passkey (pages/passwordless.py; 404 unless configured).
+            Rule("/login/passkey", endpoint="login_passkey", methods=["POST"]),
+            Rule("/login/passkey/options", endpoint="login_passkey_options", methods=["POST"]),
             Rule("/verify", endpoint="verify", methods=["GET", "POST"]),
             Rule("/enroll", endpoint="enroll", methods=["GET", "POST"]),
             Rule("/step-up", endpoint="step_up"),
@@ -434,7 +438,15 @@ class PagesApp:
             anon = secrets.token_urlsafe(18)
             ctx.set_cookies.append(set_cookie_header(ctx.names.anonymous, anon, secure=ctx.names.secure))
         return self.render(ctx, "login.html", status=status, title="Sign in", csrf=self.rt.codec.make_csrf(anon),
-                           next=target, username=username, error=error)
+                           next=target, username=username, error=error,
+                           passwordless=passwordless.offered(self, ctx))
+
+    # -- passwordless sign-in with a passkey (pages/passwordless.py) ---------------------------------------------
+    def page_login_passkey_options(self, ctx: PageContext) -> Response:
+        return passwordless.page_options(self, ctx)
+
+    def page_login_passkey(self, ctx: PageContext) -> Response:
+        return passwordless.page_sign_in(self, ctx)
 
     def locked(self, ctx: PageContext, until: float | None) -> Response:
         if until is None or until > 1e17:

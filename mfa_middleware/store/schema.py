@@ -255,6 +255,22 @@ webauthn_challenges = Table(
 )
 
 
+# Passwordless sign-in ceremonies (migration 0013): the challenge of a discoverable-credential assertion asked for
+# on the forms sign-in page, before anyone is known. ``binding`` is the SHA-256 (hex) of the browser's anonymous
+# pre-sign-in cookie, so only the browser that asked may use it; status moves once from "pending" to "used" in one
+# conditional UPDATE; a browser holds at most one pending row (asking again replaces it).
+webauthn_logins = Table(
+    "mfa_webauthn_logins", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("binding", String(64), nullable=False),
+    Column("challenge", String(128), nullable=False),  # base64url
+    Column("status", String(16), nullable=False),  # pending | used
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("challenge", name="uq_mfa_webauthn_login_challenge"),
+    Index("ix_mfa_webauthn_logins_binding", "binding"),
+)
+
 # -- push approval (the push method's device protocol) ------------------------------------------------------------
 # A registration token (its SHA-256 only) lets one device register once within its lifetime; a device is the push
 # method's authenticator with its public key; a request is one sign-in's question to a device, whose status moves

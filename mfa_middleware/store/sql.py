@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import schema
-from .schema import webauthn_challenges, webauthn_credentials
+from .schema import webauthn_challenges, webauthn_credentials, webauthn_logins
 from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
                      methods, oath_tokens, phone_sends, push_devices, push_nonces, push_registrations,
                      push_requests, revocations, users)
@@ -1359,6 +1359,42 @@ class Store:
                 .values(status="used"))
         return bool(self._run(lambda c: c.execute(stmt).rowcount) == 1)
 
+    # -- passwordless sign-in ceremonies (the webauthn method, migration 0013) -----------------------------------
+    # A ceremony asked for on the sign-in page before anyone is known, bound to the browser's pre-sign-in cookie
+    # (its SHA-256): one pending row per browser; it is used once, in one conditional UPDATE, and only before it
+    # expires, so a replayed or raced assertion, or one made in another browser, is taken at most once (or never).
+    def webauthn_credential_by_id(self, credential_id: str) -> WebAuthnCredentialRecord | None:
+        """The credential with this id (base64url), whoever owns it, or None."""
+        stmt = select(webauthn_credentials).where(webauthn_credentials.c.credential_id == credential_id[:1400])
+        row = self._run(lambda c: c.execute(stmt).first())
+        return None if row is None else self._webauthn_credential(row)
+
+    def add_webauthn_login(self, binding: str, challenge: str, *, now: float, expires_at: float) -> int:
+        """A new passwordless ceremony for the browser ``binding``; the browser's earlier pending one is dropped."""
+        t = webauthn_logins
+
+        def run(c: Connection) -> int:
+            c.execute(delete(t).where(t.c.binding == binding, t.c.status == "pending"))
+            return int(c.execute(insert(t).values(binding=binding, challenge=challenge, status="pending",
+                                                  created_at=now, expires_at=expires_at).returning(t.c.id))
+                       .scalar_one())
+        return int(self._run(run))
+
+    def use_webauthn_login(self, binding: str, challenge: str, *, now: float) -> float | None:
+        """Take the browser's pending, unexpired ceremony with this challenge (pending -> used): its creation time
+        once, None otherwise (another browser's, used, expired, unknown)."""
+        t = webauthn_logins
+        where = (t.c.binding == binding, t.c.challenge == challenge[:128], t.c.status == "pending",
+                 t.c.expires_at > now)
+
+        def run(c: Connection) -> float | None:
+            row = c.execute(select(t.c.id, t.c.created_at).where(*where)).first()
+            if row is None:
+                return None
+            taken = c.execute(update(t).where(t.c.id == row.id, *where).values(status="used")).rowcount
+            return float(row.created_at) if taken == 1 else None
+        return self._run(run)
+
     # -- OATH hardware tokens -----------------------------------------------------------------------------------
     # The inventory of hardware tokens. The one-time codes are checked by mfa_middleware.factors.oath.otp; here a
     # matched counter (HOTP) or time step (TOTP) is consumed in one conditional UPDATE, so a code works once however
@@ -1635,7 +1671,8 @@ class Store:
         """Housekeeping: delete one-time rows that expired before ``before`` (codes, calls, passkey ceremonies,
         push registrations, requests and nonces), in one transaction; returns how many. The caller passes a time
         well past every sign-in's timeout, so no sign-in can still be waiting on a row this deletes."""
-        tables = (challenges, calls, webauthn_challenges, push_registrations, push_requests, push_nonces)
+        tables = (challenges, calls, webauthn_challenges, webauthn_logins, push_registrations, push_requests,
+                  push_nonces)
 
         def run(c: Connection) -> int:
             return sum(int(c.execute(delete(t).where(t.c.expires_at < before)).rowcount) for t in tables)

@@ -26,10 +26,10 @@ USERNAME = "dana"
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture
-def site(sqlite_url: str) -> Iterator[tuple[str, MFAMiddleware]]:
+@pytest.fixture(params=[pytest.param(False, id="second-factor")])
+def site(sqlite_url: str, request: pytest.FixtureRequest) -> Iterator[tuple[str, MFAMiddleware]]:
     # The origin (with its port) is part of the configuration, so the server starts first and the middleware
-    # is built for the address it got.
+    # is built for the address it got. ``request.param``: passwordless sign-in on.
     holder: list[Callable[..., Any]] = []
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -37,7 +37,8 @@ def site(sqlite_url: str) -> Iterator[tuple[str, MFAMiddleware]]:
 
     with serve_wsgi(app, host="localhost") as base:
         mw = MFAMiddleware(demo_app, make_config(sqlite_url, methods={
-            "enabled": ["webauthn"], "webauthn": {"origins": [base], "user_verification": "required"}}),
+            "enabled": ["webauthn"], "webauthn": {"origins": [base], "user_verification": "required",
+                                                  "passwordless": request.param}}),
             password_hasher=FAST_HASHER)
         try:
             mw.runtime.store.upgrade()
@@ -138,3 +139,40 @@ def test_two_passkeys_sign_in_remove_and_clone(page: Page, site: tuple[str, MFAM
     methods = mw.runtime.store.list_methods(user.id)
     assert [m.label for m in methods] == ["Laptop"]
     assert len(mw.runtime.store.webauthn_credentials_of_user(user.id)) == 1
+
+
+@pytest.mark.parametrize("site", [pytest.param(True, id="passwordless")], indirect=True)
+def test_passwordless_sign_in_from_a_fresh_context(page: Page, site: tuple[str, MFAMiddleware]) -> None:
+    """Register a passkey (a resident key with user verification), then, in a fresh browser context that holds
+    only that authenticator, sign in with no password at all."""
+    from playwright.sync_api import expect
+
+    base, mw = site
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    laptop = add_authenticator(cdp)
+    sign_in(page, base, USERNAME, PASSWORD)
+    page.get_by_label("Name for this passkey").fill("Laptop")
+    page.get_by_role("button", name="Set it up now").click()
+    page.get_by_role("button", name="Create passkey").click()
+    expect(page).to_have_url(base + "/")
+    kept = take_out(cdp, laptop)
+    assert kept[0]["isResidentCredential"] and kept[0].get("userHandle")
+
+    # A fresh context: no cookies, the same authenticator (its resident credential), no password typed.
+    assert page.context.browser is not None
+    fresh = page.context.browser.new_context()
+    try:
+        other = fresh.new_page()
+        other_cdp = fresh.new_cdp_session(other)
+        other_cdp.send("WebAuthn.enable", {"enableUI": False})
+        add_authenticator(other_cdp, kept)
+        other.goto(base + "/")
+        expect(other.get_by_role("heading", name="Sign in")).to_be_visible()
+        other.get_by_role("button", name="Sign in with a passkey").click()
+        expect(other).to_have_url(base + "/")
+        assert other.get_by_label("Password").count() == 0
+    finally:
+        fresh.close()
+    rows = mw.runtime.store.list_audit(username=USERNAME)
+    assert any(r.event == "passwordless" and r.result == "success" for r in rows)

@@ -81,7 +81,7 @@ def sign_in(page: Page, site: str, username: str, password: str) -> None:
     page.goto(site + "/")
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def sign_out(page: Page, site: str) -> None:

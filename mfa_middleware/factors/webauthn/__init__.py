@@ -25,6 +25,14 @@ Rules:
 - **Registration** checks the same origin and RP id, the challenge of the enrollment, UV when required, and with
   ``attestation = "direct"`` and an ``aaguids`` allow-list, the authenticator model (a "none" attestation names
   a model nobody attested, and is refused); a credential id registered already (to anyone) is refused.
+- **Attestation roots.** With ``attestation_roots`` (vendor root certificates, read at start-up), the library
+  checks every attestation's certificate chain against them (``pem_root_certs_bytes_by_fmt``), and a registration
+  must carry such a chain: a "none" attestation or a self attestation (no certificate) is refused, and an
+  attestation certificate that names a model (the FIDO AAGUID extension, OID 1.3.6.1.4.1.45724.1.1.4) must name
+  the model the authenticator data says. Without roots, a packed attestation signed by a certificate the client
+  made itself passes the allow-list: the list then keeps honest users to the listed models and no more.
+- **Passwordless sign-in** (``passwordless = true``) is :mod:`.passwordless`: a discoverable-credential assertion
+  asked for on the forms sign-in page, bound to the browser, that stands for both steps.
 - **Trust model of the routes.** ``options.json`` and ``assertion`` are :attr:`Access.SIGN_IN` (the pending
   cookie and, for the POST, the attempt's CSRF token). ``register/<token>`` is :attr:`Access.PUBLIC` because the
   first enrollment happens before any session: the 32-byte random token is shown only on the enrollment page, it
@@ -44,7 +52,8 @@ from typing import Any
 
 from webauthn import (generate_authentication_options, generate_registration_options, options_to_json,
                       verify_authentication_response, verify_registration_response)
-from webauthn.helpers import base64url_to_bytes, bytes_to_base64url
+from cryptography import x509
+from webauthn.helpers import base64url_to_bytes, bytes_to_base64url, parse_attestation_object
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.parse_authentication_credential_json import parse_authentication_credential_json
 from webauthn.helpers.parse_registration_credential_json import parse_registration_credential_json
@@ -63,11 +72,14 @@ from ..base import (Access, EnrollError, EnrollField, EnrollmentView, FactorCont
 
 #: how long a ceremony's challenge may be answered (seconds)
 CEREMONY_TTL = 5 * 60
+#: the FIDO extension of an attestation certificate that names the authenticator model (id-fido-gen-ce-aaguid)
+AAGUID_EXTENSION = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 #: the longest response the script may post (a passkey's response is well under 2,000 characters; an attestation
 #: with a certificate chain a few thousand)
 MAX_RESPONSE_CHARS = 12_000
 MAX_NAME = 60
 _SCRIPT = (resources.files(__name__) / "templates" / "webauthn.js").read_text(encoding="utf-8")
+_PASSWORDLESS_SCRIPT = (resources.files(__name__) / "templates" / "passwordless.js").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +93,10 @@ class WebAuthnSettings:
     attestation: str = "none"  # none | direct
     aaguids: tuple[str, ...] = ()
     prefix: str = "/_mfa"
+    #: a passkey with user verification may sign in alone (see :mod:`.passwordless`)
+    passwordless: bool = False
+    #: vendor attestation root certificates (PEM, one each); with them an attestation must chain to one
+    attestation_roots: tuple[bytes, ...] = ()
 
     @property
     def uv_required(self) -> bool:
@@ -134,6 +150,7 @@ class WebAuthnFactor:
     max_per_user = 10
     routes: tuple[FactorRoute, ...] = (
         FactorRoute("/webauthn/webauthn.js", "script", Access.PUBLIC, ("GET",)),
+        FactorRoute("/webauthn/passwordless.js", "passwordless_script", Access.PUBLIC, ("GET",)),
         FactorRoute("/webauthn/options.json", "options", Access.SIGN_IN, ("GET",)),
         FactorRoute("/webauthn/assertion", "assertion", Access.SIGN_IN, ("POST",)),
         FactorRoute("/webauthn/register/<token>", "register", Access.PUBLIC, ("POST",)),
@@ -260,13 +277,19 @@ class WebAuthnFactor:
         try:
             credential = parse_response(ch.answer, "register")
             assert isinstance(credential, RegistrationCredential)
+            roots = list(self.settings.attestation_roots)
             verified = verify_registration_response(
                 credential=credential, expected_challenge=base64url_to_bytes(ch.challenge),
                 expected_rp_id=self.settings.rp_id, expected_origin=list(self.settings.origins),
-                require_user_verification=self.settings.uv_required)
+                require_user_verification=self.settings.uv_required,
+                pem_root_certs_bytes_by_fmt={fmt: roots for fmt in AttestationFormat} if roots else None)
         except (BadResponse, WebAuthnException) as exc:
             return self._refused(user, ctx, "registration_refused", reason=str(exc)[:200])
         aaguid = verified.aaguid.lower()
+        if self.settings.attestation_roots:
+            unproven = self._unproven_model(credential, aaguid)
+            if unproven is not None:
+                return self._refused(user, ctx, "registration_refused", reason=unproven)
         if self.settings.aaguids and verified.fmt == AttestationFormat.NONE:
             # No attestation statement: the AAGUID is only what the client says, so it cannot pass the allow-list.
             return self._refused(user, ctx, "registration_refused", reason="no attestation of the authenticator model")
@@ -279,6 +302,26 @@ class WebAuthnFactor:
         if added is None:
             return self._refused(user, ctx, "registration_refused", reason="credential registered already")
         return Verification(Outcome.ACCEPTED)
+
+    @staticmethod
+    def _unproven_model(credential: RegistrationCredential, aaguid: str) -> str | None:
+        """With attestation roots: why this (library-verified) registration does not prove its model, or None.
+        The library checked the chain of any certificates given against the roots; here a chain must exist (a
+        "none" or self attestation proves nothing), and a leaf naming a model must name the one attested."""
+        statement = parse_attestation_object(credential.response.attestation_object)
+        if statement.fmt == AttestationFormat.NONE or not statement.att_stmt.x5c:
+            return "no attestation certificate chain to a configured root (none or self attestation)"
+        try:
+            leaf = x509.load_der_x509_certificate(statement.att_stmt.x5c[0])
+            named = leaf.extensions.get_extension_for_oid(AAGUID_EXTENSION).value
+        except x509.ExtensionNotFound:
+            return None
+        except ValueError:
+            return "the attestation certificate cannot be read"
+        raw = named.value if isinstance(named, x509.UnrecognizedExtension) else b""
+        if raw != b"\x04\x10" + bytes.fromhex(aaguid.replace("-", "")):  # a DER OCTET STRING of the 16 bytes
+            return "the attestation certificate names another authenticator model than the authenticator data"
+        return None
 
     def begin(self, user: UserRecord, method: MethodRecord, ctx: FactorContext) -> None:
         """A ceremony for the attempt, unless it has a live one (a reload makes none; a used or expired one is
@@ -352,8 +395,11 @@ class WebAuthnFactor:
         return _json({"status": "answered"})
 
     def handle(self, route: str, rctx: RouteContext, **args: str) -> Response:
-        if route == "script":
-            return Response(_SCRIPT, content_type="text/javascript; charset=utf-8",
+        if route in ("script", "passwordless_script"):
+            if route == "passwordless_script" and not self.settings.passwordless:
+                raise NotFound()
+            return Response(_SCRIPT if route == "script" else _PASSWORDLESS_SCRIPT,
+                            content_type="text/javascript; charset=utf-8",
                             headers={"Cache-Control": "public, max-age=3600"})
         if route == "register":
             token = args.get("token", "")
@@ -372,5 +418,6 @@ class WebAuthnFactor:
         raise NotFound()
 
 
-__all__ = ["CEREMONY_TTL", "MAX_RESPONSE_CHARS", "BadResponse", "WebAuthnFactor", "WebAuthnSettings",
+__all__ = ["AAGUID_EXTENSION", "CEREMONY_TTL", "MAX_RESPONSE_CHARS", "BadResponse", "WebAuthnFactor",
+           "WebAuthnSettings",
            "parse_response"]
