@@ -57,7 +57,7 @@ from ...store import MethodRecord, Store, UserRecord
 from ...store.sql import PushDeviceRecord, PushRequestRecord
 from ..base import (Access, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome, Prompt,
                     RouteContext, TooSoon, Verification)
-from . import protocol
+from . import protocol, webapp
 from .protocol import ProtocolError
 
 #: how long a registration URL works (seconds)
@@ -108,6 +108,8 @@ class PushFactor:
         FactorRoute("/device/v1/requests", "requests", Access.PUBLIC, ("GET",)),
         FactorRoute("/device/v1/answer", "answer", Access.PUBLIC, ("POST",)),
         FactorRoute("/push/status.json", "poll", Access.SIGN_IN, ("GET",)),
+        FactorRoute("/authenticator/", "webapp", Access.PUBLIC, ("GET",)),
+        FactorRoute("/authenticator/<path:filename>", "webapp", Access.PUBLIC, ("GET",)),
     )
 
     def __init__(self, store: Store, box: SecretBox, audit: AuditLog, fraud: FraudReports, settings: PushSettings,
@@ -377,6 +379,8 @@ class PushFactor:
             return _json({"status": self.status_of(request, rctx.now)})
         if route == "register":
             return self._register(rctx)
+        if route == "webapp":
+            return webapp.serve(rctx.request, args.get("filename", ""), rctx.factor_context.site_name)
         if route not in ("requests", "answer"):
             raise NotFound()
         device = self.authenticate(rctx.request, rctx.now)
