@@ -593,12 +593,10 @@ async function registerWorker() {
   }
 }
 
-async function main() {
-  $("device-name").value = guessName();
-  pickUpFragment();
+async function start() {
   if (!window.isSecureContext || !crypto.subtle) {
     say("This authenticator needs a secure (https) page.");
-    return;
+    return false;
   }
   const ready = registerWorker();
   setUpScanner();
@@ -606,7 +604,7 @@ async function main() {
     for (const account of await loadAccounts()) state.accounts.set(account.account_id, account);
   } catch (error) {
     say("This browser does not let the authenticator keep its keys (private browsing?).");
-    return;
+    return false;
   }
   await ready;
   renderAccounts();
@@ -615,8 +613,16 @@ async function main() {
   }
   for (const account of state.accounts.values()) startLoop(account);
   setInterval(expireShown, 1000);
-  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") wakeAll(); });
+  return true;
+}
 
+function main() {
+  // Handlers first, before anything is awaited: the form must never be submitted by the browser itself (that
+  // would put the registration token in a URL). The button stays disabled until the app has started.
+  $("device-name").value = guessName();
+  pickUpFragment();
+  const started = start();
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") wakeAll(); });
   $("notifications").addEventListener("click", async () => {
     const messages = await enablePushForAll();
     say(messages.length ? messages.join(" ") : "Notifications are on.");
@@ -624,6 +630,7 @@ async function main() {
   $("enroll-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = $("enroll");
+    if (button.disabled || !(await started)) return;
     button.disabled = true;
     alertText("");
     try {
@@ -645,6 +652,7 @@ async function main() {
       button.disabled = false;
     }
   });
+  started.then((ok) => { $("enroll").disabled = !ok; });
 }
 
 document.addEventListener("DOMContentLoaded", main);
