@@ -31,6 +31,7 @@ import pytest
 from mfa_middleware import MFAMiddleware
 from mfa_middleware.demo import demo_app
 from tests.support.browser import sign_in, sign_out
+from tests.support.components import require_component
 from tests.support.mfa import FAST_HASHER, make_config
 from tests.support.servers import serve_wsgi
 
@@ -181,6 +182,17 @@ def sign_in_with_request(devices: Devices, site: Site, username: str) -> tuple[i
     return number, request_card(devices.phone)
 
 
+def assert_accessible(page: Page) -> None:
+    """axe-core (axe-playwright-python) finds no serious or critical violation on the page as it is now."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError as error:
+        require_component("axe-playwright-python", f"cannot import it ({error})")
+    results = Axe().run(page)
+    bad = [(v["id"], v["impact"]) for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert bad == [], bad
+
+
 def test_enroll_by_pasting_then_approve_a_sign_in_through_long_poll(devices: Devices, site: Site) -> None:
     from playwright.sync_api import expect
 
@@ -195,6 +207,7 @@ def test_enroll_by_pasting_then_approve_a_sign_in_through_long_poll(devices: Dev
     choices = card.get_by_role("button", name=re.compile(r"^Approve with \d\d$"))
     expect(choices).to_have_count(3)
     assert number in [int(str(n)) for n in choices.evaluate_all("bs => bs.map(b => b.dataset.number)")]
+    assert_accessible(devices.phone)
     verify_url = devices.computer.url
     card.get_by_role("button", name=f"Approve with {number}").click()
     expect(card.get_by_role("status")).to_contain_text("Approved")
@@ -428,3 +441,95 @@ def test_a_push_shows_a_notification_naming_only_a_known_site(devices: Devices, 
         }""")
         titles.extend(title for title, _ in shown)
     assert titles == [f"Sign-in request for {SITE_NAME}"] * 2
+
+
+def vapid_key() -> tuple[str, bytes]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    raw = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), raw
+
+
+def offer_web_push(phone: Page, vapid: str) -> None:
+    """The registration answer as a site with a VAPID key gives it (this branch's server has none yet)."""
+    def add_key(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(response=response, body=json.dumps({**response.json(), "vapid_public_key": vapid}))
+
+    phone.route(re.compile(r"/_mfa/device/v1/register$"), add_key)
+
+
+#: Headless Chromium refuses every push subscription ("Registration failed - permission denied": it has no push
+#: service), so this stands in for the browser's push service, and only for that.
+FAKE_PUSH_SERVICE = """
+PushManager.prototype.getSubscription = async function () { return null; };
+PushManager.prototype.subscribe = async function (options) {
+  window.subscribedWith = Array.from(new Uint8Array(options.applicationServerKey));
+  return {options, unsubscribe: async () => true, toJSON: () => ({endpoint: "https://push.invalid/send/abc",
+          expirationTime: null, keys: {p256dh: "BPdh", auth: "QXV0aA"}})};
+};
+"""
+
+
+def test_web_push_subscription_goes_to_the_signed_channel_endpoint(browser: Browser, devices: Devices,
+                                                                   site: Site) -> None:
+    """With a VAPID key in the registration answer, the app subscribes with that key and sends the subscription to
+    ``POST .../device/v1/channel``, signed like every device request (checked here against the device's key)."""
+    from playwright.sync_api import expect
+
+    from mfa_middleware.factors.push import protocol
+
+    vapid, raw = vapid_key()
+    phone = devices.phone
+    phone.context.grant_permissions(["notifications"], origin=site.base)
+    phone.add_init_script(FAKE_PUSH_SERVICE)
+    offer_web_push(phone, vapid)
+    sent: list[Request] = []
+
+    def channel(route: Route) -> None:
+        sent.append(route.request)
+        route.fulfill(status=200, content_type="application/json", body='{"channel": "webpush"}')
+
+    phone.route(re.compile(r"/_mfa/device/v1/channel$"), channel)
+    username = site.new_user()
+    url = start_push_enrollment(devices.computer, site, username)
+    open_authenticator(phone, site)
+    add_account(phone, url, username)
+    expect(phone.get_by_role("status").first).to_contain_text("Notifications are on")
+    expect(phone.locator("#account-list li", has_text=username)).to_contain_text("notifications on")
+    assert phone.evaluate("window.subscribedWith") == list(raw)
+    assert len(sent) == 1
+    request = sent[0]
+    body = request.post_data_buffer or b""
+    assert json.loads(body) == {"channel": {"type": "webpush", "endpoint": "https://push.invalid/send/abc",
+                                            "keys": {"p256dh": "BPdh", "auth": "QXV0aA"}}}
+    headers = request.headers
+    device = site.mw.runtime.store.push_device_by_account(headers["x-mfa-account"])
+    assert device is not None
+    key, _ = protocol.load_public_key(device.public_key)
+    signed = protocol.request_string("POST", "/_mfa/device/v1/channel", body, int(headers["x-mfa-timestamp"]),
+                                     headers["x-mfa-nonce"], headers["x-mfa-account"])
+    assert protocol.verify(key, protocol.unb64u(headers["x-mfa-signature"], "signature"), signed)
+    confirm_on_computer(devices.computer, site, username)
+
+
+def test_without_a_push_service_the_app_says_so_and_keeps_long_polling(devices: Devices, site: Site) -> None:
+    """Headless Chromium refuses the subscription for real: the account is added all the same, the person is told,
+    and requests still arrive by long-poll."""
+    from playwright.sync_api import expect
+
+    vapid, _ = vapid_key()
+    phone = devices.phone
+    phone.context.grant_permissions(["notifications"], origin=site.base)
+    offer_web_push(phone, vapid)
+    username = site.new_user()
+    url = start_push_enrollment(devices.computer, site, username)
+    open_authenticator(phone, site)
+    add_account(phone, url, username)
+    expect(phone.get_by_role("status").first).to_contain_text("keep this page open")
+    confirm_on_computer(devices.computer, site, username)
+    number, card = sign_in_with_request(devices, site, username)
+    card.get_by_role("button", name=f"Approve with {number}").click()
+    devices.computer.wait_for_url(site.base + "/", timeout=CONTINUES_WITHIN_MS)

@@ -639,13 +639,14 @@ function main() {
       $("register-url").value = "";
       renderAccounts();
       startLoop(account);
-      let note = "";
-      if (account.vapid_public_key) {
-        const messages = await enablePushForAll();
-        note = messages.length ? " " + messages.join(" ") : (account.channel ? " Notifications are on." : "");
+      const added = `Added ${account.username || "your account"} at ${account.site}. Now press “I added the `
+                    + "device” on the page that showed the code.";
+      say(added);
+      if (account.vapid_public_key) {  // never holds up the enrollment: long-poll works meanwhile
+        enablePushForAll().then((messages) => {
+          say(added + (messages.length ? " " + messages.join(" ") : (account.channel ? " Notifications are on." : "")));
+        });
       }
-      say(`Added ${account.username || "your account"} at ${account.site}. Now press “I added the device” on the `
-          + `page that showed the code.${note}`);
     } catch (error) {
       alertText(`The account was not added: ${error.message || error}`);
     } finally {
