@@ -185,7 +185,7 @@ def sign_in_with_request(devices: Devices, site: Site, username: str) -> tuple[i
 def assert_accessible(page: Page) -> None:
     """axe-core (axe-playwright-python) finds no serious or critical violation on the page as it is now."""
     try:
-        from axe_playwright_python.sync_playwright import Axe
+        from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
     except ImportError as error:
         require_component("axe-playwright-python", f"cannot import it ({error})")
     results = Axe().run(page)
