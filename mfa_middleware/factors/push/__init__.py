@@ -61,7 +61,7 @@ from ...store import MethodRecord, Store, UserRecord
 from ...store.sql import PushDeviceRecord, PushRequestRecord
 from ..base import (Access, EnrollField, EnrollmentView, FactorContext, FactorRoute, Interaction, Outcome, Prompt,
                     RouteContext, TooSoon, Verification)
-from . import protocol
+from . import protocol, webapp
 from .channels import (DEFAULT_SEND_TIMEOUT, Channel, ChannelRefused, ChannelSender, ChannelSettings, Wake,
                        WakeResult, channel_from_json, parse_channel, vapid_public_key, wake_payload)
 from .protocol import ProtocolError
@@ -121,6 +121,8 @@ class PushFactor:
         FactorRoute("/device/v1/answer", "answer", Access.PUBLIC, ("POST",)),
         FactorRoute("/device/v1/channel", "channel", Access.PUBLIC, ("POST",)),
         FactorRoute("/push/status.json", "poll", Access.SIGN_IN, ("GET",)),
+        FactorRoute("/authenticator/", "webapp", Access.PUBLIC, ("GET",)),
+        FactorRoute("/authenticator/<path:filename>", "webapp", Access.PUBLIC, ("GET",)),
     )
 
     def __init__(self, store: Store, box: SecretBox, audit: AuditLog, fraud: FraudReports, settings: PushSettings,
@@ -462,6 +464,8 @@ class PushFactor:
             return _json({"status": self.status_of(request, rctx.now)})
         if route == "register":
             return self._register(rctx)
+        if route == "webapp":
+            return webapp.serve(rctx.request, args.get("filename", ""), rctx.factor_context.site_name)
         if route not in ("requests", "answer", "channel"):
             raise NotFound()
         device = self.authenticate(rctx.request, rctx.now)
