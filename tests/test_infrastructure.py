@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 import urllib.request
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -187,3 +188,23 @@ def test_pages_do_not_share_cookies(browser: Browser, page: Page) -> None:
             assert other.cookies() == []
         finally:
             other.close()
+
+
+def test_every_file_the_package_reads_is_in_its_package_data() -> None:
+    """An installed copy has only the .py files and what package-data names: a template, script or icon missed
+    there works from a checkout and breaks once installed."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "mfa_middleware"]
+    package = root / "mfa_middleware"
+    missed = []
+    for path in package.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(package).as_posix()
+        if not any(fnmatch.fnmatchcase(relative, p) and relative.count("/") == p.count("/") for p in patterns):
+            missed.append(relative)
+    assert missed == []
