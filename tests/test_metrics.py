@@ -109,7 +109,7 @@ def test_a_scrape_counts_what_happened_and_holds_no_secret(mw: MFAMiddleware, cl
     assert value(found, "mfa_store_query_seconds_count") > 0
     assert ("mfa_revocation_view_age_seconds", ()) in found
     # Bounded label sets: every label value is one this module knows.
-    for (name, labels), _ in found.items():
+    for _name, labels in found:
         for key, label in labels:
             if key == "outcome":
                 assert label in OUTCOMES
