@@ -113,9 +113,11 @@ class StatementCounter:
         return len(self.statements)
 
 
-def make_middleware(database: str, clock: Callable[[], float]) -> MFAMiddleware:
-    """The middleware around the tiny app, with the default session settings (5 s revocation interval)."""
+def make_middleware(database: str, clock: Callable[[], float], metrics: bool = False) -> MFAMiddleware:
+    """The middleware around the tiny app, with the default session settings (5 s revocation interval);
+    ``metrics``: with ``[metrics]`` on (a page under the prefix), so every decision is counted."""
     config = config_from_dict({
+        **({"metrics": {"enabled": True, "path": "/_mfa/metrics"}} if metrics else {}),
         "secret_keys": ["benchmark-secret-" + "k" * 32],
         "encryption_key": Fernet.generate_key().decode(),
         "database": database,
@@ -235,8 +237,8 @@ class FixedClockResult:
         return self.new_cookie_overhead_ns / self.loads_ns
 
 
-def fixed_clock_run(database: str, iterations: int, repeats: int) -> FixedClockResult:
-    mw = make_middleware(database, lambda: FIXED_NOW)
+def fixed_clock_run(database: str, iterations: int, repeats: int, metrics: bool = False) -> FixedClockResult:
+    mw = make_middleware(database, lambda: FIXED_NOW, metrics)
     try:
         mw.runtime.store.upgrade()
         mw.runtime.accounts.add(USERNAME, actor="benchmark", state="enforced")
@@ -296,8 +298,8 @@ class RealisticResult:
         return self.statements * 10_000 / self.requests if self.requests else 0.0
 
 
-def realistic_run(database: str, seconds: float) -> RealisticResult:
-    mw = make_middleware(database, time.time)
+def realistic_run(database: str, seconds: float, metrics: bool = False) -> RealisticResult:
+    mw = make_middleware(database, time.time, metrics)
     try:
         token = signed_in_cookie(mw, time.time())
         environ = browser_environ(mw, token)
@@ -390,11 +392,14 @@ def main(argv: list[str] | None = None) -> int:
                         "reported (default 7)")
     parser.add_argument("--realistic-seconds", type=realistic_seconds, default=11.0,
                         help="length of the real-clock run; 0 skips it (default 11: two 5 s refreshes)")
+    parser.add_argument("--metrics", action="store_true",
+                        help="turn [metrics] on (every decision counted) to compare with a run without it")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mfa-bench-") as folder:
         database = f"sqlite:///{Path(folder) / 'mfa.db'}"
-        fixed = fixed_clock_run(database, args.iterations, args.repeats)
-        realistic = realistic_run(database, args.realistic_seconds) if args.realistic_seconds > 0 else None
+        fixed = fixed_clock_run(database, args.iterations, args.repeats, args.metrics)
+        realistic = (realistic_run(database, args.realistic_seconds, args.metrics) if args.realistic_seconds > 0
+                     else None)
     print(report(fixed, realistic, args.iterations, args.repeats))
     return 0
 

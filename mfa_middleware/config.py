@@ -345,6 +345,27 @@ class StoreConfig:
 
     timeout: float = 3.0  # PostgreSQL: one transaction, start to end (also the server's statement/lock timeout)
     busy_timeout: float = 2.0  # SQLite: a write waiting for another writer's lock
+    #: PostgreSQL: connections each process keeps open, and how many more it may open under load (README,
+    #: "Connections"); a request waits at most ``pool_timeout`` (never longer than ``timeout``) for a free one
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float | None = None  # None: ``timeout``
+    pool_recycle: float | None = None  # close connections older than this (None: never)
+    #: PostgreSQL behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``): no server-side
+    #: prepared statements and no session settings sent at connect (README, "Behind PgBouncer")
+    transaction_pooler: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The optional Prometheus endpoint (README, "Metrics"): off unless ``enabled``."""
+
+    enabled: bool = False
+    port: int | None = None  # its own HTTP server (a thread) on ``host:port``
+    host: str = "127.0.0.1"
+    path: str | None = None  # or a page under the prefix, such as "/_mfa/metrics"
+    #: who may scrape (the client address as the trusted-proxy chain gives it); anyone else gets 403
+    networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
 @dataclass(frozen=True)
@@ -361,6 +382,7 @@ class Config:
     totp: TotpConfig = field(default_factory=TotpConfig)
     basic: BasicConfig = field(default_factory=BasicConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     email: EmailConfig | None = None  # the [email] table: how email codes leave (None: no email)
     phone: PhoneConfig | None = None  # the [phone] table: how texts and calls leave (None: no phone methods)
@@ -603,12 +625,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     )
     b.finish()
 
-    st = top.table("store")
-    store = StoreConfig(timeout=st.duration("timeout", 3), busy_timeout=st.duration("busy_timeout", 2))
-    for name, value in (("timeout", store.timeout), ("busy_timeout", store.busy_timeout)):
-        if not 0.1 <= value <= 600:
-            raise ConfigError(f"{st.key(name)}: must be between 100ms and 10m, got {value:g} s")
-    st.finish()
+    store = _store_config(top.table("store"))
 
     mt = top.table("methods")
     enabled = mt.strings("enabled", MethodsConfig.enabled)
@@ -684,12 +701,15 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     if dev_outbox and email is None and phone is None:
         raise ConfigError(f"{top.key('dev_outbox')}: there is no console gateway whose messages it could show")
 
+    metrics = _metrics_config(top.table("metrics"), prefix)
+
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, methods=methods_config, email=email, phone=phone,
+        lockout=lockout, totp=totp, basic=basic, store=store, metrics=metrics, methods=methods_config, email=email,
+        phone=phone,
         fraud=fraud,
         dev_outbox=dev_outbox,
         trusted_proxies=proxies,
@@ -697,6 +717,66 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         site_name=top.get("site_name", str, "Secure sign-in"), source=source,
     )
     top.finish()
+    return config
+
+
+#: page names under the prefix that a metrics ``path`` must not shadow
+RESERVED_PAGES = frozenset({"", "login", "verify", "enroll", "step-up", "logout", "app-passwords", "dev", "methods",
+                            "static", "auth", "health", "ready", "admin", "api"})
+
+
+def _store_config(st: _Reader) -> StoreConfig:
+    timeout, busy_timeout = st.duration("timeout", 3), st.duration("busy_timeout", 2)
+    for name, value in (("timeout", timeout), ("busy_timeout", busy_timeout)):
+        if not 0.1 <= value <= 600:
+            raise ConfigError(f"{st.key(name)}: must be between 100ms and 10m, got {value:g} s")
+    pool_timeout = st.duration("pool_timeout", timeout) if "pool_timeout" in st.data else None
+    st.used.add("pool_timeout")
+    if pool_timeout is not None and not 0.1 <= pool_timeout <= timeout:
+        raise ConfigError(f"{st.key('pool_timeout')}: must be between 100ms and store.timeout ({timeout:g} s): a "
+                          f"request never waits longer than that in all; got {pool_timeout:g} s")
+    pool_recycle = st.duration("pool_recycle", 0) if "pool_recycle" in st.data else None
+    st.used.add("pool_recycle")
+    if pool_recycle is not None and pool_recycle < 60:
+        raise ConfigError(f"{st.key('pool_recycle')}: must be at least 1m, got {pool_recycle:g} s")
+    store = StoreConfig(timeout=timeout, busy_timeout=busy_timeout,
+                        pool_size=st.integer("pool_size", 5, 1, 1000),
+                        max_overflow=st.integer("max_overflow", 10, 0, 1000),
+                        pool_timeout=pool_timeout, pool_recycle=pool_recycle,
+                        transaction_pooler=st.get("transaction_pooler", bool, False))
+    st.finish()
+    return store
+
+
+def _metrics_config(mt: _Reader, prefix: str) -> MetricsConfig:
+    enabled = mt.get("enabled", bool, False)
+    port = mt.get("port", int, None)
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"{mt.key('port')}: must be between 1 and 65535, got {port}")
+    host = mt.get("host", str, "127.0.0.1")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(f"{mt.key('host')}: must be an IP address to listen on, got {host!r}") from None
+    path = mt.get("path", str, None)
+    if path is not None:
+        rest = path[len(prefix) + 1:] if path.startswith(prefix + "/") else None
+        if rest is None or not re.fullmatch(r"[A-Za-z0-9._-]+", rest):
+            raise ConfigError(f"{mt.key('path')}: must be one page under the prefix, such as \"{prefix}/metrics\"; "
+                              f"got {path!r}")
+        if rest.lower() in RESERVED_PAGES:
+            raise ConfigError(f"{mt.key('path')}: {path!r} is a sign-in page's address; choose another name")
+    networks = mt.strings("networks", MetricsConfig.networks)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"{mt.key('networks')}: {network!r} is not an IP address or network") from None
+    if enabled and port is None and path is None:
+        raise ConfigError(f"{mt.key('enabled')}: say where metrics are served: port (their own HTTP server) or "
+                          f"path (a page such as \"{prefix}/metrics\"), or both")
+    config = MetricsConfig(enabled=enabled, port=port, host=host, path=path, networks=networks)
+    mt.finish()
     return config
 
 

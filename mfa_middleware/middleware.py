@@ -22,22 +22,27 @@ from .adapters.forward_auth import ForwardAuthAdapter
 from .adapters.gate import Gate
 from .adapters.wsgi import WSGIAdapter, WSGIApp
 from .config import Config, load_config
+from .health import READY_TIMEOUT, OpsEndpoints, PagesWithOps, Readiness
 from .pages.app import PagesApp
 from .runtime import Runtime
 
 if TYPE_CHECKING:
     from argon2 import PasswordHasher
 
+    from .metrics import Metrics
     from .store import Store
 
 
 @dataclass(frozen=True, slots=True)
 class Assembly:
-    """What every adapter is built from: the runtime, the sign-in pages and the gate."""
+    """What every adapter is built from: the runtime, the sign-in pages (with the operator endpoints in front:
+    health, readiness, metrics) and the gate; ``metrics`` is None unless ``[metrics] enabled``."""
 
     runtime: Runtime
-    pages: PagesApp
+    pages: PagesWithOps
     gate: Gate
+    ops: OpsEndpoints
+    metrics: Metrics | None = None
 
 
 def assemble(config: Config | str | os.PathLike[str] | Runtime, *, clock: Callable[[], float] = time.time,
@@ -50,7 +55,21 @@ def assemble(config: Config | str | os.PathLike[str] | Runtime, *, clock: Callab
         cfg = config if isinstance(config, Config) else load_config(config)
         runtime = Runtime(cfg, clock=clock, store=store, password_hasher=password_hasher)
     pages = PagesApp(runtime, template_dirs)
-    return Assembly(runtime, pages, Gate(runtime, pages.message_html))
+    cfg = runtime.config
+    metrics: Metrics | None = None
+    gate: Gate
+    if cfg.metrics.enabled:
+        from .metrics import CountingGate, Metrics
+
+        metrics = Metrics(cfg.metrics, runtime)
+        gate = CountingGate(runtime, pages.message_html, metrics.tallies)
+    else:
+        gate = Gate(runtime, pages.message_html)  # nothing counted: the hot path is exactly as it was
+    store = runtime.store
+    ops = OpsEndpoints(cfg.prefix, Readiness(lambda: store.ping(READY_TIMEOUT)), metrics, cfg.metrics.path)
+    if metrics is not None:
+        metrics.start_server()
+    return Assembly(runtime, PagesWithOps(pages, ops), gate, ops, metrics)
 
 
 class MFAMiddleware(WSGIAdapter):
@@ -62,6 +81,7 @@ class MFAMiddleware(WSGIAdapter):
         parts = assemble(config, clock=clock, store=store, password_hasher=password_hasher,
                          template_dirs=template_dirs)
         super().__init__(app, parts.runtime, parts.gate, parts.pages)
+        self.ops, self.metrics = parts.ops, parts.metrics
 
 
 class ASGIMFAMiddleware(ASGIAdapter):
@@ -73,6 +93,7 @@ class ASGIMFAMiddleware(ASGIAdapter):
         parts = assemble(config, clock=clock, store=store, password_hasher=password_hasher,
                          template_dirs=template_dirs)
         super().__init__(app, parts.runtime, parts.gate, parts.pages)
+        self.ops, self.metrics = parts.ops, parts.metrics
 
 
 class ForwardAuthApp(ForwardAuthAdapter):
@@ -81,3 +102,4 @@ class ForwardAuthApp(ForwardAuthAdapter):
     def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
         parts = assemble(runtime, template_dirs=template_dirs)
         super().__init__(parts.runtime, parts.gate, parts.pages)
+        self.ops, self.metrics = parts.ops, parts.metrics

@@ -55,8 +55,11 @@ class Runtime:
                  password_hasher: PasswordHasher | None = None, primary: PasswordMethod | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else Store(config.database, timeout=config.store.timeout,
-                                                           busy_timeout=config.store.busy_timeout)
+        st = config.store
+        self.store = store if store is not None else Store(
+            config.database, timeout=st.timeout, busy_timeout=st.busy_timeout, pool_size=st.pool_size,
+            max_overflow=st.max_overflow, pool_timeout=st.pool_timeout, pool_recycle=st.pool_recycle,
+            transaction_pooler=st.transaction_pooler)
         self.codec = TokenCodec(config.secret_keys)
         self.box = SecretBox(config.encryption_keys)
         self.policy = Policy.from_config(config)

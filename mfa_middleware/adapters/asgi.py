@@ -33,6 +33,7 @@ from ..core.paths import wsgi_form
 from .gate import Gate, GateResult, Reply, SignInPages, refreshed_headers
 
 if TYPE_CHECKING:
+    from ..health import OpsEndpoints
     from ..runtime import Runtime
 
 Scope = MutableMapping[str, Any]
@@ -107,6 +108,10 @@ class ASGIAdapter:
     """The ASGI adapter: the gate in front of ``app``, the sign-in pages (a WSGI app, run in a thread) under the
     prefix. Built by :class:`mfa_middleware.ASGIMFAMiddleware` (``app = ASGIMFAMiddleware(app, "mfa.toml")``)."""
 
+    #: health, readiness and metrics (set by the composition root): answered on the event loop, not in the
+    #: thread pool the sign-in pages share (:mod:`mfa_middleware.health`)
+    ops: OpsEndpoints | None = None
+
     def __init__(self, app: ASGIApp, runtime: Runtime, gate: Gate, pages: SignInPages) -> None:
         self.app = app
         self.runtime, self.gate, self.pages = runtime, gate, pages
@@ -141,6 +146,12 @@ class ASGIAdapter:
             await self._send_reply(send, result.reply)
             return
         if result.to_pages:
+            ops = self.ops
+            if ops is not None and ops.wants(result.path):
+                assert result.path is not None
+                await self._send_reply(send, await ops.reply_async(str(scope.get("method", "GET")).upper(),
+                                                                   result.path, result.client_ip))
+                return
             await self._pages(scope, receive, send, result, raw_headers)
             return
         inner = self._inner_scope(scope, result, raw_headers)

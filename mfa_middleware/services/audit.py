@@ -8,6 +8,7 @@ mistake.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..store import Store, StoreUnavailable
@@ -25,6 +26,9 @@ ALLOWED_DETAIL |= frozenset({"limit", "channel", "purpose", "country", "number",
 class AuditLog:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: called with (event, result, detail) for every row, before it is stored (the metrics count sign-ins
+        #: here); they see exactly what the row holds, never more
+        self.observers: list[Callable[[str, str, Mapping[str, Any]], None]] = []
 
     def write(self, event: str, result: str, *, now: float, actor: str, username: str | None,
               client_ip: str | None = None, user_agent: str | None = None, **detail: Any) -> None:
@@ -32,6 +36,8 @@ class AuditLog:
         if bad:
             raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
         log.info("%s %s user=%s actor=%s ip=%s", event, result, username, actor, client_ip)
+        for observe in self.observers:
+            observe(event, result, detail)
         try:
             self.store.write_audit(at=now, actor=actor, username=username, event=event, result=result,
                                    client_ip=client_ip, user_agent=user_agent, detail=detail)

@@ -458,7 +458,7 @@ def _bounded_connection_class(watchdog: _Watchdog, default_timeout: float) -> An
     return BoundedConnection
 
 
-def _postgres_connect(timeout: float) -> Callable[..., Any]:
+def _postgres_connect(timeout: float, transaction_pooler: bool = False) -> Callable[..., Any]:
     """The ``do_connect`` hook of a PostgreSQL engine: bounded connections, with time limits on both sides.
 
     - ``connect_timeout``: what is left of the transaction's deadline (whole seconds, at least 2: libpq's
@@ -469,6 +469,13 @@ def _postgres_connect(timeout: float) -> Callable[..., Any]:
       client is cancelled cleanly, before our own bound cuts the connection; and
       ``idle_in_transaction_session_timeout`` ends the transactions of a client that froze.
     Settings in the URL (its query string) win over these defaults.
+
+    With ``transaction_pooler`` (PgBouncer in ``pool_mode = transaction``: each transaction may run on another
+    server connection, shared with other clients) two things change: psycopg never prepares statements on the
+    server (``prepare_threshold=None``: a statement prepared on one server connection does not exist on the next,
+    and its name may already be taken on another), and the server-side timeouts are not sent as the ``options``
+    startup parameter, which PgBouncer refuses (set them on the role instead: README, "Behind PgBouncer"). The
+    client-side bounds (connect timeout, keepalives, the watchdog) stay.
     """
     import psycopg
 
@@ -489,7 +496,10 @@ def _postgres_connect(timeout: float) -> Callable[..., Any]:
         given = params.get("connect_timeout")
         if wanted is not None and (given is None or int(given) <= 0 or int(given) > wanted):
             params["connect_timeout"] = wanted
-        params["options"] = f"{server_options} {params.get('options') or ''}".strip()
+        if transaction_pooler:
+            params["prepare_threshold"] = None
+        else:
+            params["options"] = f"{server_options} {params.get('options') or ''}".strip()
         return connection_class.connect(*cargs, **params)
 
     return connect
@@ -557,13 +567,20 @@ def _sqlite_discard_broken(context: ExceptionContext) -> None:
 
 
 def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
-                pool_size: int = 5, max_overflow: int = 10) -> Engine:
+                pool_size: int = 5, max_overflow: int = 10, pool_timeout: float | None = None,
+                pool_recycle: float | None = None, transaction_pooler: bool = False) -> Engine:
     """An engine whose every wait is bounded (README, "When the store is slow or down").
 
     SQLite: a write waits at most ``busy_timeout`` for another writer; a connection that saw a database error
     is discarded. PostgreSQL: a transaction takes at most ``timeout`` (waiting for a pooled connection,
     connecting, each round trip; the server's ``statement_timeout`` and ``lock_timeout`` are set to it too),
     and at most one second more when a connection is being opened at the end of it.
+
+    PostgreSQL pool (README, "Connections"): each process keeps up to ``pool_size`` connections open and opens
+    up to ``max_overflow`` more under load (closed again when returned); a transaction waits at most
+    ``pool_timeout`` (default: ``timeout``) for a free one. ``pool_recycle`` replaces connections older than that
+    many seconds. ``transaction_pooler``: see :func:`_postgres_connect`. SQLite ignores the pool settings (one
+    file; SQLAlchemy's own pool of file connections).
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": busy_timeout})
@@ -575,9 +592,10 @@ def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: flo
         event.listen(engine, "handle_error", _sqlite_discard_broken)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
-                           pool_timeout=timeout)
+                           pool_timeout=min(timeout, pool_timeout if pool_timeout is not None else timeout),
+                           pool_recycle=-1 if pool_recycle is None else int(pool_recycle))
     if engine.dialect.driver == "psycopg":
-        event.listen(engine, "do_connect", _postgres_connect(timeout))
+        event.listen(engine, "do_connect", _postgres_connect(timeout, transaction_pooler))
     return engine
 
 
@@ -633,10 +651,13 @@ class Store:
     """All reads and writes of user data."""
 
     def __init__(self, url: str, engine: Engine | None = None, *, timeout: float = DEFAULT_TIMEOUT,
-                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT, **pool: Any) -> None:
+        """``pool``: the PostgreSQL pool settings of :func:`make_engine` (``pool_size``, ``max_overflow``,
+        ``pool_timeout``, ``pool_recycle``, ``transaction_pooler``)."""
         self.url = url
         self.timeout = timeout
-        self.engine = engine if engine is not None else make_engine(url, timeout=timeout, busy_timeout=busy_timeout)
+        self.engine = engine if engine is not None else make_engine(url, timeout=timeout, busy_timeout=busy_timeout,
+                                                                    **pool)
         self._hung = _Breaker(probe_window=timeout + 1.0 + RETRY_AFTER)
         self._locked = _Breaker(probe_window=busy_timeout + RETRY_AFTER)
         self._sqlite = self.engine.dialect.name == "sqlite"
@@ -687,6 +708,12 @@ class Store:
     def _run(self, fn: Callable[[Connection], T]) -> T:
         with self._begin() as conn:
             return fn(conn)
+
+    def ping(self, timeout: float) -> None:
+        """Run one trivial query that reads the user table (so a missing or unreadable SQLite file counts too),
+        within ``timeout``; raises :class:`StoreUnavailable` otherwise. For readiness probes."""
+        with self._begin(timeout=timeout) as conn:
+            conn.execute(select(literal(1)).select_from(users).limit(1)).all()
 
     # -- schema --------------------------------------------------------------------------------------------
     def _alembic_config(self, conn: Connection) -> Any:
