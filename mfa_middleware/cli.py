@@ -650,6 +650,7 @@ _AUDIT_COLUMNS: tuple[Column[Any], ...] = (
     Column("Actor", lambda e: e.actor),
     Column("Client", lambda e: e.client_ip),
     Column("Detail", lambda e: ", ".join(f"{k}={v}" for k, v in e.detail.items()) or None),
+    Column("Request", lambda e: e.request_id),
 )
 _DURATION = re.compile(r"([0-9]{1,6})([hdw])")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -1189,8 +1190,6 @@ def demo_code_cmd(folder: str, token: bool) -> None:
               help="Worker threads answering requests.")
 def serve(config_path: str, host: str, port: int, workers: int) -> None:
     """Run the sign-in pages and the forward-auth endpoints for nginx, Traefik and Caddy (waitress)."""
-    import logging
-
     import waitress  # type: ignore[import-untyped]
 
     from .middleware import ForwardAuthApp
@@ -1207,7 +1206,9 @@ def serve(config_path: str, host: str, port: int, workers: int) -> None:
         runtime.store.check_schema()
     except (SchemaOutOfDate, StoreUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .logs import configure as configure_logs
+
+    configure_logs(config.logging.format, config.logging.level)
     app = ForwardAuthApp(runtime)
     prefix = config.prefix
     err_console.print(f"mfa_middleware forward-auth on http://{host}:{port}{prefix}/  "

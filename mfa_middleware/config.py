@@ -357,6 +357,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """How ``mfa-middleware serve`` (and the other servers of this package) log (README, "Logs"): ``text`` or
+    ``json`` lines on standard error, at ``level``. Wrapping an app in-process leaves logging to the app."""
+
+    format: str = "text"
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """The optional Prometheus endpoint (README, "Metrics"): off unless ``enabled``."""
 
@@ -383,6 +392,7 @@ class Config:
     basic: BasicConfig = field(default_factory=BasicConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     email: EmailConfig | None = None  # the [email] table: how email codes leave (None: no email)
     phone: PhoneConfig | None = None  # the [phone] table: how texts and calls leave (None: no phone methods)
@@ -702,13 +712,23 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         raise ConfigError(f"{top.key('dev_outbox')}: there is no console gateway whose messages it could show")
 
     metrics = _metrics_config(top.table("metrics"), prefix)
+    lg = top.table("logging")
+    log_format, log_level = lg.get("format", str, "text"), lg.get("level", str, "INFO").upper()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"{lg.key('format')}: must be \"text\" or \"json\", got {log_format!r}")
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{lg.key('level')}: must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    lg.finish()
+    logging_config = LoggingConfig(format=log_format, level=log_level)
 
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
-        lockout=lockout, totp=totp, basic=basic, store=store, metrics=metrics, methods=methods_config, email=email,
+        lockout=lockout, totp=totp, basic=basic, store=store, metrics=metrics,
+        logging=logging_config, methods=methods_config,
+        email=email,
         phone=phone,
         fraud=fraud,
         dev_outbox=dev_outbox,

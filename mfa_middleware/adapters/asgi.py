@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import io
 import sys
@@ -137,8 +138,8 @@ class ASGIAdapter:
             headers=headers, remote_user=None)
         result = check(may_block=False)
         if result.blocking:
-            result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(check,
-                                                                                                may_block=True))
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, contextvars.copy_context().run, functools.partial(check, may_block=True))
         if kind == "websocket":
             await self._websocket(scope, receive, send, result, raw_headers)
             return
@@ -226,7 +227,7 @@ class ASGIAdapter:
                 return
         environ = self._environ(scope, result, raw_headers, bytes(body))
         status, headers, chunks = await asyncio.get_running_loop().run_in_executor(
-            None, functools.partial(run_wsgi, self.pages, environ))
+            None, contextvars.copy_context().run, functools.partial(run_wsgi, self.pages, environ))
         await send({"type": "http.response.start", "status": status, "headers": encode_headers(headers)})
         await send({"type": "http.response.body", "body": b"".join(chunks)})
 

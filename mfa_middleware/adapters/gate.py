@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from ..logs import begin_request
 from ..core.basic import BasicFailure, VerifiedCredential, parse_basic
 from ..core.decision import (BasicChallenge, Challenge, Decision, Deny, Identity, Pass, Redirect, Unavailable,
                              decide, decide_basic)
@@ -109,6 +110,8 @@ class Gate:
         400 (forward auth turns it into 403). ``remote_user`` is what the server itself authenticated, if anything.
         With ``may_block=False`` (an event loop), a decision that needs I/O returns ``blocking=True`` instead."""
         rt = self.rt
+        incoming = headers.get("x-request-id")
+        begin_request(incoming if incoming is not None and self.trusts(peer) else None)
         if self._trusted:
             https = self.https(scheme, peer, headers)
             client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted)

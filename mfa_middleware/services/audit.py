@@ -2,7 +2,9 @@
 
 Rows say who, what, the result, the client address, the user agent and when. They never hold a secret: the
 ``detail`` mapping is filtered through an allow-list of keys, so a caller cannot log a password or a code by
-mistake.
+mistake. Every row is also one structured log line (``mfa_middleware.audit``, with the same fields under
+``extra["mfa"]``; :class:`~mfa_middleware.logs.JsonFormatter` writes it as JSON), and both carry the request id
+(:mod:`mfa_middleware.logs`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..logs import request_id
 from ..store import Store, StoreUnavailable
 
 log = logging.getLogger("mfa_middleware.audit")
@@ -35,12 +38,16 @@ class AuditLog:
         bad = set(detail) - ALLOWED_DETAIL
         if bad:
             raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
-        log.info("%s %s user=%s actor=%s ip=%s", event, result, username, actor, client_ip)
+        rid = request_id()
+        log.info("%s %s user=%s actor=%s ip=%s", event, result, username, actor, client_ip,
+                 extra={"request_id": rid, "mfa": {"event": event, "result": result, "user": username,
+                                                   "actor": actor, "client_ip": client_ip, "user_agent": user_agent,
+                                                   "detail": detail}})
         for observe in self.observers:
             observe(event, result, detail)
         try:
             self.store.write_audit(at=now, actor=actor, username=username, event=event, result=result,
-                                   client_ip=client_ip, user_agent=user_agent, detail=detail)
+                                   client_ip=client_ip, user_agent=user_agent, detail=detail, request_id=rid)
         except StoreUnavailable:
             log.error("audit row not written (store unavailable): %s %s user=%s", event, result, username)
             raise

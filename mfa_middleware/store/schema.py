@@ -106,6 +106,7 @@ audit = Table(
     Column("client_ip", String(64)),
     Column("user_agent", String(300)),
     Column("detail", Text),
+    Column("request_id", String(64)),  # the request that wrote the row (as in the log lines: mfa_middleware.logs)
     Index("ix_mfa_audit_user_at", "username", "at"),
     Index("ix_mfa_audit_at", "at"),
 )

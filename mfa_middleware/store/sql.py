@@ -187,6 +187,7 @@ class AuditRecord:
     client_ip: str | None
     user_agent: str | None
     detail: dict[str, Any]
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -583,7 +584,9 @@ def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: flo
     file; SQLAlchemy's own pool of file connections).
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        # hide_parameters: statement parameters (hashes, encrypted secrets, digests) never reach a log line or an
+        # exception message, even with SQLAlchemy's logging at DEBUG
+        engine = create_engine(url, connect_args={"timeout": busy_timeout}, hide_parameters=True)
         database = engine.url.database
         on_connect, on_checkout = _sqlite_hooks(database if database and database != ":memory:" else None,
                                                 busy_timeout)
@@ -592,6 +595,7 @@ def make_engine(url: str, *, timeout: float = DEFAULT_TIMEOUT, busy_timeout: flo
         event.listen(engine, "handle_error", _sqlite_discard_broken)
         return engine
     engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow,
+                           hide_parameters=True,
                            pool_timeout=min(timeout, pool_timeout if pool_timeout is not None else timeout),
                            pool_recycle=-1 if pool_recycle is None else int(pool_recycle))
     if engine.dialect.driver == "psycopg":
@@ -1828,8 +1832,9 @@ class Store:
     # -- audit -------------------------------------------------------------------------------------------------
     def write_audit(self, *, at: float, actor: str, username: str | None, event: str, result: str,
                     client_ip: str | None = None, user_agent: str | None = None,
-                    detail: dict[str, Any] | None = None) -> None:
+                    detail: dict[str, Any] | None = None, request_id: str | None = None) -> None:
         stmt = insert(audit).values(at=at, actor=actor[:128], username=username, event=event, result=result,
+                                    request_id=request_id,
                                     client_ip=client_ip, user_agent=(user_agent or "")[:300] or None,
                                     detail=json.dumps(detail or {}, sort_keys=True))
         self._run(lambda c: c.execute(stmt))
@@ -1854,7 +1859,8 @@ class Store:
             stmt = stmt.where(audit.c.id < before_id)
         rows = self._run(lambda c: c.execute(stmt).all())
         return [AuditRecord(id=r.id, at=r.at, actor=r.actor, username=r.username, event=r.event, result=r.result,
-                            client_ip=r.client_ip, user_agent=r.user_agent, detail=json.loads(r.detail or "{}"))
+                            client_ip=r.client_ip, user_agent=r.user_agent, detail=json.loads(r.detail or "{}"),
+                            request_id=r.request_id)
                 for r in rows]
 
     def prune_audit(self, *, before: float, batch: int = 5000) -> int:
