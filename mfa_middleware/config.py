@@ -223,6 +223,9 @@ class StoreConfig:
 
     timeout: float = 3.0  # PostgreSQL: one transaction, start to end (also the server's statement/lock timeout)
     busy_timeout: float = 2.0  # SQLite: a write waiting for another writer's lock
+    #: PostgreSQL: a direct URL for the revocation listener's LISTEN connection, when ``database`` goes through a
+    #: pooler in transaction mode (PgBouncer), where LISTEN hears nothing; None: ``database`` itself
+    listen_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -482,10 +485,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     b.finish()
 
     st = top.table("store")
-    store = StoreConfig(timeout=st.duration("timeout", 3), busy_timeout=st.duration("busy_timeout", 2))
+    listen_url = st.get("listen_url", str, None)  # may hold a password: "env:NAME" reads it from the environment
+    store = StoreConfig(timeout=st.duration("timeout", 3), busy_timeout=st.duration("busy_timeout", 2),
+                        listen_url=_secret(listen_url, st.key("listen_url"), env) if listen_url else None)
     for name, value in (("timeout", store.timeout), ("busy_timeout", store.busy_timeout)):
         if not 0.1 <= value <= 600:
             raise ConfigError(f"{st.key(name)}: must be between 100ms and 10m, got {value:g} s")
+    if store.listen_url is not None and not (database.startswith("postgresql")
+                                             and store.listen_url.startswith("postgresql")):
+        raise ConfigError(f"{st.key('listen_url')}: a PostgreSQL URL (postgresql+psycopg://...), and only with a "
+                          "PostgreSQL database")
     st.finish()
 
     mt = top.table("methods")

@@ -21,14 +21,24 @@ Rules (a store that hangs must never hang the requests that only read this cache
 - Ids are not committed in order on PostgreSQL: a revocation can become visible after a higher id was read. An
   id skipped between two ids that were read is asked for again at every refresh for :data:`GAP_WINDOW` seconds
   (far longer than any transaction may stay open), so a late commit is never lost.
+
+Pushed revocations (PostgreSQL): with a ``listener`` (:mod:`mfa_middleware.store.notify`), a notification sent
+when a revocation commits makes :meth:`RevocationCache.pushed` read the new rows at once, in the listener's
+thread, exactly as :meth:`RevocationCache.refresh` does; the notification carries nothing and is trusted for
+nothing. The interval poll goes on unchanged beside it: it is what still holds when the listening connection is
+down. The listener is started by the first :meth:`RevocationCache.view` that finds the snapshot due in this
+process (so a command-line tool that never serves a request opens no listening connection, and a worker forked
+from a pre-loaded application starts its own); the hot path (a snapshot within the interval) does not change.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from types import MappingProxyType
+from typing import Protocol
 
 from ..core.decision import RevocationView
 from ..store import Store, StoreUnavailable
@@ -43,10 +53,24 @@ GAP_WINDOW = 120.0
 MAX_GAPS = 10_000
 
 
+class Listener(Protocol):
+    """What pushes revocations: :class:`mfa_middleware.store.notify.NotificationListener`."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
 class RevocationCache:
     def __init__(self, store: Store, *, interval: float, horizon: float,
-                 housekeeping: tuple[Callable[[float], object], ...] = ()) -> None:
+                 housekeeping: tuple[Callable[[float], object], ...] = (), clock: Callable[[], float] = time.time,
+                 listener: Callable[[Callable[[], object]], Listener] | None = None) -> None:
         self.store = store
+        #: the time of the reads that notifications cause (requests pass their own ``now``)
+        self.clock = clock
+        #: pushes notifications to :meth:`pushed` (None: polling only, as on SQLite); built with that method
+        self.listener: Listener | None = listener(self.pushed) if listener is not None else None
+        self._listener_pid = 0  # the process the listener runs in (0: not started)
+        self._listener_lock = threading.Lock()
         #: other hourly clean-ups that ride on this refresh (each gets ``now``; a store error skips it until the
         #: next hour), such as deleting phone sends older than the longest send cap
         self.housekeeping = housekeeping
@@ -90,6 +114,8 @@ class RevocationCache:
         age = now - view.fetched_at
         if age < self.interval:
             return view
+        if self.listener is not None and self._listener_pid != os.getpid():
+            self._start_listener()
         failed_at = self._failed_at
         if failed_at is not None and now - failed_at < self._retry_after():
             return view
@@ -112,6 +138,22 @@ class RevocationCache:
         if self._fetch(now):
             self._prune(now)
         return self._view
+
+    def pushed(self) -> None:
+        """A revocation was committed somewhere (a notification, or the listener's catch-up after it
+        connected): read the new rows now, in the caller's (the listener's) thread."""
+        self.refresh(self.clock())
+
+    def _start_listener(self) -> None:
+        with self._listener_lock:
+            if self.listener is not None and self._listener_pid != os.getpid():
+                self._listener_pid = os.getpid()
+                self.listener.start()
+
+    def close(self) -> None:
+        """Stop the listener, if one runs (the poll needs no stopping)."""
+        if self.listener is not None:
+            self.listener.stop()
 
     def _refresh_in_background(self, now: float) -> None:
         try:
