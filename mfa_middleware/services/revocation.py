@@ -26,9 +26,10 @@ Pushed revocations (PostgreSQL): with a ``listener`` (:mod:`mfa_middleware.store
 when a revocation commits makes :meth:`RevocationCache.pushed` read the new rows at once, in the listener's
 thread, exactly as :meth:`RevocationCache.refresh` does; the notification carries nothing and is trusted for
 nothing. The interval poll goes on unchanged beside it: it is what still holds when the listening connection is
-down. The listener is started by the first :meth:`RevocationCache.view` that finds the snapshot due in this
-process (so a command-line tool that never serves a request opens no listening connection, and a worker forked
-from a pre-loaded application starts its own); the hot path (a snapshot within the interval) does not change.
+down. The listener is started by the first read in this process (a :meth:`RevocationCache.view` that finds the
+snapshot due, or :meth:`RevocationCache.refresh`), so a command-line tool that never serves a request opens no
+listening connection, and a worker forked from a pre-loaded application starts its own. The hot path (a
+snapshot within the interval) does not change.
 """
 
 from __future__ import annotations
@@ -114,8 +115,7 @@ class RevocationCache:
         age = now - view.fetched_at
         if age < self.interval:
             return view
-        if self.listener is not None and self._listener_pid != os.getpid():
-            self._start_listener()
+        self._ensure_listener()
         failed_at = self._failed_at
         if failed_at is not None and now - failed_at < self._retry_after():
             return view
@@ -135,6 +135,7 @@ class RevocationCache:
 
     def refresh(self, now: float) -> RevocationView:
         """Read new revocations now, in this thread (the caller just wrote one and must see it at once)."""
+        self._ensure_listener()
         if self._fetch(now):
             self._prune(now)
         return self._view
@@ -143,6 +144,11 @@ class RevocationCache:
         """A revocation was committed somewhere (a notification, or the listener's catch-up after it
         connected): read the new rows now, in the caller's (the listener's) thread."""
         self.refresh(self.clock())
+
+    def _ensure_listener(self) -> None:
+        """Start the listener in this process if it does not run here yet (see the module docstring)."""
+        if self.listener is not None and self._listener_pid != os.getpid():
+            self._start_listener()
 
     def _start_listener(self) -> None:
         with self._listener_lock:
