@@ -141,6 +141,21 @@ class Probe:
             return answer.status, answer.read().decode()
 
 
+def watch(probe: Probe, cookie: str, start: threading.Barrier, t0: list[float],
+          results: list[tuple[float, int]]) -> None:
+    """Once the revoking answer is in (``t0[0]``), ask for the page back to back until it is refused; record the
+    time from that answer to the refusal's arrival, and the number of requests it took."""
+    start.wait()
+    began = t0[0]
+    count = 0
+    while True:
+        status, _ = probe.request("GET", "/", cookie)
+        count += 1
+        if status == 302:
+            results.append((time.perf_counter() - began, count))
+            return
+
+
 def mint(codec: TokenCodec) -> str:
     now = time.time()
     session = Session(sid=new_session_id(), username=USERNAME, groups=(), level=2, methods=("forms", "totp"),
@@ -171,19 +186,8 @@ def run(runs: int, url: str | None) -> None:
                 start = threading.Barrier(len(others) + 1)
                 results: list[tuple[float, int]] = []
 
-                def watch(probe: Probe) -> None:
-                    start.wait()
-                    began = t0[0]
-                    count = 0
-                    while True:
-                        status, _ = probe.request("GET", "/", cookie)
-                        count += 1
-                        if status == 302:
-                            results.append((time.perf_counter() - began, count))
-                            return
-
                 t0 = [0.0]
-                threads = [threading.Thread(target=watch, args=(p,)) for p in others]
+                threads = [threading.Thread(target=watch, args=(p, cookie, start, t0, results)) for p in others]
                 for thread in threads:
                     thread.start()
                 status, _ = revoker.request("POST", "/_mfa/logout", cookie, {"csrf_token": csrf.group(1)})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 import waitress  # type: ignore[import-untyped]
-from basic_server import app  # this script's folder is first on sys.path
+from basic_server import app  # type: ignore[import-not-found]  # this script's folder is first on sys.path
 
 from mfa_middleware import MFAMiddleware
 
