@@ -59,6 +59,7 @@ class Listener(Protocol):
 
     def start(self) -> None: ...
     def stop(self) -> None: ...
+    def join(self, timeout: float) -> None: ...
 
 
 class RevocationCache:
@@ -157,9 +158,11 @@ class RevocationCache:
                 self.listener.start()
 
     def close(self) -> None:
-        """Stop the listener, if one runs (the poll needs no stopping)."""
+        """Stop the listener, if one runs, and wait for a read it is making (bounded by the store's time limit),
+        so that no read starts on a store being closed. The poll needs no stopping."""
         if self.listener is not None:
             self.listener.stop()
+            self.listener.join(self.store.timeout + 2.0)
 
     def _refresh_in_background(self, now: float) -> None:
         try:

@@ -38,6 +38,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from .sql import _shut_down
+
 log = logging.getLogger("mfa_middleware.store.notify")
 
 #: the channel migration 0014's trigger notifies
@@ -82,6 +84,8 @@ class NotificationListener:
         self._wake = wake
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fd_lock = threading.Lock()
+        self._fd: int | None = None  # the listening connection's socket while it is open (see stop())
         #: whether the connection is up and listening (for health and metrics; a fact of the moment)
         self.connected = False
         #: times the connection was made, the first included
@@ -96,8 +100,12 @@ class NotificationListener:
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the thread to close its connection and end (within :data:`TICK` seconds); does not wait."""
+        """Make the thread close its connection and end: its wait is cut at once (the socket is shut down, as the
+        store's watchdog does); a read it is making finishes first. Does not wait: see :meth:`join`."""
         self._stop.set()
+        with self._fd_lock:
+            if self._fd is not None:
+                _shut_down(self._fd)
 
     def join(self, timeout: float) -> None:
         thread = self._thread
@@ -133,7 +141,10 @@ def _listen(ref: weakref.ref[NotificationListener]) -> None:
     backoff = FIRST_BACKOFF
     while not _stopped(ref):
         try:
-            with psycopg.connect(**params) as conn:
+            conn = psycopg.connect(**params)
+            try:
+                if not _set_socket(ref, conn.pgconn.socket):
+                    return
                 conn.execute(f'LISTEN "{channel}"')
                 _set_connected(ref, True)
                 backoff = FIRST_BACKOFF
@@ -143,6 +154,9 @@ def _listen(ref: weakref.ref[NotificationListener]) -> None:
                         for _ in conn.notifies(timeout=0):
                             pass  # already queued: committed before the read below starts, so it covers them
                         _wake(ref)
+            finally:
+                _set_socket(ref, None)
+                conn.close()
         except psycopg.Error as exc:
             if not _stopped(ref):
                 log.warning("revocation listener: connection lost or refused (%s); again in %.1f s, polling "
@@ -154,6 +168,16 @@ def _listen(ref: weakref.ref[NotificationListener]) -> None:
         if stop.wait(backoff * random.uniform(0.8, 1.2)):
             return
         backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+def _set_socket(ref: weakref.ref[NotificationListener], fd: int | None) -> bool:
+    """Record the open connection's socket for :meth:`NotificationListener.stop` (False: stopped meanwhile)."""
+    listener = ref()
+    if listener is None:
+        return False
+    with listener._fd_lock:
+        listener._fd = fd
+        return not listener._stop.is_set()
 
 
 def _set_connected(ref: weakref.ref[NotificationListener], value: bool) -> None:
