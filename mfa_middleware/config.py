@@ -354,6 +354,9 @@ class StoreConfig:
     #: PostgreSQL behind a pooler in transaction mode (PgBouncer ``pool_mode = transaction``): no server-side
     #: prepared statements and no session settings sent at connect (README, "Behind PgBouncer")
     transaction_pooler: bool = False
+    #: PostgreSQL: a direct URL for the revocation listener's LISTEN connection, when ``database`` goes through a
+    #: pooler in transaction mode (PgBouncer), where LISTEN hears nothing; None: ``database`` itself
+    listen_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -635,7 +638,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     )
     b.finish()
 
-    store = _store_config(top.table("store"))
+    store = _store_config(top.table("store"), database, env)
 
     mt = top.table("methods")
     enabled = mt.strings("enabled", MethodsConfig.enabled)
@@ -745,7 +748,7 @@ RESERVED_PAGES = frozenset({"", "login", "verify", "enroll", "step-up", "logout"
                             "static", "auth", "health", "ready", "admin", "api"})
 
 
-def _store_config(st: _Reader) -> StoreConfig:
+def _store_config(st: _Reader, database: str, env: Mapping[str, str]) -> StoreConfig:
     timeout, busy_timeout = st.duration("timeout", 3), st.duration("busy_timeout", 2)
     for name, value in (("timeout", timeout), ("busy_timeout", busy_timeout)):
         if not 0.1 <= value <= 600:
@@ -759,11 +762,17 @@ def _store_config(st: _Reader) -> StoreConfig:
     st.used.add("pool_recycle")
     if pool_recycle is not None and pool_recycle < 60:
         raise ConfigError(f"{st.key('pool_recycle')}: must be at least 1m, got {pool_recycle:g} s")
+    listen_url = st.get("listen_url", str, None)  # may hold a password: "env:NAME" reads it from the environment
     store = StoreConfig(timeout=timeout, busy_timeout=busy_timeout,
                         pool_size=st.integer("pool_size", 5, 1, 1000),
                         max_overflow=st.integer("max_overflow", 10, 0, 1000),
                         pool_timeout=pool_timeout, pool_recycle=pool_recycle,
-                        transaction_pooler=st.get("transaction_pooler", bool, False))
+                        transaction_pooler=st.get("transaction_pooler", bool, False),
+                        listen_url=_secret(listen_url, st.key("listen_url"), env) if listen_url else None)
+    if store.listen_url is not None and not (database.startswith("postgresql")
+                                             and store.listen_url.startswith("postgresql")):
+        raise ConfigError(f"{st.key('listen_url')}: a PostgreSQL URL (postgresql+psycopg://...), and only with a "
+                          "PostgreSQL database")
     st.finish()
     return store
 

@@ -39,9 +39,10 @@ from .services.lockout import Lockout
 from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
 from .services.phone_limits import PhoneSendGuard
-from .services.revocation import RevocationCache
+from .services.revocation import Listener, RevocationCache
 from .services.signin import SignIn
 from .store import Store
+from .store.notify import NotificationListener
 
 _T = TypeVar("_T")
 #: how long counted phone sends are kept (the longest cap looks back a day)
@@ -69,7 +70,8 @@ class Runtime:
             self.store, interval=s.revocation_interval, horizon=s.absolute_timeout + 60,
             # phone sends are counted over a day at most: older rows only take space
             housekeeping=(lambda now: self.store.prune_phone_sends(now - PHONE_SENDS_KEPT),
-                          lambda now: self.store.prune_expired(now - EXPIRED_KEPT)))
+                          lambda now: self.store.prune_expired(now - EXPIRED_KEPT)),
+            clock=clock, listener=_revocation_listener(config, self.store))
         self.decision_settings = DecisionSettings(
             prefix=config.prefix, absolute_timeout=s.absolute_timeout, inactivity_timeout=s.inactivity_timeout,
             refresh_after=min(s.refresh_after, s.inactivity_timeout / 2), revocation_grace=self.revocations.grace)
@@ -102,7 +104,17 @@ class Runtime:
         self.devices = RememberedDevices(self.store, self.codec, self.audit, lifetime=config.methods.remember_device)
 
     def close(self) -> None:
+        self.revocations.close()
         self.store.close()
+
+
+def _revocation_listener(config: Config, store: Store) -> Callable[[Callable[[], object]], Listener] | None:
+    """PostgreSQL: revocations pushed by LISTEN/NOTIFY, on ``[store] listen_url`` or else ``database``
+    (:mod:`mfa_middleware.store.notify`). SQLite: None (polling only)."""
+    if store.engine.dialect.name != "postgresql":
+        return None
+    url = config.store.listen_url or config.database
+    return lambda wake: NotificationListener(url, wake)
 
 
 #: The second-factor methods, by kind: one line each (``[methods] enabled`` picks which are offered).

@@ -76,6 +76,9 @@ def signed_in(store_url: str) -> Iterator[SignedIn]:
     and a statement log attached to the store's engine from then on. The clock stands still."""
     clock = Clock()
     mw = make_middleware(store_url, clock)
+    # These tests pin the interval poll, which PostgreSQL keeps as the fallback of its pushed revocations; the
+    # push (its reads run in the listener's thread, never in a request's) is tested in test_revocation_notify.py.
+    mw.runtime.revocations.listener = None
     log = StatementLog(mw.runtime.store.engine)
     try:
         mw.runtime.accounts.add(USERNAME, actor="test", password=PASSWORD)

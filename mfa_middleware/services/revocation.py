@@ -21,14 +21,25 @@ Rules (a store that hangs must never hang the requests that only read this cache
 - Ids are not committed in order on PostgreSQL: a revocation can become visible after a higher id was read. An
   id skipped between two ids that were read is asked for again at every refresh for :data:`GAP_WINDOW` seconds
   (far longer than any transaction may stay open), so a late commit is never lost.
+
+Pushed revocations (PostgreSQL): with a ``listener`` (:mod:`mfa_middleware.store.notify`), a notification sent
+when a revocation commits makes :meth:`RevocationCache.pushed` read the new rows at once, in the listener's
+thread, exactly as :meth:`RevocationCache.refresh` does; the notification carries nothing and is trusted for
+nothing. The interval poll goes on unchanged beside it: it is what still holds when the listening connection is
+down. The listener is started by the first read in this process (a :meth:`RevocationCache.view` that finds the
+snapshot due, or :meth:`RevocationCache.refresh`), so a command-line tool that never serves a request opens no
+listening connection, and a worker forked from a pre-loaded application starts its own. The hot path (a
+snapshot within the interval) does not change.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
 from types import MappingProxyType
+from typing import Protocol
 
 from ..core.decision import RevocationView
 from ..store import Store, StoreUnavailable
@@ -43,10 +54,25 @@ GAP_WINDOW = 120.0
 MAX_GAPS = 10_000
 
 
+class Listener(Protocol):
+    """What pushes revocations: :class:`mfa_middleware.store.notify.NotificationListener`."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float) -> None: ...
+
+
 class RevocationCache:
     def __init__(self, store: Store, *, interval: float, horizon: float,
-                 housekeeping: tuple[Callable[[float], object], ...] = ()) -> None:
+                 housekeeping: tuple[Callable[[float], object], ...] = (), clock: Callable[[], float] = time.time,
+                 listener: Callable[[Callable[[], object]], Listener] | None = None) -> None:
         self.store = store
+        #: the time of the reads that notifications cause (requests pass their own ``now``)
+        self.clock = clock
+        #: pushes notifications to :meth:`pushed` (None: polling only, as on SQLite); built with that method
+        self.listener: Listener | None = listener(self.pushed) if listener is not None else None
+        self._listener_pid = 0  # the process the listener runs in (0: not started)
+        self._listener_lock = threading.Lock()
         #: other hourly clean-ups that ride on this refresh (each gets ``now``; a store error skips it until the
         #: next hour), such as deleting phone sends older than the longest send cap
         self.housekeeping = housekeeping
@@ -90,6 +116,7 @@ class RevocationCache:
         age = now - view.fetched_at
         if age < self.interval:
             return view
+        self._ensure_listener()
         failed_at = self._failed_at
         if failed_at is not None and now - failed_at < self._retry_after():
             return view
@@ -109,9 +136,33 @@ class RevocationCache:
 
     def refresh(self, now: float) -> RevocationView:
         """Read new revocations now, in this thread (the caller just wrote one and must see it at once)."""
+        self._ensure_listener()
         if self._fetch(now):
             self._prune(now)
         return self._view
+
+    def pushed(self) -> None:
+        """A revocation was committed somewhere (a notification, or the listener's catch-up after it
+        connected): read the new rows now, in the caller's (the listener's) thread."""
+        self.refresh(self.clock())
+
+    def _ensure_listener(self) -> None:
+        """Start the listener in this process if it does not run here yet (see the module docstring)."""
+        if self.listener is not None and self._listener_pid != os.getpid():
+            self._start_listener()
+
+    def _start_listener(self) -> None:
+        with self._listener_lock:
+            if self.listener is not None and self._listener_pid != os.getpid():
+                self._listener_pid = os.getpid()
+                self.listener.start()
+
+    def close(self) -> None:
+        """Stop the listener, if one runs, and wait for a read it is making (bounded by the store's time limit),
+        so that no read starts on a store being closed. The poll needs no stopping."""
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener.join(self.store.timeout + 2.0)
 
     def _refresh_in_background(self, now: float) -> None:
         try:

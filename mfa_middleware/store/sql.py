@@ -1790,6 +1790,9 @@ class Store:
 
     @staticmethod
     def _revoke(c: Connection, username: str, *, now: float, session_id: str | None = None) -> None:
+        """The one place revocation rows are written. On PostgreSQL the INSERT also sends ``NOTIFY
+        mfa_revocations`` in this transaction (a trigger, migration 0014: delivered only if the row commits), which
+        every server's revocation listener turns into an immediate read (:mod:`mfa_middleware.store.notify`)."""
         c.execute(insert(revocations).values(username=username, session_id=session_id, not_before=now,
                                              created_at=now))
         if session_id is None:

@@ -2,7 +2,7 @@
 request: mfa_middleware.logs).
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
