@@ -380,6 +380,56 @@ class MetricsConfig:
     networks: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
 
+#: image files a ``[branding] logo`` may be, and the content type each is served with
+LOGO_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+              ".gif": "image/gif", ".webp": "image/webp"}
+MAX_LOGO_BYTES = 256 * 1024
+#: WCAG 2.1 AA contrast for normal text (success criterion 1.4.3)
+MIN_CONTRAST = 4.5
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass(frozen=True)
+class BrandingConfig:
+    """What the sign-in pages look like (``[branding]``): the company's name and logo, and two colours.
+
+    ``primary`` fills buttons (white text on it); ``accent`` colours links and the focus ring (on a white page).
+    Both must reach :data:`MIN_CONTRAST` against white, checked when the configuration loads, so no operator
+    can make the pages unreadable. ``logo`` is the absolute path of an image file (checked at load, served by
+    the pages at ``<prefix>/static/logo``); ``home`` is where "Back to the app" links on error pages lead."""
+
+    company: str = ""  # "": the top-level ``site_name``
+    logo: str | None = None
+    primary: str = "#1d4ed8"
+    accent: str = "#1d4ed8"
+    home: str = "/"
+
+
+@dataclass(frozen=True)
+class PagesConfig:
+    """The pages' templates (``[pages]``): ``templates`` names a folder whose files replace the package's
+    templates of the same name (``login.html``, ``base.html``, ``totp/enroll.html``...); the rest still come from
+    the package. The folder must exist when the configuration loads."""
+
+    templates: str | None = None
+
+
+def relative_luminance(colour: str) -> float:
+    """WCAG 2.1 relative luminance of ``#rrggbb``."""
+    def channel(hex_pair: str) -> float:
+        c = int(hex_pair, 16) / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(colour[i:i + 2]) for i in (1, 3, 5))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(first: str, second: str) -> float:
+    """WCAG 2.1 contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    a, b = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
 @dataclass(frozen=True)
 class Config:
     secret_keys: tuple[str, ...]
@@ -405,6 +455,8 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
     site_name: str = "Secure sign-in"
+    branding: BrandingConfig = field(default_factory=BrandingConfig)
+    pages: PagesConfig = field(default_factory=PagesConfig)
     source: str = "<config>"
 
 
@@ -723,6 +775,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         raise ConfigError(f"{lg.key('level')}: must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     lg.finish()
     logging_config = LoggingConfig(format=log_format, level=log_level)
+    branding = _branding_config(top.table("branding"), base_dir)
+    pages = _pages_config(top.table("pages"), base_dir)
 
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
@@ -737,7 +791,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         dev_outbox=dev_outbox,
         trusted_proxies=proxies,
         case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
-        site_name=top.get("site_name", str, "Secure sign-in"), source=source,
+        site_name=top.get("site_name", str, "Secure sign-in"), branding=branding, pages=pages, source=source,
     )
     top.finish()
     return config
@@ -746,6 +800,67 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
 #: page names under the prefix that a metrics ``path`` must not shadow
 RESERVED_PAGES = frozenset({"", "login", "verify", "enroll", "step-up", "logout", "app-passwords", "dev", "methods",
                             "static", "auth", "health", "ready", "admin", "api"})
+
+
+def _config_path(raw: str, base_dir: str | os.PathLike[str] | None) -> Path:
+    """A path from the file: relative paths are relative to the configuration file's folder."""
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path.resolve()
+
+
+def _colour(reader: _Reader, name: str, default: str) -> str:
+    value = reader.get(name, str, default)
+    if not _HEX_COLOUR.fullmatch(value):
+        raise ConfigError(f"{reader.key(name)}: must be a colour written #rrggbb (such as \"#0b5cad\"), got {value!r}")
+    ratio = contrast_ratio(value, "#ffffff")
+    if ratio < MIN_CONTRAST:
+        raise ConfigError(f"{reader.key(name)}: {value} against white has a contrast ratio of {ratio:.2f}:1; "
+                          f"WCAG AA needs at least {MIN_CONTRAST}:1 for text. Choose a darker colour")
+    return str(value).lower()
+
+
+def _branding_config(br: _Reader, base_dir: str | os.PathLike[str] | None) -> BrandingConfig:
+    company = " ".join(br.get("company", str, "").split())
+    if len(company) > 100:
+        raise ConfigError(f"{br.key('company')}: at most 100 characters, got {len(company)}")
+    logo: str | None = None
+    raw_logo = br.get("logo", str, "")
+    if raw_logo:
+        path = _config_path(raw_logo, base_dir)
+        if path.suffix.lower() not in LOGO_TYPES:
+            raise ConfigError(f"{br.key('logo')}: must be an image file ({', '.join(sorted(LOGO_TYPES))}), "
+                              f"got {raw_logo!r}")
+        if not path.is_file():
+            raise ConfigError(f"{br.key('logo')}: no such file: {path}")
+        if path.stat().st_size > MAX_LOGO_BYTES:
+            raise ConfigError(f"{br.key('logo')}: {path} is larger than {MAX_LOGO_BYTES // 1024} KiB; "
+                              "use a smaller image")
+        logo = str(path)
+    home = br.get("home", str, "/")
+    split = urlsplit(home)
+    local = home.startswith("/") and not home.startswith("//") and "\\" not in home
+    if not (local or (split.scheme in ("http", "https") and split.netloc)) or any(ord(c) < 0x21 for c in home):
+        raise ConfigError(f"{br.key('home')}: must be a path on this site (\"/\", \"/portal/\") or an http(s) "
+                          f"address, got {home!r}")
+    branding = BrandingConfig(company=company, logo=logo, primary=_colour(br, "primary", BrandingConfig.primary),
+                              accent=_colour(br, "accent", BrandingConfig.accent), home=home)
+    br.finish()
+    return branding
+
+
+def _pages_config(pg: _Reader, base_dir: str | os.PathLike[str] | None) -> PagesConfig:
+    raw = pg.get("templates", str, "")
+    templates: str | None = None
+    if raw:
+        path = _config_path(raw, base_dir)
+        if not path.is_dir():
+            raise ConfigError(f"{pg.key('templates')}: no such folder: {path} (the folder of templates that "
+                              "replace the package's own)")
+        templates = str(path)
+    pg.finish()
+    return PagesConfig(templates=templates)
 
 
 def _store_config(st: _Reader, database: str, env: Mapping[str, str]) -> StoreConfig:

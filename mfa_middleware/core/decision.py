@@ -134,6 +134,11 @@ class Unavailable:
 
 Decision = Pass | Redirect | Challenge | BasicChallenge | Deny | Unavailable
 
+#: why a browser is sent to sign in again, added to the login URL as ``&reason=``: fixed codes the login page maps
+#: to its own sentences (it shows nothing for any other value, so a link cannot put words on the page)
+RESTART_EXPIRED = "expired"
+RESTART_SIGNED_OUT = "signed_out"
+
 
 @dataclass(frozen=True, slots=True)
 class DecisionSettings:
@@ -167,9 +172,10 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
 
     valid = session
     reason = "Sign-in required."
+    restart = ""
     if valid is not None:
         if session_expired(valid, now, settings.absolute_timeout, settings.inactivity_timeout):
-            valid, reason = None, "Your session has expired. Sign in again."
+            valid, reason, restart = None, "Your session has expired. Sign in again.", RESTART_EXPIRED
         elif remote_user is not None and remote_user != valid.username:
             valid = None
 
@@ -181,13 +187,13 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
     if now - revocations.fetched_at > settings.revocation_grace:
         return Unavailable("The sign-in service cannot reach its store.")
     if valid is not None and revocations.revokes(valid):
-        valid, reason = None, "Your session has ended. Sign in again."
+        valid, reason, restart = None, "Your session has ended. Sign in again.", RESTART_SIGNED_OUT
     if valid is None:
         stale = facts.session_cookie is not None  # expired, revoked, tampered or unreadable: clear it
         login = sign_in_url(settings.prefix, "login", target_of(facts))
         if facts.wants_json:
             return Challenge(login, reason, clear_session=stale)
-        return Redirect(login, clear_session=stale)
+        return Redirect(login + "&reason=" + restart if restart else login, clear_session=stale)
 
     if not requirement.admits(valid.username, valid.groups):
         return Deny(403, "Your account is not allowed to open this address.")

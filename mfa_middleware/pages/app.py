@@ -12,6 +12,7 @@ factor). A pending sign-in and a replaced session are revoked server-side when t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -37,6 +38,8 @@ from ..primary.remote_user import remote_user_from_environ
 from ..factors import Access, EnrollError, EnrollmentView, Factor, FactorContext, FactorRoute, Interaction, TooSoon
 from ..gateways import ConsoleGateway, GatewayUnavailable
 from ..gateways.phone import ConsolePhoneGateway
+from ..config import LOGO_TYPES, BrandingConfig, ConfigError
+from ..core.decision import RESTART_EXPIRED, RESTART_SIGNED_OUT
 from ..runtime import Runtime
 from ..services.devices import REMEMBERED
 from ..services.lockout import Client
@@ -61,6 +64,25 @@ MAX_FORM_BYTES = 16 * 1024
 OUTBOX_BINDING = "dev-outbox-keypad"
 #: how recent a second factor must be for changes to the account's methods (seconds)
 FRESH_MFA = 10 * 60
+#: why a sign-in starts again, as the ``reason`` the gate (core/decision.py) or these pages put in the login URL.
+#: Only these fixed codes are understood: any other ``reason`` (an attacker's text in a link) shows nothing.
+RESTART_REASONS = {
+    RESTART_EXPIRED: "Your session expired; sign in again.",
+    RESTART_SIGNED_OUT: "You were signed out (from another window, or your account's sessions were ended); "
+                        "sign in again.",
+}
+#: messages for requests the URL map refuses, written for people (werkzeug's descriptions are for developers)
+REFUSED = {
+    405: ("Page not available", "This page cannot be opened that way. Go back and use the page's own buttons."),
+    413: ("Form too large", "What you sent was too large. Go back, shorten it and try again."),
+}
+
+
+def brand_stylesheet(branding: BrandingConfig) -> str:
+    """The company's colours as CSS custom properties, served as ``<prefix>/static/brand.css`` (the CSP forbids
+    inline styles). The colours were checked at load: #rrggbb only, AA contrast against white."""
+    return (f":root {{ --primary: {branding.primary}; --accent: {branding.accent}; }}\n"
+            "@media (prefers-color-scheme: dark) { :root { --accent: #93c5fd; } }\n")
 
 
 @dataclass
@@ -141,12 +163,33 @@ class PagesApp:
     def __init__(self, runtime: Runtime, template_dirs: Iterable[str] = ()) -> None:
         self.rt = runtime
         self.prefix = runtime.config.prefix
-        loaders: list[Any] = [FileSystemLoader(list(template_dirs))] if template_dirs else []
+        config = runtime.config
+        # Templates: the operator's folder ([pages] templates) first, then any given in code, then the package's.
+        folders = [d for d in (config.pages.templates, *template_dirs) if d]
+        for folder in folders:
+            if not Path(folder).is_dir():
+                raise ConfigError(f"{config.source}: pages.templates: no such folder: {folder}")
+        loaders: list[Any] = [FileSystemLoader(folders)] if folders else []
         loaders.append(PackageLoader("mfa_middleware.pages", "templates"))
         # Each method's own screens, as "<kind>/verify.html" and "<kind>/enroll.html" (overridable like the rest).
         loaders.append(PrefixLoader({f.kind: PackageLoader(f.templates, "templates") for f in runtime.factors}))
         self.jinja = Environment(loader=ChoiceLoader(loaders), autoescape=select_autoescape(default=True),
                                  trim_blocks=True, lstrip_blocks=True)
+        branding = config.branding
+        self.brand_css = brand_stylesheet(branding).encode()
+        self.logo: tuple[bytes, str] | None = None
+        if branding.logo is not None:
+            try:
+                self.logo = (Path(branding.logo).read_bytes(), LOGO_TYPES[Path(branding.logo).suffix.lower()])
+            except (OSError, KeyError) as exc:
+                raise ConfigError(f"{config.source}: branding.logo: cannot read {branding.logo}: {exc}") from None
+        # A version in the stylesheets' URLs, so a changed colour or upgrade is not hidden by a browser's cache.
+        digest = hashlib.sha256(self.brand_css + (STATIC / "mfa.css").read_bytes() + (self.logo or (b"", ""))[0])
+        self.jinja.globals.update(
+            site_name=config.site_name, company=branding.company or config.site_name,
+            company_named=bool(branding.company), prefix=self.prefix,
+            home=branding.home, logo_url=f"{self.prefix}/static/logo" if self.logo else None,
+            asset_version=digest.hexdigest()[:12])
         self.url_map = Map([
             Rule("/", endpoint="account"),
             Rule("/login", endpoint="login", methods=["GET", "POST"]),
@@ -161,6 +204,8 @@ class PagesApp:
             Rule("/dev/outbox", endpoint="outbox", methods=["GET", "POST"]),
             Rule("/methods", endpoint="methods", methods=["POST"]),
             Rule("/methods/add", endpoint="add_method", methods=["GET", "POST"]),
+            Rule("/static/brand.css", endpoint="brand_css"),
+            Rule("/static/logo", endpoint="logo"),
             Rule("/static/<path:filename>", endpoint="static"),
             # Each method's own pages and endpoints ("Send a new code", backup codes, a call's callbacks).
             *(Rule(route.path, endpoint=("factor", factor.kind, route), methods=list(route.methods))
@@ -188,10 +233,12 @@ class PagesApp:
                 response = getattr(self, "page_" + endpoint)(ctx, **args)
         except NotFound:
             response = self.render(ctx, "message.html", status=404, title="Page not found",
-                                   message="There is no sign-in page at this address.")
+                                   message="There is no page at this address. It may have moved, or the link may "
+                                           "be incomplete.", account_link=True)
         except HTTPException as exc:
-            response = self.render(ctx, "message.html", status=exc.code or 400, title="Request refused",
-                                   message=exc.description or "The request could not be handled.")
+            title, message = REFUSED.get(exc.code or 400, (
+                "Request refused", "This request could not be handled. Go back, reload the page and try again."))
+            response = self.render(ctx, "message.html", status=exc.code or 400, title=title, message=message)
         except (StoreUnavailable, SchemaOutOfDate) as exc:
             log.error("sign-in page unavailable: %s", exc)
             response = self.unavailable(ctx)
@@ -209,15 +256,30 @@ class PagesApp:
         return base + (f"?next={quote(next_target, safe='/')}" if next_target else "")
 
     def render(self, ctx: PageContext, template: str, status: int = 200, **values: Any) -> Response:
-        values.setdefault("site_name", self.rt.config.site_name)
-        values.setdefault("prefix", self.prefix)
         html = self.jinja.get_template(template).render(**values)
         return Response(html, status=status, content_type="text/html; charset=utf-8")
 
     def message_html(self, title: str, message: str) -> str:
-        """A full message page (for replies the adapters send without a request context)."""
-        return self.jinja.get_template("message.html").render(title=title, message=message,
-                                                              site_name=self.rt.config.site_name, prefix=self.prefix)
+        """A full message page (for replies the adapters send without a request context). Every message page
+        offers a way on (message.html: back to the app, and the links given here); "Access denied" (the gate's
+        403: signed in, but not as someone this address admits) also offers to sign in as someone else."""
+        values: dict[str, Any] = {"title": title, "message": message}
+        if title == "Access denied":
+            values.update(link=self.url("logout"), link_text="Sign in as someone else")
+        return self.jinja.get_template("message.html").render(**values)
+
+    def sign_in_again(self, ctx: PageContext, target: str) -> Response:
+        """To the login page for a browser without a usable session; says why when its session cookie expired
+        or was ended (:data:`RESTART_REASONS`: a fixed code in the URL, never text)."""
+        url = self.url("login", target)
+        s = self.rt.codec.load_session(ctx.cookie(ctx.names.session))
+        if s is not None:
+            s_cfg = self.rt.config.session
+            if session_expired(s, ctx.now, s_cfg.absolute_timeout, s_cfg.inactivity_timeout):
+                url += f"&reason={RESTART_EXPIRED}"
+            elif self.rt.revocations.view(ctx.now).revokes(s):
+                url += f"&reason={RESTART_SIGNED_OUT}"
+        return self.redirect(url)
 
     def unavailable(self, ctx: PageContext) -> Response:
         return self.render(ctx, "message.html", status=503, title="Sign-in is unavailable",
@@ -381,6 +443,18 @@ class PagesApp:
                            link=self.url("login"), link_text="Sign in")
 
     # -- pages -------------------------------------------------------------------------------------------------
+    def page_brand_css(self, ctx: PageContext) -> Response:
+        response = Response(self.brand_css, content_type="text/css; charset=utf-8")
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+    def page_logo(self, ctx: PageContext) -> Response:
+        if self.logo is None:
+            raise NotFound()
+        response = Response(self.logo[0], content_type=self.logo[1])
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
     def page_static(self, ctx: PageContext, filename: str) -> Response:
         path = safe_join(str(STATIC), filename)
         if path is None or not Path(path).is_file():
@@ -437,8 +511,13 @@ class PagesApp:
         if anon is None:
             anon = secrets.token_urlsafe(18)
             ctx.set_cookies.append(set_cookie_header(ctx.names.anonymous, anon, secure=ctx.names.secure))
+        # After a failure the focus goes to the field to fix: the password (the username is kept), or the username
+        # when it is the one missing.
+        fix = None if error is None else ("username" if not username else "password")
+        notice = None if error is not None or ctx.request.method != "GET" else RESTART_REASONS.get(
+            ctx.request.args.get("reason", ""))
         return self.render(ctx, "login.html", status=status, title="Sign in", csrf=self.rt.codec.make_csrf(anon),
-                           next=target, username=username, error=error,
+                           next=target, username=username, error=error, fix=fix, notice=notice,
                            passwordless=passwordless.offered(self, ctx))
 
     # -- passwordless sign-in with a passkey (pages/passwordless.py) ---------------------------------------------
@@ -576,7 +655,7 @@ class PagesApp:
             here = self.prefix + ctx.request.path[len(self.prefix):]
             session = self.session(ctx)
             if session is None:
-                return self.redirect(self.url("login", here))
+                return self.sign_in_again(ctx, here)
             if not self.fresh_mfa(session, ctx.now):
                 return self.render(ctx, "message.html", status=403, title="Verify again first",
                                    message="For your security, this page needs a second factor from the last few "
@@ -796,7 +875,7 @@ class PagesApp:
         target = self.next_of(ctx)
         session = self.session(ctx)
         if session is None:
-            return self.redirect(self.url("login", target))
+            return self.sign_in_again(ctx, target)
         # ``fresh=1``: a full session whose second factor is no longer recent (or was a remembered device) asks for
         # a new one before the account's methods may change. Any other full session has nothing to step up to.
         again = session.level >= 2 and ctx.request.args.get("fresh") == "1" and not self.fresh_mfa(session, ctx.now)
@@ -850,7 +929,7 @@ class PagesApp:
         backup codes, remembered devices (forget one by one) and app passwords."""
         session = self.session(ctx)
         if session is None:
-            return self.redirect(self.url("login", self.prefix + "/"))
+            return self.sign_in_again(ctx, self.prefix + "/")
         user = self.rt.store.get_user(session.username)
         if user is None:
             return self.redirect(self.url("login"))
@@ -879,7 +958,7 @@ class PagesApp:
         second factor), ``forget`` a remembered device. Every change writes an audit row."""
         session = self.session(ctx)
         if session is None:
-            return self.redirect(self.url("login", self.prefix + "/"))
+            return self.sign_in_again(ctx, self.prefix + "/")
         if not self.csrf_ok(ctx, session.sid):
             return self.csrf_refused(ctx)
         user = self.rt.store.get_user(session.username)
@@ -952,7 +1031,7 @@ class PagesApp:
         here = self.prefix + "/methods/add"
         session = self.session(ctx)
         if session is None:
-            return self.redirect(self.url("login", self.prefix + "/"))
+            return self.sign_in_again(ctx, self.prefix + "/")
         if not self.fresh_mfa(session, ctx.now):
             return self.render(ctx, "message.html", status=403, title="Verify again first",
                                message="For your security, adding a sign-in method needs a second factor from the "
@@ -1032,7 +1111,7 @@ class PagesApp:
 
         session = self.session(ctx)
         if session is None:
-            return self.redirect(self.url("login", self.prefix + "/app-passwords"))
+            return self.sign_in_again(ctx, self.prefix + "/app-passwords")
         if session.level < 2 and not session.exempt:
             return self.redirect(self.url("step-up", self.prefix + "/app-passwords"))
         user = self.rt.store.get_user(session.username)

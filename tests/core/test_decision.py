@@ -53,6 +53,9 @@ def outcome(decision: Any) -> tuple[str, Any]:
 
 LOGIN = ("/_mfa/login?next=/x%3Fa%3D1", False)
 LOGIN_CLEAR = ("/_mfa/login?next=/x%3Fa%3D1", True)
+#: a session that expired or was ended says why (a fixed code the login page turns into a sentence)
+LOGIN_EXPIRED = ("/_mfa/login?next=/x%3Fa%3D1&reason=expired", True)
+LOGIN_SIGNED_OUT = ("/_mfa/login?next=/x%3Fa%3D1&reason=signed_out", True)
 STEP_UP = ("/_mfa/step-up?next=/x%3Fa%3D1", False)
 
 
@@ -69,13 +72,13 @@ STEP_UP = ("/_mfa/step-up?next=/x%3Fa%3D1", False)
                  id="no-session-json-401"),
     pytest.param(HTML, TWO, None, FRESH, None, ("Redirect", LOGIN_CLEAR), id="bad-cookie-cleared"),
     pytest.param(HTML, TWO, replace(FULL, issued_at=NOW - 13 * 3600, last_seen=NOW - 10), FRESH, None,
-                 ("Redirect", LOGIN_CLEAR), id="absolute-timeout"),
-    pytest.param(HTML, TWO, replace(FULL, last_seen=NOW - 1801), FRESH, None, ("Redirect", LOGIN_CLEAR),
+                 ("Redirect", LOGIN_EXPIRED), id="absolute-timeout"),
+    pytest.param(HTML, TWO, replace(FULL, last_seen=NOW - 1801), FRESH, None, ("Redirect", LOGIN_EXPIRED),
                  id="inactivity-timeout"),
     pytest.param(HTML, TWO, replace(FULL, issued_at=NOW + 120, last_seen=NOW + 120), FRESH, None,
-                 ("Redirect", LOGIN_CLEAR), id="from-the-future"),
-    pytest.param(HTML, TWO, FULL, USER_REVOKED, None, ("Redirect", LOGIN_CLEAR), id="user-wide-revocation"),
-    pytest.param(HTML, TWO, FULL, SID_REVOKED, None, ("Redirect", LOGIN_CLEAR), id="session-revoked"),
+                 ("Redirect", LOGIN_EXPIRED), id="from-the-future"),
+    pytest.param(HTML, TWO, FULL, USER_REVOKED, None, ("Redirect", LOGIN_SIGNED_OUT), id="user-wide-revocation"),
+    pytest.param(HTML, TWO, FULL, SID_REVOKED, None, ("Redirect", LOGIN_SIGNED_OUT), id="session-revoked"),
     pytest.param(HTML, TWO, FULL, FRESH, "bob", ("Redirect", LOGIN_CLEAR), id="other-windows-user"),
     pytest.param(HTML, TWO, FULL, FRESH, "alice", ("Pass", 2), id="same-windows-user"),
     pytest.param(HTML, Requirement("two_factor", groups=frozenset({"admins"})), FULL, FRESH, None, ("Deny", 403),
