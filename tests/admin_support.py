@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 from html import unescape
 
 import pyotp
 from werkzeug.test import TestResponse
 
 from mfa_middleware import MFAMiddleware
+from mfa_middleware.pages.app import FRESH_MFA
 from tests.support.mfa import Browser, Clock, csrf_of
 
 PASSWORD = "correct horse battery"
@@ -34,7 +37,7 @@ class Admin:
     def csrf(self) -> str:
         return csrf_of(self.get("").text)
 
-    def post(self, path: str, data: dict[str, str] | list[tuple[str, str]], **kw: object) -> TestResponse:
+    def post(self, path: str, data: Mapping[str, Any], **kw: Any) -> TestResponse:
         return self.browser.post("/_mfa/admin" + path, data, **kw)  # type: ignore[arg-type]
 
     def confirm_page(self, action: str, name: str, **form: str) -> TestResponse:
@@ -46,8 +49,8 @@ class Admin:
         return self.post("/confirm", {"token": token_of(page.text), "csrf_token": csrf_of(page.text)})
 
     def step_up(self) -> None:
-        """A new second factor now (the step-up page), after the clock moved on."""
-        self.clock.advance(30)
+        """A new second factor (the step-up page), after the last one grew old."""
+        self.clock.advance(FRESH_MFA + 30)
         r = self.browser.get("/_mfa/step-up?fresh=1&next=/_mfa/admin")
         assert r.status_code == 303, r.text
         page = self.browser.get("/_mfa/verify")

@@ -73,10 +73,13 @@ MAX_IMPORT_ROWS = 5000
 MAX_CONFIRM_FORM = 2 * MAX_UPLOAD
 STATE_VERBS = {"enabled": "Enable", "enforced": "Enforce", "disabled": "Disable"}
 
-RULES = [
-    Rule("/admin", endpoint="admin", defaults={"view": "users"}, methods=["GET"]),
-    Rule("/admin/<view>", endpoint="admin", methods=["GET", "POST"]),
-]
+
+
+def rules() -> list[Rule]:
+    """The portal's routes, for the pages app's URL map (new objects each time: a rule belongs to one map)."""
+    return [Rule("/admin", endpoint="admin", defaults={"view": "users"}, methods=["GET"]),
+            Rule("/admin/<view>", endpoint="admin", methods=["GET", "POST"])]
+
 
 #: single-user actions: (title of the confirmation, what it does, button)
 ACTIONS: dict[str, tuple[str, str, str]] = {
@@ -384,13 +387,18 @@ class Portal:
                 return self.verify_again(self.base + "/import")
             return self.render("admin_import.html", title="Bulk update from a file", plan=None, limit=MAX_UPLOAD,
                                rows_limit=MAX_IMPORT_ROWS)
-        request.max_content_length = MAX_UPLOAD + 16 * 1024
+        # werkzeug buffers multipart input in chunks up to max_form_memory_size: both limits follow the upload's
+        request.max_content_length = request.max_form_memory_size = MAX_UPLOAD + 16 * 1024
         if not self.pages.csrf_ok(self.ctx, self.session.sid):
             return self.pages.csrf_refused(self.ctx)
         if not self.fresh():
             return self.verify_again(self.base + "/import")
         upload = request.files.get("file")
-        data = upload.read(MAX_UPLOAD + 1) if upload is not None else b""
+        try:
+            data = upload.read(MAX_UPLOAD + 1) if upload is not None else b""
+        finally:
+            for each in request.files.values():
+                each.close()
         if len(data) > MAX_UPLOAD:
             raise RequestEntityTooLarge()
 
@@ -417,6 +425,8 @@ class Portal:
         request.max_form_memory_size = MAX_CONFIRM_FORM
         if not self.pages.csrf_ok(self.ctx, self.session.sid):
             return self.pages.csrf_refused(self.ctx)
+        if not self.fresh():
+            return self.verify_again(self.base)
         data = self.unsign(request.form.get("token", ""))
         if data is None:
             self.audit("refused", reason="confirmation")
@@ -424,9 +434,6 @@ class Portal:
                                 "session or administrator, or was changed. Nothing was changed. Start the change "
                                 "again.", 403, self.base, "Back to users")
         op, users, params = data["op"], [str(u) for u in data["u"]], data["p"]
-        back = self.user_url(users[0]) if op in ACTIONS and users else self.base
-        if not self.fresh():
-            return self.verify_again(back)
         if op == "state":
             return self.apply_states([(u, None, str(params.get("state"))) for u in users], summary="bulk_state")
         if op == "import":
@@ -648,4 +655,4 @@ def is_admin_target(prefix: str, target: str) -> bool:
 
 
 __all__ = ["MAX_IMPORT_ROWS", "MAX_UPLOAD", "PAGE_SIZE", "ImportPlan", "dispatch", "is_admin_target",
-           "parse_import"]
+           "parse_import", "rules"]

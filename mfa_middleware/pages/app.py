@@ -163,7 +163,7 @@ class PagesApp:
             Rule("/methods/add", endpoint="add_method", methods=["GET", "POST"]),
             Rule("/static/<path:filename>", endpoint="static"),
             # The admin portal (pages/admin.py: its own access checks, confirmations and audit rows).
-            *admin.RULES,
+            *admin.rules(),
             # Each method's own pages and endpoints ("Send a new code", backup codes, a call's callbacks).
             *(Rule(route.path, endpoint=("factor", factor.kind, route), methods=list(route.methods))
               for factor in runtime.factors for route in factor.routes),
