@@ -281,15 +281,20 @@ def test_pages_forward_and_back(mw: MFAMiddleware, admin: Admin) -> None:
     rt = mw.runtime
     for i in range(120):
         rt.store.create_user(f"u{i:03d}", now=admin.clock.now)
-    names = lambda html: re.findall(r'name="user" value="([^"]+)"', html)  # noqa: E731
+    def names(html: str) -> list[str]:
+        return re.findall(r'name="user" value="([^"]+)"', html)
+
+    def follow(html: str, rel: str) -> str:
+        found = re.search(rf'href="([^"]+)" rel="{rel}"', html)
+        assert found is not None, rel
+        return found.group(1).replace("&amp;", "&").removeprefix("/_mfa/admin")
+
     first = admin.get("?q=u")
     assert names(first.text)[:2] == ["u000", "u001"] and len(names(first.text)) == 50
     assert "Previous" not in first.text
-    second = admin.get(re.search(r'href="([^"]+)" rel="next"', first.text).group(1).replace("&amp;", "&")
-                       .removeprefix("/_mfa/admin"))  # type: ignore[union-attr]
+    second = admin.get(follow(first.text, "next"))
     assert names(second.text)[0] == "u050"
-    back = admin.get(re.search(r'href="([^"]+)" rel="prev"', second.text).group(1).replace("&amp;", "&")
-                     .removeprefix("/_mfa/admin"))  # type: ignore[union-attr]
+    back = admin.get(follow(second.text, "prev"))
     assert names(back.text) == names(first.text)
     last = admin.get("?q=u&last=1")
     assert names(last.text)[-1] == "u119" and len(names(last.text)) == 50 and 'rel="next"' not in last.text

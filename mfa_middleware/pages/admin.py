@@ -255,7 +255,7 @@ class Portal:
         return data
 
     def confirm_page(self, op: str, users: list[str], params: dict[str, Any], *, title: str, what: str,
-                     button: str, back: str, rows: list[tuple[str, ...]] | None = None) -> Response:
+                     button: str, back: str, rows: list[tuple[str, str]] | None = None) -> Response:
         if not self.fresh():
             return self.verify_again(back)
         return self.render("admin_confirm.html", title=title, what=what, button=button, back=back, users=users,
@@ -371,7 +371,7 @@ class Portal:
                                       name=user.username)
             params[field] = int(raw)
         title, what, button = ACTIONS[action]
-        detail = [("Reason", params["reason"])] if "reason" in params else []
+        detail: list[tuple[str, str]] = [("Reason", str(params["reason"]))] if "reason" in params else []
         if "days" in params:
             detail.append(("For", f"{params['days']} day(s)"))
         if "minutes" in params:
