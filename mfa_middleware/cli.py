@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import KNOWN_METHODS, USER_STATES, Config, ConfigError, load_config
-from .listing import FORMATS, TABLE_LIMIT, Column, local_time, paged, stream, table_page
+from .listing import FORMATS, TABLE_LIMIT, Column, iso, local_time, paged, stream, table_page
 from .secretbox import SecretBox
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -958,6 +958,54 @@ def tokens_delete(state: _State, serial: str, yes: bool) -> None:
     if before.username:
         owner = f" (it was {'activated by' if before.activated else 'assigned to'} {before.username})"
     console.print(f"Deleted token {before.serial}{owner}.")
+
+
+# -- usage: the two billing models (per enabled user, per authentication) -------------------------------------------
+@admin.command("usage")
+@click.option("--month", required=True, help="The calendar month (UTC), YYYY-MM.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_obj
+def usage_cmd(state: _State, month: str, fmt: str) -> None:
+    """Enabled users and second-factor authentications by method in one month (services/usage.py says exactly
+    what counts)."""
+    import json
+
+    from .services.usage import Usage, UsageError, month_bounds
+
+    try:
+        month_bounds(month)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--month") from None
+    rt = state.runtime()
+    with _errors():
+        report = Usage(rt.store).month(month)
+    if fmt == "json":
+        click.echo(json.dumps({"month": report.month, "start": iso(report.start), "end": iso(report.end),
+                               "enabled_users": report.enabled_users, "authentications": report.authentications,
+                               "total_authentications": report.total_authentications,
+                               "passwordless": report.passwordless}, indent=2))
+        return
+    if fmt == "csv":
+        rows: list[tuple[str, str, int]] = [("enabled_users", "", report.enabled_users)]
+        rows += [("authentications", method, n) for method, n in report.authentications.items()]
+        rows += [("authentications_total", "", report.total_authentications),
+                 ("passwordless", "", report.passwordless)]
+        click.echo("month,measure,method,count")
+        for measure, method, n in rows:
+            click.echo(f"{report.month},{measure},{method},{n}")
+        return
+    console.print(f"Usage in {report.month} (UTC)", style="bold", highlight=False)
+    console.print(f"Enabled users (per-user billing): {report.enabled_users:,}", highlight=False)
+    table = Table(title="Second-factor authentications (per-authentication billing)", header_style="bold")
+    table.add_column("Method")
+    table.add_column("Authentications", justify="right")
+    for method, n in report.authentications.items():
+        table.add_row(method, f"{n:,}")
+    table.add_row("total", f"{report.total_authentications:,}", style="bold")
+    console.print(table)
+    if report.passwordless:
+        console.print(f"Passwordless passkey sign-ins (not counted above): {report.passwordless:,}",
+                      highlight=False)
 
 
 # -- mfa-middleware -----------------------------------------------------------------------------------------

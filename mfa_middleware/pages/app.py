@@ -29,7 +29,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Request, Response
 
-from . import passwordless
+from . import admin, passwordless
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
@@ -207,6 +207,8 @@ class PagesApp:
             Rule("/static/brand.css", endpoint="brand_css"),
             Rule("/static/logo", endpoint="logo"),
             Rule("/static/<path:filename>", endpoint="static"),
+            # The admin portal (pages/admin.py: its own access checks, confirmations and audit rows).
+            *admin.rules(),
             # Each method's own pages and endpoints ("Send a new code", backup codes, a call's callbacks).
             *(Rule(route.path, endpoint=("factor", factor.kind, route), methods=list(route.methods))
               for factor in runtime.factors for route in factor.routes),
@@ -295,6 +297,8 @@ class PagesApp:
         target = safe_next(raw, "/")
         if target == self.prefix or target.startswith(self.prefix + "/"):
             # Only the account pages are worth coming back to; never login, logout or a form endpoint.
+            if admin.is_admin_target(self.prefix, target):  # admin portal pages (GET changes nothing there)
+                return target
             return target if target in (self.prefix + "/", self.prefix + "/app-passwords") else "/"
         return target
 
@@ -526,6 +530,10 @@ class PagesApp:
 
     def page_login_passkey(self, ctx: PageContext) -> Response:
         return passwordless.page_sign_in(self, ctx)
+
+    # -- the admin portal (pages/admin.py) ------------------------------------------------------------------------
+    def page_admin(self, ctx: PageContext, view: str) -> Response:
+        return admin.dispatch(self, ctx, view)
 
     def locked(self, ctx: PageContext, until: float | None) -> Response:
         if until is None or until > 1e17:

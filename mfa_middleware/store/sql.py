@@ -794,20 +794,26 @@ class Store:
         return [self._user(r) for r in rows]
 
     def page_users(self, filters: UserFilter, *, after: str | None = None, limit: int = 100,
-                   now: float) -> list[tuple[UserRecord, int]]:
+                   now: float, before: str | None = None, last: bool = False) -> list[tuple[UserRecord, int]]:
         """One page of users matching ``filters``, in username order, after the username ``after`` (keyset
         pagination: each page costs the same however deep it is), each with its count of confirmed methods
-        (read in the same query, for the page's rows only)."""
+        (read in the same query, for the page's rows only). ``before`` (or ``last``: from the end) reads the page
+        that ends just before that username, still returned in username order (a "previous page" link)."""
         method_count = (select(func.count()).select_from(methods)
                         .where(methods.c.user_id == users.c.id, methods.c.confirmed.is_(True))
                         .scalar_subquery())
-        stmt = select(users, method_count.label("method_count")).order_by(users.c.username).limit(max(1, limit))
+        backwards = before is not None or last
+        order = users.c.username.desc() if backwards else users.c.username
+        stmt = select(users, method_count.label("method_count")).order_by(order).limit(max(1, limit))
         if after is not None:
             stmt = stmt.where(users.c.username > after)
+        if before is not None:
+            stmt = stmt.where(users.c.username < before)
         for condition in self._user_conditions(filters, now):
             stmt = stmt.where(condition)
         rows = self._run(lambda c: c.execute(stmt).all())
-        return [(self._user(r), int(r.method_count)) for r in rows]
+        found = [(self._user(r), int(r.method_count)) for r in rows]
+        return found[::-1] if backwards else found
 
     def count_users_matching(self, filters: UserFilter, *, now: float) -> int:
         stmt = select(func.count()).select_from(users)
