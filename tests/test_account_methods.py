@@ -252,3 +252,16 @@ def test_backup_codes_link_with_the_count(mw: MFAMiddleware, clock: Clock) -> No
     offer = bob.browser.get("/_mfa/backup-codes")
     bob.browser.post("/_mfa/backup-codes", {"csrf_token": csrf_of(offer.text)})
     assert "10 unused codes left" in bob.account()
+
+
+def test_a_bypass_session_must_verify_before_changing_methods(mw: MFAMiddleware, clock: Clock) -> None:
+    """A one-time bypass stands in for the second factor at sign-in only: whoever talked the helpdesk into it must
+    not also be able to add their own authenticator or print backup codes on the strength of it."""
+    Bob(mw, clock)  # enrolled
+    mw.runtime.accounts.bypass("bob", actor="helpdesk", seconds=300, reason="lost phone")
+    browser = Browser(mw)
+    assert browser.login("bob", PASSWORD).status_code == 303
+    assert browser.get("/").status_code == 200  # the bypass let the sign-in through...
+    for path in ("/_mfa/methods/add", "/_mfa/backup-codes"):
+        refused = browser.get(path)  # ...but changing methods asks for a real second factor
+        assert refused.status_code == 403 and "Verify again" in refused.text, path

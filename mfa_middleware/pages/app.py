@@ -358,10 +358,10 @@ class PagesApp:
 
     def fresh_mfa(self, session: Session, now: float) -> bool:
         """Whether ``session`` had a real second factor in the last :data:`FRESH_MFA` seconds (needed to change
-        the account's methods). A remembered device never counts: it stands in for a second factor at sign-in
-        only."""
+        the account's methods). A remembered device and a one-time bypass never count: they stand in for a second
+        factor at sign-in only."""
         return (session.level >= 2 and session.mfa_at is not None and 0 <= now - session.mfa_at <= FRESH_MFA
-                and REMEMBERED not in session.methods)
+                and REMEMBERED not in session.methods and "bypass" not in session.methods)
 
     def remembered_device(self, ctx: PageContext, user: UserRecord) -> bool:
         """Whether the browser holds a remembered device that still stands for ``user`` (services/devices.py).
