@@ -48,7 +48,7 @@ name ``/ADMINI~1/x`` all reach ``/admin/x``. So that a rule means what the serve
     direction marks): Windows "best fit" conversion to a code page turns some into ASCII (the soft hyphen into
     ``-``, CVE-2024-4577).
 
-What happens to the other tricks, in every mode: ``%5C`` and ``\`` (IIS reads a backslash as ``/``) are
+What happens to the other tricks, in every mode: ``%5C`` and ``\\`` (IIS reads a backslash as ``/``) are
 refused by rule 2; ``%2E`` is a dot once decoded and dot segments are resolved by rule 8 (in process; forward
 auth refuses them); overlong UTF-8 (``%C0%AF``, the IIS "Unicode traversal", CVE-2000-0884) by rule 1; double
 encoding (``%255c``, CVE-2001-0333) and IIS ``%uXXXX`` by rule 4; trailing dots and spaces by rule 6 (refused
