@@ -27,6 +27,7 @@ from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_js
 from ..core.paths import normalize_path
 from ..runtime import Runtime
 from ..web.cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..web.headers import secure_headers
 
 log = logging.getLogger("mfa_middleware")
 
@@ -60,9 +61,15 @@ class Headers(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """An answer of ours (not the app's). Its headers always carry the security headers
+    (:func:`~mfa_middleware.web.headers.secure_headers`), whoever builds it."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", secure_headers(self.headers))
 
     @property
     def status_line(self) -> str:
