@@ -99,9 +99,12 @@ class Trio:
             return self._ask(target, method, headers)
         if via == "asgi":
             return self._asgi(target, method, headers, body)
-        app = self.wsgi if via == "wsgi" else self.forward
-        return self._wsgi(app, target, method, headers, body, environ or {},
-                          "127.0.0.1" if via == "forward" else CLIENT_ADDR)
+        if via == "wsgi":
+            return self._wsgi(self.wsgi, target, method, headers, body, environ or {}, CLIENT_ADDR)
+        # The sign-in pages behind nginx: the proxy appends the client's address to X-Forwarded-For.
+        xff = headers.pop("X-Forwarded-For", None)
+        headers["X-Forwarded-For"] = f"{xff}, {CLIENT_ADDR}" if xff else CLIENT_ADDR
+        return self._wsgi(self.forward, target, method, headers, body, {}, "127.0.0.1")
 
     def _reached(self, status: int, out_headers: dict[str, str], data: bytes) -> Outcome:
         calls = self.recorder.calls
