@@ -126,8 +126,10 @@ def authorization_headers(draw: st.DrawFn, valid: str, app_password: str) -> str
         st.just(token.replace("+", "-").replace("/", "_")), st.just(" " + token),
         st.builds(_mutate, st.just(token), st.integers(0, 200), st.sampled_from(list("A/+=_-. \t"))),
         st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()), st.text(max_size=40))
-    scheme = draw(st.sampled_from(["Basic", "basic", "BASIC", "Basic ", "Bearer", "Basic\t", "Digest", ""]))
-    return scheme + draw(st.sampled_from([" ", "  ", ""])) + draw(tokens)
+    scheme: str = draw(st.sampled_from(["Basic", "basic", "BASIC", "Basic ", "Bearer", "Basic\t", "Digest", ""]))
+    space: str = draw(st.sampled_from([" ", "  ", ""]))
+    body: str = draw(tokens)
+    return scheme + space + body
 
 
 def test_the_valid_app_password_passes_everywhere(world: World) -> None:

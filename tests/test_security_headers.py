@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin", "strict-orig
 ALLOWED_SOURCES = {"'self'", "'none'"}
 
 
-def config_overrides() -> dict[str, object]:
+def config_overrides() -> dict[str, Any]:
     return {"methods": {"enabled": ALL_METHODS, "webauthn": {"origins": ["http://localhost"], "passwordless": True}},
             "email": {"gateway": "console", "from_address": "no-reply@example.com"},
             "phone": {"gateway": "console", "allowed_countries": ["*"]},

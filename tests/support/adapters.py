@@ -140,8 +140,8 @@ class Trio:
         async def receive() -> dict[str, Any]:
             return inbox.pop(0) if inbox else {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
 
         asyncio.run(self.asgi(scope, receive, send))
         start = next(m for m in sent if m["type"] == "http.response.start")
