@@ -431,6 +431,19 @@ def contrast_ratio(first: str, second: str) -> float:
 
 
 @dataclass(frozen=True)
+class PathsConfig:
+    """The ``[paths]`` table: how request paths are read (:mod:`mfa_middleware.core.paths`).
+
+    ``windows = true`` (on in the IIS samples) matches rules case-insensitively whatever ``case_sensitive_paths``
+    would say (setting both is an error) and refuses with 400 the forms IIS and NTFS read as another name: NTFS
+    alternate data streams (``::$DATA``), 8.3 short names (``ADMINI~1``), wildcard characters, and non-ASCII
+    characters that case tables or "best fit" code-page conversion may turn into ASCII.
+    """
+
+    windows: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     secret_keys: tuple[str, ...]
     encryption_keys: tuple[str, ...]
@@ -454,6 +467,7 @@ class Config:
     dev_outbox: bool = False
     trusted_proxies: tuple[str, ...] = ()
     case_sensitive_paths: bool = False
+    paths: PathsConfig = field(default_factory=PathsConfig)
     site_name: str = "Secure sign-in"
     branding: BrandingConfig = field(default_factory=BrandingConfig)
     pages: PagesConfig = field(default_factory=PagesConfig)
@@ -780,6 +794,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
 
     rules_raw = top.get("rules", list, [])
     rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
+    case_sensitive_paths = top.get("case_sensitive_paths", bool, False)
+    paths = _paths_config(top.table("paths"), case_sensitive_paths)
     config = Config(
         secret_keys=secret_keys, encryption_keys=encryption_keys, database=database,
         default_policy=default_policy, prefix=prefix, rules=rules, session=session, primary=primary,
@@ -790,7 +806,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         fraud=fraud,
         dev_outbox=dev_outbox,
         trusted_proxies=proxies,
-        case_sensitive_paths=top.get("case_sensitive_paths", bool, False),
+        case_sensitive_paths=case_sensitive_paths, paths=paths,
         site_name=top.get("site_name", str, "Secure sign-in"), branding=branding, pages=pages, source=source,
     )
     top.finish()
@@ -863,7 +879,17 @@ def _pages_config(pg: _Reader, base_dir: str | os.PathLike[str] | None) -> Pages
     return PagesConfig(templates=templates)
 
 
+def _paths_config(pt: _Reader, case_sensitive_paths: bool) -> PathsConfig:
+    windows = pt.get("windows", bool, False)
+    if windows and case_sensitive_paths:
+        raise ConfigError(f"{pt.key('windows')}: Windows and IIS read paths without regard to case, so rules must "
+                          "match them that way too; remove case_sensitive_paths = true")
+    pt.finish()
+    return PathsConfig(windows=windows)
+
+
 def _store_config(st: _Reader, database: str, env: Mapping[str, str]) -> StoreConfig:
+
     timeout, busy_timeout = st.duration("timeout", 3), st.duration("busy_timeout", 2)
     for name, value in (("timeout", timeout), ("busy_timeout", busy_timeout)):
         if not 0.1 <= value <= 600:

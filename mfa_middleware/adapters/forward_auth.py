@@ -102,9 +102,8 @@ class ForwardAuthAdapter:
             if result.https:
                 environ["wsgi.url_scheme"] = "https"
             return self.pages(environ, start_response)
-        body = b"Not found: this server only answers authorization requests and serves the sign-in pages.\n"
-        start_response("404 Not Found", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-        return [body]
+        return self._send(start_response, Reply(404, [("Content-Type", "text/plain")], b"Not found: this server only "
+                                                b"answers authorization requests and serves the sign-in pages.\n"))
 
     def authorize(self, kind: str, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         headers = EnvironHeaders(environ)

@@ -28,10 +28,16 @@ from ..core.facts import RequestFacts, client_address, is_trusted_peer, wants_js
 from ..core.paths import normalize_path
 from ..runtime import Runtime
 from ..web.cookies import clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..web.headers import secure_headers
 
 log = logging.getLogger("mfa_middleware")
 
 NO_STORE = [("Cache-Control", "no-store"), ("Vary", "Cookie")]
+#: the 400 page for a path core/paths.py refuses
+REFUSED_PATH = ("The request path could not be understood. Addresses holding forms that servers read in different "
+                "ways are refused: encoded slashes or percent signs, backslashes, control characters, a name ending "
+                "in a dot or a space, and on Windows servers data streams (name::$DATA), short names (NAME~1) and "
+                "wildcard characters. Check the address and try again.")
 REASONS = {200: "OK", 302: "Found", 303: "See Other", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 413: "Content Too Large", 429: "Too Many Requests", 503: "Service Unavailable"}
 
@@ -56,9 +62,15 @@ class Headers(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """An answer of ours (not the app's). Its headers always carry the security headers
+    (:func:`~mfa_middleware.web.headers.secure_headers`), whoever builds it."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", secure_headers(self.headers))
 
     @property
     def status_line(self) -> str:
@@ -89,6 +101,7 @@ class Gate:
         self._names = (cookie_names(runtime.config.session, False), cookie_names(runtime.config.session, True))
         self._trusted = runtime.trusted_proxies
         self._remote_user_trusted = "remote_user" in runtime.config.primary.methods
+        self._windows = runtime.config.paths.windows  # IIS path folding (core/paths.py, rules 9 to 13)
 
     def trusts(self, peer: str) -> bool:
         """Whether the direct peer is a configured trusted proxy (whose ``X-Forwarded-*`` headers count)."""
@@ -117,11 +130,10 @@ class Gate:
             client_ip = client_address(peer, headers.get("x-forwarded-for"), self._trusted)
         else:  # no trusted proxy: the connection itself says everything
             https, client_ip = scheme == "https", peer
-        path = normalize_path(raw_path)
+        path = normalize_path(raw_path, self._windows)
         if path is None:
             return GateResult(None, https, client_ip,
-                              reply=self.message(400, "Bad request", "The request path could not be understood.",
-                                                 headers))
+                              reply=self.message(400, "Bad request", REFUSED_PATH, headers))
         if path == self.prefix or path.startswith(self._prefix_slash):
             return GateResult(path, https, client_ip, to_pages=True)
 

@@ -27,6 +27,36 @@ Rules of :func:`normalize_path` (the input is the WSGI form; a path is refused w
 8. Empty segments (``//``) and ``.`` segments are dropped; ``..`` removes the previous segment; ``..`` above the
    root is refused. A trailing slash is kept.
 
+Windows mode (``[paths] windows = true``, on in the IIS samples). IIS and the Windows file systems read several
+forms of one name as that name: ``/Admin/x``, ``/admin./x``, ``/admin%20/x``, ``/admin::$DATA/x`` and the 8.3 short
+name ``/ADMINI~1/x`` all reach ``/admin/x``. So that a rule means what the server means, windows mode adds:
+
+9. Rules match case-insensitively, always (``case_sensitive_paths = true`` with ``windows = true`` is a
+   configuration error). Nothing is folded: the app gets the path as the client wrote its case, and IIS serves
+   the same file for every case.
+10. A colon anywhere is refused: ``name:stream`` and ``name::$DATA`` open an NTFS alternate data stream of
+    ``name`` (``/web.config::$DATA`` returned source code, MS98-003; ``/admin:$I30:$INDEX_ALLOCATION/x`` is the
+    folder ``/admin``). IIS refuses ``:`` itself by default (``requestPathInvalidCharacters``).
+11. A segment holding ``~`` followed by a digit is refused: it may be an 8.3 short name (``ADMINI~1`` for
+    ``administration``, ``PROGRA~1``). Which long name it stands for depends on the folder's contents, so it
+    cannot be folded; refusing it also closes IIS short-name enumeration (the "IIS tilde" disclosure).
+12. The Windows wildcard characters ``*``, ``<``, ``>``, ``"`` and ``|`` are refused (file-system APIs read
+    ``<``, ``>`` and ``"`` as ``*``, ``?`` and ``.`` in a pattern; none is valid in a Windows name).
+13. A non-ASCII character whose upper- or lower-case form holds an ASCII letter (``ı``, ``İ``; ``ſ`` and the
+    Kelvin sign ``K`` already fall under rule 5) is refused: the case tables of NTFS and of the rule matcher may
+    disagree on them. So is a Unicode format character (category Cf: the soft hyphen, zero-width characters,
+    direction marks): Windows "best fit" conversion to a code page turns some into ASCII (the soft hyphen into
+    ``-``, CVE-2024-4577).
+
+What happens to the other tricks, in every mode: ``%5C`` and ``\\`` (IIS reads a backslash as ``/``) are
+refused by rule 2; ``%2E`` is a dot once decoded and dot segments are resolved by rule 8 (in process; forward
+auth refuses them); overlong UTF-8 (``%C0%AF``, the IIS "Unicode traversal", CVE-2000-0884) by rule 1; double
+encoding (``%255c``, CVE-2001-0333) and IIS ``%uXXXX`` by rule 4; trailing dots and spaces by rule 6 (refused
+rather than folded: no browser sends them); ``;params`` are cut by rule 7 (IIS keeps ``;`` in the name, but the
+app gets the cut path, so ``/x.asp;.jpg`` is judged and served as ``/x.asp``). Compatibility forms (NFKC) of
+ASCII are refused by rule 5; NFC and NFD spellings of other characters (``café`` as ``e`` + U+0301) are two names
+to NTFS, which does not normalise, and to the rules alike, so they are kept as written.
+
 The result is the text form, or ``None`` when the path must be refused. In-process adapters pass the
 normalised path to the app, so no gap can open between what the policy matched and what the app routes on.
 Forward auth cannot rewrite what the proxy forwards; it refuses a URI unless normalising it changes nothing
@@ -45,10 +75,13 @@ import unicodedata
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\\?#]")
 #: what a second percent-decoding would change (rule 4)
 _LEFTOVER = re.compile(r"%(?:[0-9a-f]{2}|u[0-9a-f]{4})", re.IGNORECASE)
+#: windows mode: alternate data streams, 8.3 short names, wildcards (rules 10 to 12)
+_WINDOWS_FORBIDDEN = re.compile(r'[:*<>"|]|~[0-9]')
 
 
-def normalize_path(raw: str) -> str | None:
-    """Return the canonical text form of a decoded request path (WSGI form), or ``None`` when it must be refused."""
+def normalize_path(raw: str, windows: bool = False) -> str | None:
+    """Return the canonical text form of a decoded request path (WSGI form), or ``None`` when it must be refused.
+    ``windows`` adds rules 10 to 13 (rule 9 is the policy's)."""
     if raw.isascii():
         path = raw
     else:
@@ -56,11 +89,13 @@ def normalize_path(raw: str) -> str | None:
             path = raw.encode("latin-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             return None
-        if _has_compat_ascii(path):
+        if _has_compat_ascii(path) or (windows and _has_windows_ambiguous(path)):
             return None
     if not path:
         return "/"
     if path[0] != "/" or _FORBIDDEN.search(path) or ("%" in path and _LEFTOVER.search(path)):
+        return None
+    if windows and _WINDOWS_FORBIDDEN.search(path):
         return None
     # Fast path: nothing to normalise in the overwhelmingly common case.
     if "//" not in path and "/." not in path and ";" not in path and "./" not in path and " " not in path \
@@ -100,6 +135,17 @@ def _compat_ascii(char: str) -> bool:
 
 def _has_compat_ascii(path: str) -> bool:
     return any(c > "\x7f" and _compat_ascii(c) for c in path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _windows_ambiguous(char: str) -> bool:
+    return (unicodedata.category(char) == "Cf"
+            or any(c < "\x80" for c in char.upper()) or any(c < "\x80" for c in char.lower()))
+
+
+def _has_windows_ambiguous(path: str) -> bool:
+    """Rule 13: a character NTFS's case table or a code page's "best fit" may turn into ASCII."""
+    return any(c > "\x7f" and _windows_ambiguous(c) for c in path)
 
 
 def is_local_target(target: str) -> bool:

@@ -15,7 +15,8 @@ Rules:
 - Globs: ``*`` matches any run of characters including ``/``, ``?`` one character other than ``/``. A glob ending
   in ``/*`` also matches the folder itself (``/admin/*`` matches ``/admin``).
 - Paths are matched case-insensitively unless ``case_sensitive_paths`` is set, so ``/ADMIN`` on a server that
-  routes without regard to case cannot slip past an ``/admin/*`` rule.
+  routes without regard to case cannot slip past an ``/admin/*`` rule. With ``[paths] windows = true`` they are
+  always matched so (see :mod:`mfa_middleware.core.paths` for the rest of Windows mode).
 
 Matching is pure: it gets the normalised path and the method, and returns a frozen :class:`Requirement`.
 """
@@ -96,7 +97,8 @@ class Policy:
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
-        return cls(config.rules, config.default_policy, config.case_sensitive_paths)
+        # Windows mode always matches without regard to case (the configuration refuses both set).
+        return cls(config.rules, config.default_policy, config.case_sensitive_paths and not config.paths.windows)
 
     def match(self, method: str, path: str) -> Requirement:
         """The requirement of the first rule selecting ``method`` and the normalised ``path``."""

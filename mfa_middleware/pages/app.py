@@ -31,6 +31,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import admin, passwordless
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
+from ..web.headers import secure_response
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
@@ -48,17 +49,8 @@ from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
 
 log = logging.getLogger("mfa_middleware.pages")
 STATIC = Path(__file__).with_name("static")
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Pragma": "no-cache",
-    "Vary": "Cookie",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "
-                                "connect-src 'self'; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
-}
+#: what every page says besides the security headers (web/headers.py sets those, for every response)
+PAGE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache", "Vary": "Cookie"}
 MAX_FORM_BYTES = 16 * 1024
 #: what the demo outbox keypad's CSRF token is bound to (the page has no cookie of its own)
 OUTBOX_BINDING = "dev-outbox-keypad"
@@ -246,9 +238,10 @@ class PagesApp:
             response = self.unavailable(ctx)
         for header in ctx.set_cookies:
             response.headers.add("Set-Cookie", header)
-        for key, value in SECURITY_HEADERS.items():
+        for key, value in PAGE_HEADERS.items():
             if key not in response.headers:
                 response.headers[key] = value
+        secure_response(response)
         result: Iterable[bytes] = response(environ, start_response)
         return result
 

@@ -24,6 +24,8 @@ from markupsafe import escape
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
+from ...web.headers import PERMISSIONS_POLICY_WITH_CAMERA
+
 #: the authenticator's CSP: the pages' policy plus the manifest and the service worker
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "manifest-src 'self'; worker-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -74,6 +76,7 @@ def serve(request: Request, filename: str, site_name: str) -> Response:
         body = _manifest(site_name)
     return Response(body, content_type=found.content_type,
                     headers={"Cache-Control": found.cache, "Content-Security-Policy": CSP,
+                             "Permissions-Policy": PERMISSIONS_POLICY_WITH_CAMERA,  # QR scanning
                              "X-Content-Type-Options": "nosniff"})
 
 
