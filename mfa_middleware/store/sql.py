@@ -553,6 +553,12 @@ def _sqlite_hooks(path: str | None, busy_timeout: float) -> tuple[Callable[..., 
     return on_connect, on_checkout
 
 
+def _cancelled_by_server(error: BaseException | None) -> bool:
+    """PostgreSQL answered, cancelling the statement at its ``lock_timeout`` or ``statement_timeout``: the server
+    is alive (SQLSTATE 55P03 lock_not_available, 57014 query_canceled)."""
+    return getattr(error, "sqlstate", None) in ("55P03", "57014")
+
+
 def _sqlite_busy(error: BaseException | None) -> bool:
     """SQLite's "database is locked" (another writer held on longer than the busy timeout): contention, not a
     broken connection."""
@@ -676,9 +682,10 @@ class Store:
         """One transaction, within ``timeout`` (default: the store's) on PostgreSQL; ``math.inf``: no bound.
 
         Database errors become :class:`StoreUnavailable` (constraint violations excepted); see
-        :class:`_Breaker` for what a hung or locked store does to the calls after it. ``trips=False``: a slow
-        failure of this transaction does not open the *hung* breaker (an audit row that waited for a lock on its
-        own table says nothing about the rest of the store); an open breaker still refuses it at once."""
+        :class:`_Breaker` for what a hung or locked store does to the calls after it. ``trips=False``: a
+        statement the server itself cancelled (lock or statement timeout) does not open the *hung* breaker (an
+        audit row that waited for a lock on its own table says nothing about the rest of the store); a server
+        that did not answer at all still does, and an open breaker still refuses the transaction at once."""
         hung = self._hung.admit()
         if hung == "open":
             raise StoreUnavailable("the user store is not answering (not asked again for a moment)")
@@ -697,7 +704,8 @@ class Store:
         except (OperationalError, DBAPIError) as exc:
             if _sqlite_busy(exc.orig):
                 self._locked.open()
-            elif trips and (hung == "probe" or time.monotonic() - started >= SLOW_FAILURE):
+            elif (trips or not _cancelled_by_server(exc.orig)) and (
+                    hung == "probe" or time.monotonic() - started >= SLOW_FAILURE):
                 self._hung.open()
             raise StoreUnavailable(f"the user store is unavailable ({type(exc.orig or exc).__name__})") from exc
         except PoolTimeout as exc:  # every pooled connection is busy for longer than the timeout
