@@ -467,3 +467,95 @@ def release(holder: subprocess.Popen[str]) -> None:
     holder.stdin.close()
     holder.wait(timeout=30)
     holder.stdout.close()
+
+
+# -- gateways down or hanging ----------------------------------------------------------------------------------------
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A TCP port that accepts connections (the kernel completes the handshake) and never says a word."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port nothing listens on: every connection is refused at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    yield port
+
+
+GATEWAY_FAULTS = [
+    pytest.param("email", "refused", id="smtp-refuses"),
+    pytest.param("email", "silent", id="smtp-never-answers"),
+    pytest.param("sms", "500", id="sms-provider-500"),
+    pytest.param("sms", "hang", id="sms-provider-hangs"),
+]
+
+
+@pytest.mark.parametrize(("method", "trouble"), GATEWAY_FAULTS)
+@pytest.mark.parametrize("kind", ADAPTERS)
+def test_gateway_down_offers_the_other_methods(kind: str, method: str, trouble: str, tmp_path: Path) -> None:
+    """alice's default method sends a code through a gateway that refuses, fails or never answers: the second-factor
+    page answers within BOUND with 503 and a clear message, offers her other method (the authenticator app),
+    which works; no session is issued before that, and the protected route never passes meanwhile."""
+    from tests.support.twilio_provider import twilio_provider
+
+    with contextlib_exit() as stack:
+        port = stack.enter_context(silent_listener() if trouble == "silent" else refusing_port())
+        provider = stack.enter_context(twilio_provider()) if method == "sms" else None
+        if provider is not None and trouble in ("500", "hang"):
+            provider.mode = trouble  # type: ignore[assignment]
+        overrides: dict[str, Any] = {"methods": {"enabled": ["totp", method]}}
+        if method == "email":
+            overrides["email"] = {"gateway": "smtp", "host": "127.0.0.1", "port": port, "security": "none",
+                                  "from_address": "mfa@example.test", "timeout": "1s"}
+        else:
+            assert provider is not None
+            base = provider.base_url if trouble != "silent" else f"http://127.0.0.1:{port}"
+            overrides["phone"] = {"gateway": "twilio", "account_sid": provider.account_sid,
+                                  "auth_token": provider.auth_token, "from_number": "+15005550006", "base_url": base,
+                                  "allowed_countries": ["GB", "US"], "timeout": "1s"}
+        front = Front(kind, f"sqlite:///{tmp_path / 'mfa.db'}", **overrides)
+        stack.callback(front.close)
+        rt = front.runtime
+        rt.store.upgrade()
+        rt.accounts.add(USERNAME, actor="test", password=PASSWORD)
+        user = rt.store.get_user(USERNAME)
+        assert user is not None
+        secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+        rt.store.add_method(user.id, "totp", "Authenticator app", rt.box.encrypt(secret), now=front.clock.now,
+                            confirmed=True)
+        detail = "alice@example.test" if method == "email" else "+14155550123"
+        gated = rt.store.add_method(user.id, method, method, None, now=front.clock.now, confirmed=True,
+                                    detail=rt.box.encrypt(detail))
+        assert rt.store.set_default_method(user.id, gated)
+        front.clock.advance(60)
+
+        signed = front.sign_in()
+        assert signed.status == 303 and signed.headers["location"].endswith("/_mfa/verify"), signed.text[:300]
+        jar = "; ".join(c.split(";", 1)[0] for c in signed.cookies)
+        down = within_bound(front.request("GET", "/_mfa/verify", {**BROWSER, "Cookie": jar}))
+        assert down.status == 503 and "send your code just now" in down.text, (down.status, down.text[:400])
+        assert "/_mfa/verify?another=1" in down.text
+        assert not any(c.startswith(rt.config.session.cookie_name + "=") and "max-age=0" not in c.lower()
+                       for c in down.cookies)
+        other = within_bound(front.request("GET", "/_mfa/verify?another=1", {**BROWSER, "Cookie": jar}))
+        assert other.status == 200 and "Authenticator app" in other.text, other.text[:400]
+        blocked = front.protected(jar)
+        assert not front.passed(blocked) and blocked.status == 302
+
+
+class contextlib_exit:
+    """``contextlib.ExitStack`` under a name that reads as what it does here."""
+
+    def __new__(cls) -> Any:
+        import contextlib
+        return contextlib.ExitStack()
