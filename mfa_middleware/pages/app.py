@@ -13,6 +13,7 @@ factor). A pending sign-in and a replaced session are revoked server-side when t
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -32,6 +33,7 @@ from werkzeug.wrappers import Request, Response
 from . import admin, passwordless
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..web.headers import secure_response
+from ..core.facts import wants_json
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
@@ -277,10 +279,19 @@ class PagesApp:
         return self.redirect(url)
 
     def unavailable(self, ctx: PageContext) -> Response:
-        return self.render(ctx, "message.html", status=503, title="Sign-in is unavailable",
-                           message="The sign-in service cannot reach its user store right now. "
-                                   "Nothing was changed. Try again in a few minutes; if this persists, contact "
-                                   "your helpdesk.")
+        """The store is down: 503, a page for a browser, a JSON body for an API client (by ``Accept``), with
+        ``Retry-After`` as the gate sends it. Never a pass, and nothing half done is claimed as done."""
+        message = ("The sign-in service cannot reach its user store right now. Nothing was changed. Try again in a "
+                   "few minutes; if this persists, contact your helpdesk.")
+        headers = ctx.request.headers
+        if wants_json(headers.get("Accept", ""), headers.get("X-Requested-With", "")):
+            response = Response(json.dumps({"error": "service_unavailable", "message": message}), status=503,
+                                content_type="application/json")
+        else:
+            response = self.render(ctx, "message.html", status=503, title="Sign-in is unavailable",
+                                   message=message)
+        response.headers["Retry-After"] = "30"
+        return response
 
     def redirect(self, location: str) -> Response:
         return Response("", status=303, headers={"Location": location})
@@ -913,13 +924,14 @@ class PagesApp:
         # also holds its session: a token bound to either of the browser's own cookies is accepted.
         if not any(self.csrf_ok(ctx, item.sid) for item in (session, pending) if item is not None):
             return self.csrf_refused(ctx)
+        # A logout always ends the session in the browser and in this process, even while the store is down: the
+        # revocation is queued then and written once the store is back (services/revocation.py).
+        self.clear(ctx, ctx.names.session, ctx.names.pending)
         for item in (session, pending):
             if item is not None:
-                self.rt.store.add_revocation(item.username, now=ctx.now, session_id=item.sid)
+                self.rt.revocations.revoke(item.username, now=ctx.now, session_id=item.sid)
                 self.rt.audit.write("logout", "success", now=ctx.now, actor=item.username, username=item.username,
                                     client_ip=ctx.client.ip, user_agent=ctx.client.user_agent)
-        self.rt.revocations.refresh(ctx.now)
-        self.clear(ctx, ctx.names.session, ctx.names.pending)
         return self.render(ctx, "message.html", title="Signed out",
                            message="You have signed out. Close the browser if you are on a shared computer.",
                            link=self.url("login"), link_text="Sign in again")

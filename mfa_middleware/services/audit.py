@@ -10,6 +10,7 @@ mistake. Every row is also one structured log line (``mfa_middleware.audit``, wi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,9 +27,24 @@ ALLOWED_DETAIL |= frozenset({"limit", "channel", "purpose", "country", "number",
                              "report", "notified"})
 
 
+#: longest a request waits for one audit row (seconds; never more than the store's own timeout)
+AUDIT_TIMEOUT = 1.0
+#: after an audit row could not be written, rows go to the log only for this long before the store is tried again
+AUDIT_RETRY_AFTER = 1.0
+
+
 class AuditLog:
+    """Audit rows never stall or fail what they record: a row waits at most :data:`AUDIT_TIMEOUT` for the store;
+    a row the store cannot take (down, frozen, its table locked) is dropped, counted in :attr:`dropped` and
+    logged as ``audit_dropped`` beside the event's own log line (which is always written, first), and for
+    :data:`AUDIT_RETRY_AFTER` after that rows go to the log only, so an outage costs each request one wait at
+    most."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: audit rows the store could not take since start (each also logged as ``audit_dropped``)
+        self.dropped = 0
+        self._skip_until = 0.0  # time.monotonic()
         #: called with (event, result, detail) for every row, before it is stored (the metrics count sign-ins
         #: here); they see exactly what the row holds, never more
         self.observers: list[Callable[[str, str, Mapping[str, Any]], None]] = []
@@ -45,9 +61,14 @@ class AuditLog:
                                                    "detail": detail}})
         for observe in self.observers:
             observe(event, result, detail)
-        try:
-            self.store.write_audit(at=now, actor=actor, username=username, event=event, result=result,
-                                   client_ip=client_ip, user_agent=user_agent, detail=detail, request_id=rid)
-        except StoreUnavailable:
-            log.error("audit row not written (store unavailable): %s %s user=%s", event, result, username)
-            raise
+        if time.monotonic() >= self._skip_until:
+            try:
+                self.store.write_audit(at=now, actor=actor, username=username, event=event, result=result,
+                                       client_ip=client_ip, user_agent=user_agent, detail=detail,
+                                       request_id=rid, timeout=AUDIT_TIMEOUT)
+                return
+            except StoreUnavailable:
+                self._skip_until = time.monotonic() + AUDIT_RETRY_AFTER
+        self.dropped += 1
+        log.error("audit_dropped: audit row not written (store unavailable): %s %s user=%s", event, result,
+                  username)

@@ -18,6 +18,12 @@ Rules (a store that hangs must never hang the requests that only read this cache
   ``min(1 s, interval)``, by one background refresh.
 - :meth:`RevocationCache.refresh` (after this process wrote a revocation itself) reads in the caller's thread,
   bounded by the store's own time limits, without waiting for a background refresh that may be stuck.
+- A revocation the store cannot take right now (:meth:`RevocationCache.revoke` during an outage: a logout) is
+  queued in this process: it is part of this process's view at once (the session is refused here from that
+  moment), and every refresh first writes the queued rows, oldest first, until the store takes them. Other
+  servers see it once the store is back and their next refresh has run; the queue lives in memory, so a restart
+  before the store returns loses it (the browser's cookie was cleared all the same). At most :data:`MAX_QUEUED`
+  rows wait; past that the oldest are dropped with an error in the log.
 - Ids are not committed in order on PostgreSQL: a revocation can become visible after a higher id was read. An
   id skipped between two ids that were read is asked for again at every refresh for :data:`GAP_WINDOW` seconds
   (far longer than any transaction may stay open), so a late commit is never lost.
@@ -35,9 +41,12 @@ snapshot within the interval) does not change.
 from __future__ import annotations
 
 import os
+import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
@@ -52,6 +61,17 @@ REFRESH_WAIT = 1.0
 GAP_WINDOW = 120.0
 #: at most this many skipped ids are remembered (a burst of rollbacks cannot grow the cache without bound)
 MAX_GAPS = 10_000
+#: at most this many revocations wait in memory for a store that is down (see the module docstring)
+MAX_QUEUED = 10_000
+
+log = logging.getLogger("mfa_middleware.revocation")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRevocation:
+    username: str
+    session_id: str | None  # None: every session and sign-in of the user up to ``not_before``
+    not_before: float
 
 
 class Listener(Protocol):
@@ -92,6 +112,8 @@ class RevocationCache:
         self._pruned_at = -1e18
         self._started = -1e18  # time.monotonic() when the running (or last) background refresh started
         self._refreshing = False
+        self._queued: deque[QueuedRevocation] = deque()  # written to the store by the next refresh that can
+        self._queue_lock = threading.Lock()  # one writer of the queue at a time (the rows keep their order)
 
     @property
     def grace(self) -> float:
@@ -133,6 +155,69 @@ class RevocationCache:
         if remaining > 0 and self._lock.acquire(timeout=remaining):
             self._lock.release()
         return self._view
+
+    def revoke(self, username: str, *, now: float, session_id: str | None = None) -> bool:
+        """Revoke one session (``session_id``) or every session of the user up to ``now``, and see it at once.
+
+        Written to the store when it answers (True); otherwise (the store is down, slow or locked: within its own
+        time limits) queued as the module docstring says and part of this process's view at once (False). Either
+        way this process refuses the session from now on; never raises :class:`StoreUnavailable`."""
+        if self._flush(wait=False):  # earlier ones first: the rows keep their order
+            try:
+                self.store.add_revocation(username, now=now, session_id=session_id)
+            except StoreUnavailable:
+                pass
+            else:
+                self.refresh(now)
+                return True
+        self._queue(QueuedRevocation(username, session_id, now))
+        return False
+
+    @property
+    def queued(self) -> int:
+        """How many revocations wait for the store (0 once it has taken them all)."""
+        return len(self._queued)
+
+    def _queue(self, item: QueuedRevocation) -> None:
+        with self._apply_lock:
+            self._queued.append(item)
+            while len(self._queued) > MAX_QUEUED:
+                lost = self._queued.popleft()
+                log.error("revocation_dropped: too many revocations wait for the store; the oldest (user %s) is "
+                          "no longer kept", lost.username)
+            self._merge_local(item)
+            self._view = RevocationView(MappingProxyType(dict(self._not_before)),
+                                        MappingProxyType(dict(self._sessions)), fetched_at=self._view.fetched_at)
+        log.error("revocation_queued: the store is unavailable; the revocation for user %s holds in this process "
+                  "and is written when the store is back", item.username)
+
+    def _merge_local(self, item: QueuedRevocation) -> None:
+        if item.session_id is not None:
+            self._sessions[item.session_id] = max(item.not_before, self._sessions.get(item.session_id, -1.0))
+        elif item.not_before > self._not_before.get(item.username, -1.0):
+            self._not_before[item.username] = item.not_before
+
+    def _flush(self, *, wait: bool = True) -> bool:
+        """Write the queued revocations, oldest first; False when the store refused one (it stays queued), or,
+        with ``wait=False``, when another thread is writing them right now (a request never queues behind it)."""
+        if not self._queued:
+            return True
+        if not self._queue_lock.acquire(blocking=wait):
+            return False
+        try:
+            while self._queued:
+                item = self._queued[0]
+                try:
+                    self.store.add_revocation(item.username, now=item.not_before, session_id=item.session_id)
+                except StoreUnavailable:
+                    return False
+                with self._apply_lock:
+                    if self._queued and self._queued[0] is item:
+                        self._queued.popleft()
+                log.info("revocation_written: a queued revocation for user %s reached the store", item.username)
+        finally:
+            self._queue_lock.release()
+        return True
 
     def refresh(self, now: float) -> RevocationView:
         """Read new revocations now, in this thread (the caller just wrote one and must see it at once)."""
@@ -183,6 +268,9 @@ class RevocationCache:
                     pass
 
     def _fetch(self, now: float) -> bool:
+        if not self._flush():
+            self._failed_at = now
+            return False
         try:
             # Before the first read, the newest id committed now: every id above it that a read skips is a gap
             # to ask for again (ids below it were committed before this process started reading).

@@ -463,7 +463,10 @@ def _postgres_connect(timeout: float, transaction_pooler: bool = False) -> Calla
     """The ``do_connect`` hook of a PostgreSQL engine: bounded connections, with time limits on both sides.
 
     - ``connect_timeout``: what is left of the transaction's deadline (whole seconds, at least 2: libpq's
-      rule); none is attempted once less than a second is left.
+      rule); none is attempted once less than a second (or half the timeout, when that is shorter) is left. With
+      a timeout under two seconds a connect may therefore end up to ``2 - timeout / 2`` seconds past the
+      deadline; without that allowance such a store could never open a connection again once its pool was
+      thrown away, and would stay down after the server came back.
     - TCP keepalives and ``tcp_user_timeout``: a connection to a host that went away (cable, firewall, VM
       paused) is found dead by the kernel instead of looking idle forever.
     - ``statement_timeout`` and ``lock_timeout`` on the server: a slow statement or a row lock held by a stuck
@@ -488,9 +491,11 @@ def _postgres_connect(timeout: float, transaction_pooler: bool = False) -> Calla
     defaults = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 2, "keepalives_count": 3,
                 "tcp_user_timeout": max(1000, ms)}
 
+    least = min(1.0, timeout / 2)
+
     def connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
         remaining = _current_deadline(timeout) - time.monotonic()
-        if remaining < 1.0:
+        if remaining < least:
             raise psycopg.OperationalError("the store did not answer within the time allowed")
         params = {**defaults, **cparams}
         wanted = max(MIN_CONNECT_TIMEOUT, int(remaining)) if remaining != math.inf else None
@@ -547,6 +552,12 @@ def _sqlite_hooks(path: str | None, busy_timeout: float) -> tuple[Callable[..., 
             record.info["busy_timeout"] = wanted
 
     return on_connect, on_checkout
+
+
+def _cancelled_by_server(error: BaseException | None) -> bool:
+    """PostgreSQL answered, cancelling the statement at its ``lock_timeout`` or ``statement_timeout``: the server
+    is alive (SQLSTATE 55P03 lock_not_available, 57014 query_canceled)."""
+    return getattr(error, "sqlstate", None) in ("55P03", "57014")
 
 
 def _sqlite_busy(error: BaseException | None) -> bool:
@@ -671,11 +682,14 @@ class Store:
 
     # -- plumbing ------------------------------------------------------------------------------------------
     @contextmanager
-    def _begin(self, *, timeout: float | None = None) -> Iterator[Connection]:
+    def _begin(self, *, timeout: float | None = None, trips: bool = True) -> Iterator[Connection]:
         """One transaction, within ``timeout`` (default: the store's) on PostgreSQL; ``math.inf``: no bound.
 
         Database errors become :class:`StoreUnavailable` (constraint violations excepted); see
-        :class:`_Breaker` for what a hung or locked store does to the calls after it."""
+        :class:`_Breaker` for what a hung or locked store does to the calls after it. ``trips=False``: a
+        statement the server itself cancelled (lock or statement timeout) does not open the *hung* breaker (an
+        audit row that waited for a lock on its own table says nothing about the rest of the store); a server
+        that did not answer at all still does, and an open breaker still refuses the transaction at once."""
         hung = self._hung.admit()
         if hung == "open":
             raise StoreUnavailable("the user store is not answering (not asked again for a moment)")
@@ -694,7 +708,8 @@ class Store:
         except (OperationalError, DBAPIError) as exc:
             if _sqlite_busy(exc.orig):
                 self._locked.open()
-            elif hung == "probe" or time.monotonic() - started >= SLOW_FAILURE:
+            elif (trips or not _cancelled_by_server(exc.orig)) and (
+                    hung == "probe" or time.monotonic() - started >= SLOW_FAILURE):
                 self._hung.open()
             raise StoreUnavailable(f"the user store is unavailable ({type(exc.orig or exc).__name__})") from exc
         except PoolTimeout as exc:  # every pooled connection is busy for longer than the timeout
@@ -1841,12 +1856,23 @@ class Store:
     # -- audit -------------------------------------------------------------------------------------------------
     def write_audit(self, *, at: float, actor: str, username: str | None, event: str, result: str,
                     client_ip: str | None = None, user_agent: str | None = None,
-                    detail: dict[str, Any] | None = None, request_id: str | None = None) -> None:
+                    detail: dict[str, Any] | None = None, request_id: str | None = None,
+                    timeout: float | None = None) -> None:
+        """Append one audit row. ``timeout`` (seconds, at most the store's): the longest this write may take; on
+        PostgreSQL the server cancels the insert a little before it (``lock_timeout``/``statement_timeout`` for
+        this transaction only), so a lock on the audit table costs one cancelled statement, not a connection.
+        Raises :class:`StoreUnavailable` when it could not be written in time."""
         stmt = insert(audit).values(at=at, actor=actor[:128], username=username, event=event, result=result,
                                     request_id=request_id,
                                     client_ip=client_ip, user_agent=(user_agent or "")[:300] or None,
                                     detail=json.dumps(detail or {}, sort_keys=True))
-        self._run(lambda c: c.execute(stmt))
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        with self._begin(timeout=limit, trips=False) as c:
+            if not self._sqlite:
+                ms = str(max(1, int(limit * 800)))  # 80% of the limit: the server answers before our own bound
+                c.execute(select(func.set_config("lock_timeout", ms, True),
+                                 func.set_config("statement_timeout", ms, True)))
+            c.execute(stmt)
 
     def list_audit(self, *, username: str | None = None, limit: int = 100, event: str | None = None,
                    result: str | None = None, since: float | None = None, until: float | None = None,

@@ -324,10 +324,11 @@ class PostgresServer:
                 pass
         self._frozen = []
 
-    def halt(self) -> None:
-        """Stop the server (``pg_ctl stop -m fast``) but keep its data and port for :meth:`restart`."""
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast``; ``mode="immediate"``: killed, no clean shutdown, as a crash)
+        but keep its data and port for :meth:`restart`."""
         self.resume()
-        self._run([str(self._pg_ctl), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(_STOP_TIMEOUT),
+        self._run([str(self._pg_ctl), "-D", str(self.data_dir), "-m", mode, "-w", "-t", str(_STOP_TIMEOUT),
                    "stop"], timeout=_STOP_TIMEOUT + 30, what="pg_ctl stop")
 
     def restart(self) -> None:
