@@ -65,3 +65,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mfa.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _cli_consoles_follow_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rich fixes a console's width when it is made if COLUMNS is set then (pytest-xdist workers start with
+    COLUMNS=80): give the CLI consoles no fixed width, so each command sees the COLUMNS its test runs with."""
+    import mfa_middleware.cli as cli
+
+    for name in ("console", "err_console"):
+        monkeypatch.setattr(getattr(cli, name), "_width", None)
+        monkeypatch.setattr(getattr(cli, name), "_height", None)

@@ -130,13 +130,13 @@ def test_audit_filters_and_pages(runner: CliRunner, config: Path, db: Db) -> Non
     start = time.time() - 48 * 3600
     _seed_audit(db, 40, start)
     out = ok(run(runner, config, "audit", "--user", "alice", "--event", "signin", "--limit", "3")).stdout
-    shown = [int(r[-1].split("=")[1]) for r in _rows(out)]
+    shown = [int(r[-2].split("=")[1]) for r in _rows(out)]
     assert shown == [i for i in range(39, -1, -1) if i % 2 and i % 3][:3]
     assert "More: mfa-admin audit --user alice --event signin --limit 3 --before" in out
     before = out.split("--before ")[1].split()[0]
     nxt = ok(run(runner, config, "audit", "--user", "alice", "--event", "signin", "--limit", "3", "--before",
                  before)).stdout
-    assert [int(r[-1].split("=")[1]) for r in _rows(nxt)] == [i for i in range(39, -1, -1) if i % 2 and i % 3][3:6]
+    assert [int(r[-2].split("=")[1]) for r in _rows(nxt)] == [i for i in range(39, -1, -1) if i % 2 and i % 3][3:6]
     recent = json.loads(ok(run(runner, config, "audit", "--since", "10h", "--format", "json")).stdout)
     assert {d["detail"] for d in recent} <= {f"n={i}" for i in range(37, 40)} and recent
     failures = list(csv.DictReader(io.StringIO(ok(run(runner, config, "audit", "--result", "failure", "--format",
