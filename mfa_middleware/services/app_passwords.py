@@ -95,6 +95,8 @@ class AppPasswords:
         except LabelTaken:
             raise AccountError(f"{user.username} already has an app password named {label!r}; "
                                "choose another name or revoke that one") from None
+        # The primary password stops working on the Basic path, also from a trusted network (services/basic.py).
+        self.store.add_revocation(user.username, now=now, session_id=f"pw:{user.username}")
         self.audit.write("app_password_create", "success", now=now, actor=actor, username=user.username,
                             client_ip=client_ip, user_agent=user_agent, label=label)
         record = next(r for r in self.store.list_app_passwords(user.id) if r.id == new_id)
