@@ -257,6 +257,7 @@ def decide_basic(facts: RequestFacts, requirement: Requirement, verdict: Verifie
         return BasicChallenge(BASIC_MESSAGES.get(verdict.reason, BASIC_MESSAGES["invalid"]))
     if not requirement.admits(verdict.username, verdict.groups):
         return Deny(403, "Your account is not allowed to open this address.")
+    methods: tuple[str, ...]
     if verdict.kind == "app_password":
         level, methods = 2, ("app_password",)
     elif verdict.kind == TRUSTED_NETWORK:

@@ -82,7 +82,8 @@ class Lockout:
         lo = self.settings
         by_client: Reservation | None = None
         if lo.max_failures_per_client:
-            by_client = self.store.reserve_client_attempt(regulation_key(client.ip), now=now, max_failures=lo.max_failures_per_client,
+            by_client = self.store.reserve_client_attempt(regulation_key(client.ip), now=now,
+                                                          max_failures=lo.max_failures_per_client,
                                                           reset_after=lo.client_reset_after,
                                                           lock_for=lo.client_lock_for)
         by_user: Reservation | None = None
@@ -90,7 +91,8 @@ class Lockout:
             by_user = self.store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
                                                  reset_after=lo.reset_after, lock_for=lo.lock_for)
             if by_user.allowed:
-                self.store.reserve_address_failure(user.id, regulation_key(client.ip), now=now, reset_after=lo.reset_after)
+                self.store.reserve_address_failure(user.id, regulation_key(client.ip), now=now,
+                                                   reset_after=lo.reset_after)
         return Attempt(by_client, by_user, user is not None)
 
     def release(self, attempt: Attempt, user: UserRecord | None, client: Client) -> None:
@@ -154,7 +156,8 @@ class Lockout:
         """Count one failed attempt from ``client`` outside a reservation (a kept reservation)."""
         lo = self.settings
         if lo.max_failures_per_client:
-            self.store.record_client_failure(regulation_key(client.ip), now=now, max_failures=lo.max_failures_per_client,
+            self.store.record_client_failure(regulation_key(client.ip), now=now,
+                                             max_failures=lo.max_failures_per_client,
                                              reset_after=lo.client_reset_after, lock_for=lo.client_lock_for)
 
     def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
