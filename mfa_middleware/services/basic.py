@@ -146,7 +146,7 @@ class BasicAuthenticator:
             if trusted_network and not self.store.list_app_passwords(checkable.id):
                 self.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
                                  client_ip=client_ip, user_agent=user_agent, credential="primary",
-                                 trusted_network=True)
+                                 reason="trusted_network")
                 return VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin, TRUSTED_NETWORK,
                                           primary_marker(checkable.username), now, checkable.email,
                                           checkable.display_name)

@@ -96,8 +96,8 @@ class Regulation:
         if user is None:
             return False
         self.store.reset_failures(user.id)
-        self.audit.write("ban_lift", "success", now=now, actor=actor, username=user.username, kind="user",
-                         was_banned=user.locked(now))
+        self.audit.write("ban_lift", "success", now=now, actor=actor, username=user.username, reason="user",
+                         state="banned" if user.locked(now) else "not_banned")
         return True
 
     def lift_address(self, address: str, *, actor: str, now: float) -> bool:
@@ -108,5 +108,5 @@ class Regulation:
         ip = regulation_key(address)
         lifted = self.store.lift_address_ban(ip)
         self.audit.write("ban_lift", "success" if lifted else "none", now=now, actor=actor, username=None,
-                         client_ip=ip, kind="address")
+                         client_ip=ip, reason="address")
         return lifted

@@ -131,7 +131,7 @@ class SignIn:
         that address's failures for the user are cleared."""
         self.lockout.succeeded(user, client, now)
         self.audit.write("primary", "trusted_network", now=now, actor=user.username, username=user.username,
-                         client_ip=client.ip, user_agent=client.user_agent, primary=primary, level=1)
+                         client_ip=client.ip, user_agent=client.user_agent, primary=primary, reason="trusted_network")
 
     def use_bypass(self, user: UserRecord, client: Client, now: float) -> bool:
         """Consume a pending one-time bypass of the second factor (once, atomically); True if there was one."""
