@@ -1,7 +1,8 @@
 """Failed sign-ins reveal nothing about the account (issue 7, finding 8; DESIGN.md section 5).
 
 An unknown user, a user without a local password (Windows sign-in only), a wrong password and a locked account (with
-a wrong or even the correct password) get the same answer on the password form and on HTTP Basic: the same status, body and headers (the Date, the cookie values, the CSRF token and the echoed
+a wrong or even the correct password) get the same answer on the password form and on HTTP Basic: the same status,
+body and headers (the Date, the cookie values, the CSRF token and the echoed
 username aside), after exactly one argon2 verification each (counted), in the same time within noise.
 
 Timing uses a real argon2id hasher with a small cost (a few milliseconds per verification), interleaves the
