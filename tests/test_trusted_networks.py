@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from base64 import b64encode
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -139,7 +140,7 @@ def test_a_trusted_network_session_replayed_from_outside_steps_up_wsgi(site: MFA
 def test_a_trusted_network_session_replayed_from_outside_steps_up_asgi(site: MFAMiddleware, clock: Clock) -> None:
     cookie = cookie_of(sign_in_inside(site))
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"app"})
 
