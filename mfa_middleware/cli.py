@@ -1274,6 +1274,75 @@ def serve(config_path: str, host: str, port: int, workers: int) -> None:
         runtime.close()
 
 
+# -- bans (regulation) ---------------------------------------------------------------------------------------------
+_BAN_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Kind", lambda b: b.kind),
+    Column("Subject", lambda b: b.subject),
+    Column("Failures", lambda b: b.failures, "count"),
+    Column("Until", lambda b: b.until, "time"),
+)
+
+
+@admin.group()
+def bans() -> None:
+    """Accounts and client addresses banned after repeated failed sign-ins."""
+
+
+@bans.command("list")
+@click.option("--after", help="Start after this ban (KIND:SUBJECT, the last one of the previous page).")
+@_listing_options()
+@click.pass_obj
+def bans_list(state: _State, after: str | None, limit: int | None, fmt: str) -> None:
+    """List the bans in force: accounts (by name), then client addresses."""
+    key: tuple[str, str] | None = None
+    if after is not None:
+        kind, sep, subject = after.partition(":")
+        if not sep or kind not in ("user", "address") or not subject:
+            raise click.BadParameter("write user:NAME or address:IP (the last row of the previous page)",
+                                     param_hint="--after")
+        key = (kind, subject)
+    rt = state.runtime()
+    now = time.time()
+    with _errors():
+        if fmt != "table":
+            stream(rt.regulation.bans(now, after=key, limit=limit), _BAN_COLUMNS, fmt, _out(), err=err_console,
+                   what="bans")
+            return
+        page = limit or TABLE_LIMIT
+        options = {"limit": limit}
+        table_page(rt.regulation.bans(now, after=key, limit=page + 1, batch=page + 1), _BAN_COLUMNS, page, console,
+                   title="Bans in force",
+                   next_hint=lambda b: _next_page("mfa-admin bans list", options, "--after", f"{b.kind}:{b.subject}"),
+                   empty="No account or address is banned.")
+
+
+@bans.command("lift")
+@click.option("--user", "username", help="Lift this account's ban (also the lock after 100 consecutive failures).")
+@click.option("--address", help="Lift this client address's ban (an IPv6 address lifts its /64).")
+@click.pass_obj
+def bans_lift(state: _State, username: str | None, address: str | None) -> None:
+    """Lift a ban: give exactly one of --user NAME or --address IP."""
+    if (username is None) == (address is None):
+        raise click.UsageError("give exactly one of --user NAME or --address IP")
+    rt = state.runtime()
+    now = time.time()
+    with _errors():
+        if username is not None:
+            from .primary.usernames import canonical_username
+
+            name = canonical_username(username) or username
+            if not rt.regulation.lift_user(name, actor=_actor(), now=now):
+                raise click.ClickException(f"no user named {username!r}")
+            console.print(f"{name}: ban lifted, failure counters cleared.")
+            return
+        assert address is not None
+        try:
+            lifted = rt.regulation.lift_address(address, actor=_actor(), now=now)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--address") from None
+        console.print(f"{address}: ban lifted." if lifted else f"{address} had no failures counted; nothing to lift.")
+
+
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 def check(path: str) -> None:

@@ -48,6 +48,13 @@ class RuleConfig:
     exempt: bool = True
     basic: bool = False
     index: int = 0
+    #: the rule selects only requests from these networks (resolved CIDRs; None: any address)
+    networks: tuple[str, ...] | None = None
+    #: the rule selects no request from these networks (resolved CIDRs; None: no exclusion)
+    not_networks: tuple[str, ...] | None = None
+    #: browsers on these networks need only the primary factor here (resolved CIDRs; None: the global
+    #: ``trusted_networks``; an empty list: none on this rule)
+    trusted_networks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +78,16 @@ class PrimaryConfig:
 
 @dataclass(frozen=True)
 class LockoutConfig:
-    max_failures: int = 10
+    """Regulation (``[regulation.user]`` and ``[regulation.address]``, or the older ``[lockout]`` table): failure
+    windows per account and per client address, each with its own ban time. Whatever these say, an account is
+    locked until an administrator unlocks it after 100 consecutive failures (NIST SP 800-63B)."""
+
+    max_failures: int = 10  # per account, in a window of ``reset_after`` (find time)
     reset_after: float = 15 * 60
-    lock_for: float = 15 * 60
+    lock_for: float = 15 * 60  # ban time of an account
     max_failures_per_client: int = 100  # from one client address, over all accounts (0: off)
-    client_lock_for: float = 15 * 60
+    client_lock_for: float = 15 * 60  # ban time of an address
+    client_reset_after: float = 15 * 60  # find time of an address
 
 
 @dataclass(frozen=True)
@@ -472,6 +484,10 @@ class Config:
     branding: BrandingConfig = field(default_factory=BrandingConfig)
     pages: PagesConfig = field(default_factory=PagesConfig)
     source: str = "<config>"
+    #: ``[networks]``: named network aliases, each resolved to its CIDRs
+    networks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: browsers on these networks (resolved CIDRs) need only the primary factor, unless a rule says otherwise
+    trusted_networks: tuple[str, ...] = ()
 
 
 def parse_duration(value: object, where: str) -> float:
@@ -581,7 +597,79 @@ def _secret_list(reader: _Reader, name: str, environ: Mapping[str, str], require
     return tuple(_secret(i, reader.key(name), environ) for i in items)
 
 
-def _rule(data: object, index: int, source: str) -> RuleConfig:
+_ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+def _network_aliases(nt: _Reader) -> dict[str, tuple[str, ...]]:
+    """``[networks]``: each alias is a list of CIDRs and other aliases, resolved here once (depth first), so an
+    unknown alias, a bad CIDR or a cycle is a start-up error that names the alias."""
+    raw: dict[str, tuple[str, ...]] = {}
+    for name in list(nt.data):
+        if not _ALIAS.fullmatch(name):
+            raise ConfigError(f"{nt.key(name)}: an alias name is letters, digits, '_' and '-', starting with a "
+                              "letter")
+        try:
+            ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            pass
+        else:  # pragma: no cover - the pattern above refuses every address form
+            raise ConfigError(f"{nt.key(name)}: an alias name must not look like an address")
+        raw[name] = nt.strings(name, ())
+        if not raw[name]:
+            raise ConfigError(f"{nt.key(name)}: list at least one network, like [\"10.0.0.0/8\"]")
+    resolved: dict[str, tuple[str, ...]] = {}
+
+    def resolve(name: str, trail: tuple[str, ...]) -> tuple[str, ...]:
+        if name in resolved:
+            return resolved[name]
+        if name in trail:
+            cycle = " -> ".join((*trail[trail.index(name):], name))
+            raise ConfigError(f"{nt.key(trail[0])}: network aliases refer to each other in a cycle: {cycle}")
+        out: list[str] = []
+        for entry in raw[name]:
+            out.extend(_network_entry(entry, raw, nt.key(name), lambda alias: resolve(alias, (*trail, name))))
+        resolved[name] = tuple(dict.fromkeys(out))
+        return resolved[name]
+
+    for name in raw:
+        resolve(name, ())
+    return resolved
+
+
+def _network_entry(entry: str, aliases: Mapping[str, object], where: str,
+                   expand: Any) -> tuple[str, ...]:
+    """One list entry: a CIDR (or bare address) as its network's text, or an alias's networks via ``expand``."""
+    try:
+        return (str(ipaddress.ip_network(entry.strip(), strict=False)),)
+    except ValueError:
+        pass
+    if _ALIAS.fullmatch(entry):
+        if entry not in aliases:
+            known = ", ".join(sorted(aliases)) or "none; define them in a [networks] table"
+            raise ConfigError(f"{where}: unknown network alias {entry!r} (aliases: {known})")
+        result: tuple[str, ...] = expand(entry)
+        return result
+    raise ConfigError(f"{where}: {entry!r} is not a network (CIDR like \"10.0.0.0/8\" or \"fd00::/8\", an "
+                      "address, or an alias from [networks])")
+
+
+def _network_list(r: _Reader, name: str, aliases: Mapping[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """A list of networks and aliases under ``name``, resolved to CIDRs; None when the key is absent."""
+    if name not in r.data:
+        r.used.add(name)
+        return None
+    value = r.get(name, list, [])
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{r.key(name)}: expected a list of networks or aliases, got {item!r} in it")
+    out: list[str] = []
+    for item in value:
+        out.extend(_network_entry(item, aliases, r.key(name), lambda alias: aliases[alias]))
+    return tuple(dict.fromkeys(out))
+
+
+def _rule(data: object, index: int, source: str,
+          aliases: Mapping[str, tuple[str, ...]] | None = None) -> RuleConfig:
     where = f"rules[{index}]."
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: rules[{index}]: expected a table")
@@ -606,9 +694,15 @@ def _rule(data: object, index: int, source: str) -> RuleConfig:
     for m in methods:
         if m not in HTTP_METHODS:
             raise ConfigError(f"{r.key('methods')}: unknown HTTP method {m!r}")
+    known = aliases if aliases is not None else {}
+    networks = _network_list(r, "networks", known)
+    if networks is not None and not networks:
+        raise ConfigError(f"{r.key('networks')}: an empty list would select no request; remove the key instead")
     rule = RuleConfig(path=path, path_regex=path_regex, policy=policy, methods=methods,
                       users=r.strings("users", ()), groups=r.strings("groups", ()),
-                      exempt=r.get("exempt", bool, True), basic=r.get("basic", bool, False), index=index)
+                      exempt=r.get("exempt", bool, True), basic=r.get("basic", bool, False), index=index,
+                      networks=networks, not_networks=_network_list(r, "not_networks", known),
+                      trusted_networks=_network_list(r, "trusted_networks", known))
     if rule.basic and rule.policy in ("bypass", "deny"):
         raise ConfigError(f"{r.key('basic')}: only meaningful on one_factor or two_factor rules")
     r.finish()
@@ -671,16 +765,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     )
     p.finish()
 
-    lo = top.table("lockout")
-    lockout = LockoutConfig(
-        # NIST SP 800-63B: no more than 100 consecutive failed attempts on one account.
-        max_failures=lo.integer("max_failures", 10, 1, 100),
-        reset_after=lo.duration("reset_after", 15 * 60),
-        lock_for=lo.duration("lock_for", 15 * 60),
-        max_failures_per_client=lo.integer("max_failures_per_client", 100, 0, 1_000_000),
-        client_lock_for=lo.duration("client_lock_for", 15 * 60),
-    )
-    lo.finish()
+    lockout = _regulation_config(top)
 
     t = top.table("totp")
     totp = TotpConfig(
@@ -792,8 +877,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
     branding = _branding_config(top.table("branding"), base_dir)
     pages = _pages_config(top.table("pages"), base_dir)
 
+    aliases = _network_aliases(top.table("networks"))
+    trusted_networks = _network_list(top, "trusted_networks", aliases) or ()
     rules_raw = top.get("rules", list, [])
-    rules = tuple(_rule(item, i, source) for i, item in enumerate(rules_raw))
+    rules = tuple(_rule(item, i, source, aliases) for i, item in enumerate(rules_raw))
     case_sensitive_paths = top.get("case_sensitive_paths", bool, False)
     paths = _paths_config(top.table("paths"), case_sensitive_paths)
     config = Config(
@@ -808,6 +895,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         trusted_proxies=proxies,
         case_sensitive_paths=case_sensitive_paths, paths=paths,
         site_name=top.get("site_name", str, "Secure sign-in"), branding=branding, pages=pages, source=source,
+        networks=aliases, trusted_networks=trusted_networks,
     )
     top.finish()
     return config
@@ -888,8 +976,43 @@ def _paths_config(pt: _Reader, case_sensitive_paths: bool) -> PathsConfig:
     return PathsConfig(windows=windows)
 
 
-def _store_config(st: _Reader, database: str, env: Mapping[str, str]) -> StoreConfig:
+def _regulation_config(top: _Reader) -> LockoutConfig:
+    """``[regulation.user]`` and ``[regulation.address]`` (each ``max_failures``, ``find_time``, ``ban_time``), or
+    the older ``[lockout]`` table; not both. The 100-consecutive-failures lock holds whatever they say."""
+    if "regulation" in top.data and "lockout" in top.data:
+        raise ConfigError(f"{top.key('regulation')}: give either [regulation] or the older [lockout] table, not both")
+    if "regulation" not in top.data:
+        lo = top.table("lockout")
+        find_time = lo.duration("reset_after", 15 * 60)
+        lockout = LockoutConfig(
+            # NIST SP 800-63B: no more than 100 consecutive failed attempts on one account.
+            max_failures=lo.integer("max_failures", 10, 1, 100),
+            reset_after=find_time,
+            lock_for=lo.duration("lock_for", 15 * 60),
+            max_failures_per_client=lo.integer("max_failures_per_client", 100, 0, 1_000_000),
+            client_lock_for=lo.duration("client_lock_for", 15 * 60),
+            client_reset_after=find_time,
+        )
+        lo.finish()
+        return lockout
+    rg = top.table("regulation")
+    ru, ra = rg.table("user"), rg.table("address")
+    rg.finish()
+    lockout = LockoutConfig(
+        # more than 100 is allowed, but pointless: 100 consecutive failures lock the account for good anyway
+        max_failures=ru.integer("max_failures", 10, 1, 1_000_000),
+        reset_after=ru.duration("find_time", 15 * 60),
+        lock_for=ru.duration("ban_time", 15 * 60),
+        max_failures_per_client=ra.integer("max_failures", 100, 0, 1_000_000),
+        client_reset_after=ra.duration("find_time", 15 * 60),
+        client_lock_for=ra.duration("ban_time", 15 * 60),
+    )
+    ru.finish()
+    ra.finish()
+    return lockout
 
+
+def _store_config(st: _Reader, database: str, env: Mapping[str, str]) -> StoreConfig:
     timeout, busy_timeout = st.duration("timeout", 3), st.duration("busy_timeout", 2)
     for name, value in (("timeout", timeout), ("busy_timeout", busy_timeout)):
         if not 0.1 <= value <= 600:

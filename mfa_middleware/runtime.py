@@ -39,6 +39,7 @@ from .services.lockout import Lockout
 from .services.oath_tokens import OathTokens
 from .services.passwords import Passwords
 from .services.phone_limits import PhoneSendGuard
+from .services.regulation import Regulation
 from .services.revocation import Listener, RevocationCache
 from .services.signin import SignIn
 from .store import Store
@@ -92,6 +93,7 @@ class Runtime:
         for kind in config.methods.enabled:
             self.factors.register(FACTORS[kind](self))
         self.lockout = Lockout(self.store, self.audit, self.revocations, config.lockout)
+        self.regulation = Regulation(self.store, self.audit)
         #: the one place a password is checked, for the forms page and the Basic path alike
         self.primary: PasswordMethod = primary if primary is not None else LocalPasswords(self.store, self.passwords)
         self.remote_user = RemoteUserMethod(config.primary)

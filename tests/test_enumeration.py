@@ -1,8 +1,8 @@
 """Failed sign-ins reveal nothing about the account (issue 7, finding 8; DESIGN.md section 5).
 
-An unknown user, a user without a local password (Windows sign-in only), a wrong password, a locked account (with
-a wrong or even the correct password) and a locked client address get the same answer on the password form and
-on HTTP Basic: the same status, body and headers (the Date, the cookie values, the CSRF token and the echoed
+An unknown user, a user without a local password (Windows sign-in only), a wrong password and a locked account (with
+a wrong or even the correct password) get the same answer on the password form and on HTTP Basic: the same status,
+body and headers (the Date, the cookie values, the CSRF token and the echoed
 username aside), after exactly one argon2 verification each (counted), in the same time within noise.
 
 Timing uses a real argon2id hasher with a small cost (a few milliseconds per verification), interleaves the
@@ -49,7 +49,14 @@ CASES = {
     "wrong-password": Case("alice", "wrong password"),
     "locked-account": Case("locked", "wrong password"),
     "locked-account-correct-password": Case("locked", PASSWORD),
-    "locked-address": Case("alice", PASSWORD, LOCKED_ADDRESS),
+}
+
+#: from a banned client address (regulation): 429, the same whatever username and password were sent
+BANNED_CASES = {
+    "banned-unknown-user": Case("nobody", "some password", LOCKED_ADDRESS),
+    "banned-wrong-password": Case("alice", "wrong password", LOCKED_ADDRESS),
+    "banned-correct-password": Case("alice", PASSWORD, LOCKED_ADDRESS),
+    "banned-locked-account": Case("locked", PASSWORD, LOCKED_ADDRESS),
 }
 
 
@@ -141,6 +148,21 @@ def test_every_failure_gets_the_same_answer(site: Site, attempt: Attempt) -> Non
         assert "Incorrect username or password." in reference[2] and "paused" in reference[2]
     else:
         assert any(k == "WWW-Authenticate" and v.startswith("Basic realm=") for k, v in reference[1])
+
+
+@pytest.mark.parametrize("attempt", PATHS)
+def test_a_banned_address_learns_nothing_about_accounts(site: Site, attempt: Attempt) -> None:
+    answers = {}
+    for name, case in BANNED_CASES.items():
+        before = site.hasher.calls
+        response = attempt(site, case)
+        assert site.hasher.calls - before == 1, f"{name}: exactly one argon2 verification per attempt"
+        assert response.headers.get("Retry-After", "").isdigit(), name
+        answers[name] = comparable(response, case)
+    reference = answers["banned-unknown-user"]
+    assert reference[0] == 429
+    for name, answer in answers.items():
+        assert answer == reference, f"{name} differs from an unknown user"
 
 
 @pytest.mark.parametrize("attempt", PATHS)

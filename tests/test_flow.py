@@ -553,10 +553,10 @@ def test_password_spraying_from_one_address_is_stopped(sqlite_url: str, clock: C
     sprayer = Browser(mw)
     sprayer.remote_addr = "203.0.113.9"
     statuses = [sprayer.login(f"user{i}", "Winter2026!").status_code for i in range(6)]
-    assert statuses == [401] * 6  # one wrong password per account, but five from one address: the sixth is
-    # refused unchecked, with the same answer as any wrong password
+    assert statuses == [401] * 5 + [429]  # one wrong password per account, but five from one address: the sixth
+    # is refused unchecked, with the 429 every username gets from that address (regulation)
     assert mw.runtime.store.client_locked_until("203.0.113.9", clock.now) is not None
-    assert sprayer.login("user7", PASSWORD).status_code == 401  # even the right password, from that address
+    assert sprayer.login("user7", PASSWORD).status_code == 429  # even the right password, from that address
     elsewhere = Browser(mw)
     elsewhere.remote_addr = "198.51.100.20"
     assert elsewhere.login("user7", PASSWORD).status_code == 303  # other addresses are not affected

@@ -162,7 +162,9 @@ def attacked_user(site: Site) -> UserRecord:
 
 
 def refused_status(path: Path) -> int:
-    return 429 if path == "second-factor" else 401  # after the password, the second factor may say "locked"
+    # after the password, the second factor may say "locked"; a banned client address gets 429 (regulation: it
+    # names no account, so it says nothing about which exist)
+    return 429 if path in ("second-factor", "client-address") else 401
 
 
 def assert_locked_and_correct_refused(site: Site, attack: Attack, checked: int) -> None:

@@ -138,7 +138,7 @@ class Gate:
             return GateResult(path, https, client_ip, to_pages=True)
 
         now = rt.clock()
-        requirement = rt.policy.match(method, path)
+        requirement = rt.policy.match(method, path, client_ip)
         names = self._names[https]
         token = read_cookie(headers.get("cookie") or "", names.session)
         accept = headers.get("accept") or ""
@@ -158,7 +158,7 @@ class Gate:
             elif may_block:
                 verdict = rt.basic.authenticate(creds, client_ip=client_ip,
                                                 user_agent=(headers.get("user-agent") or "")[:300], now=now,
-                                                view=view)
+                                                view=view, trusted_network=requirement.trusts(client_ip))
             else:
                 hit = rt.basic.cached(creds, now=now, view=view)
                 if hit is None:
@@ -199,6 +199,9 @@ class Gate:
                                ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
                                *NO_STORE], body)
         if isinstance(decision, Deny):
+            if decision.retry_after is not None:  # 429: a banned client address (services/regulation.py)
+                reply = self.message(decision.status, "Too many attempts", decision.reason, headers, as_json)
+                return Reply(reply.status, [*reply.headers, ("Retry-After", str(decision.retry_after))], reply.body)
             title = "Access denied" if decision.status == 403 else "Bad request"
             return self.message(decision.status, title, decision.reason, headers, as_json)
         assert isinstance(decision, Unavailable), decision

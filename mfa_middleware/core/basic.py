@@ -69,7 +69,7 @@ class VerifiedCredential:
     username: str
     groups: tuple[str, ...]
     admin: bool
-    kind: str  # "app_password" | "primary"
+    kind: str  # "app_password" | "primary" | "trusted_network" (primary, accepted only on a trusted network)
     marker: str  # revocation marker: "ap:<id>" or "pw:<user>"
     verified_at: float
     email: str | None = None
@@ -78,4 +78,6 @@ class VerifiedCredential:
 
 @dataclass(frozen=True, slots=True)
 class BasicFailure:
-    reason: str  # malformed | invalid | locked | blocked | app_password_required | unavailable
+    reason: str  # malformed | invalid | locked | blocked | app_password_required | unavailable | banned
+    #: for ``banned`` (the client address, whatever the username): when the ban ends
+    until: float | None = None

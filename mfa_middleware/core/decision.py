@@ -17,6 +17,9 @@ session user not admitted by the rule's users/groups  Deny 403
 ``two_factor`` and the session has a second factor    Pass
 ``two_factor`` and the user was exempt at sign-in     Pass if the rule allows exemptions, else
                                                       Redirect to step up (enrollment)
+``two_factor``, a session made single-factor by a     Pass while the request comes from a network the
+trusted network                                       rule trusts; from anywhere else Redirect to step
+                                                      up (second factor), or Challenge 401 for JSON
 ``two_factor`` otherwise                              Redirect to step up (second factor), or
                                                       Challenge 401 for a JSON client
 ====================================================  ===========================================
@@ -35,6 +38,7 @@ from urllib.parse import quote
 
 from .basic import BasicFailure, VerifiedCredential
 from .facts import RequestFacts
+from .networks import TRUSTED_NETWORK
 from .policy import Requirement
 from .tokens import Session, session_expired
 
@@ -125,6 +129,7 @@ class BasicChallenge:
 class Deny:
     status: int
     reason: str
+    retry_after: int | None = None  # seconds, for 429 (a banned client address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,8 @@ def decide(facts: RequestFacts, requirement: Requirement, session: Session | Non
     if not requirement.admits(valid.username, valid.groups):
         return Deny(403, "Your account is not allowed to open this address.")
     if policy == "two_factor" and valid.level < 2:
-        if not (valid.exempt and requirement.exempt):
+        on_network = TRUSTED_NETWORK in valid.methods and requirement.trusts(facts.client_ip)
+        if not (valid.exempt and requirement.exempt) and not on_network:
             step_up = sign_in_url(settings.prefix, "step-up", target_of(facts))
             if facts.wants_json:
                 return Challenge(step_up, "A second factor is required.")
@@ -217,6 +223,8 @@ BASIC_MESSAGES = {
     "invalid": ("The username or password is not correct. After repeated failures sign-in is paused for a while; "
                 "wait and try again, or ask your helpdesk."),
     "blocked": "This account is blocked. Contact your helpdesk.",
+    "banned": ("There were too many failed sign-in attempts from your network. Sign-in from here is paused; try "
+               "again later, or ask your helpdesk."),
     "app_password_required": ("This account uses multi-factor authentication: this client needs an app password, "
                               "not your main password. Create one on your security info page."),
 }
@@ -231,11 +239,15 @@ def decide_basic(facts: RequestFacts, requirement: Requirement, verdict: Verifie
     ==========================================  ==========================================================
     the path could not be parsed                Deny 400
     the store or the revocation view is down    Unavailable 503
+    the client address is banned (regulation)   Deny 429 with Retry-After (names no account)
     no or bad credential                        BasicChallenge 401
     the user is not admitted by users/groups    Deny 403
     app password                                Pass, level 2 (satisfies two_factor on Basic routes only)
     primary password (state allows it)          Pass on one_factor; on two_factor only if the rule allows
                                                 exemptions, else BasicChallenge (app password required)
+    primary password accepted only because the  Pass (level 1) while the request comes from a network the
+    client was on a trusted network             rule trusts; from elsewhere BasicChallenge (app password
+                                                required)
     ==========================================  ==========================================================
     """
     if facts.path is None:
@@ -245,11 +257,19 @@ def decide_basic(facts: RequestFacts, requirement: Requirement, verdict: Verifie
     if isinstance(verdict, BasicFailure):
         if verdict.reason == "unavailable":
             return Unavailable("The sign-in service cannot reach its store.")
+        if verdict.reason == "banned":  # the client address: the same whatever username was sent
+            seconds = 86400 if verdict.until is None else max(1, min(86400, int(verdict.until - now + 0.999)))
+            return Deny(429, BASIC_MESSAGES["banned"], retry_after=seconds)
         return BasicChallenge(BASIC_MESSAGES.get(verdict.reason, BASIC_MESSAGES["invalid"]))
     if not requirement.admits(verdict.username, verdict.groups):
         return Deny(403, "Your account is not allowed to open this address.")
+    methods: tuple[str, ...]
     if verdict.kind == "app_password":
         level, methods = 2, ("app_password",)
+    elif verdict.kind == TRUSTED_NETWORK:
+        if not requirement.trusts(facts.client_ip):
+            return BasicChallenge(BASIC_MESSAGES["app_password_required"])
+        level, methods = 1, ("basic", TRUSTED_NETWORK)
     else:
         if requirement.policy == "two_factor" and not requirement.exempt:
             return BasicChallenge(BASIC_MESSAGES["app_password_required"])

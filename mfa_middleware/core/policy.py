@@ -17,6 +17,14 @@ Rules:
 - Paths are matched case-insensitively unless ``case_sensitive_paths`` is set, so ``/ADMIN`` on a server that
   routes without regard to case cannot slip past an ``/admin/*`` rule. With ``[paths] windows = true`` they are
   always matched so (see :mod:`mfa_middleware.core.paths` for the rest of Windows mode).
+- ``networks`` and ``not_networks`` make a rule select requests by client address too (the address the
+  trusted-proxy chain gives, ``core/facts.py``; never a header from an untrusted peer). An address that cannot be
+  parsed is in no network. A rule that a request's address does not fit is skipped like one whose path does not
+  match, so put the narrower rule first (``/admin/* networks=["intranet"]`` then ``/admin/* deny``).
+- Each requirement carries the networks whose browsers need only the primary factor on it (the rule's
+  ``trusted_networks``, else the global list): see ``core/networks.py`` and the decision.
+- Matching stays one dict lookup for a request seen before: by (method, path) when no rule names networks; else
+  the (method, path) lookup gives the few candidate rules and each network test is itself memoised.
 
 Matching is pure: it gets the normalised path and the method, and returns a frozen :class:`Requirement`.
 """
@@ -27,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import Config, RuleConfig
+from .networks import EMPTY, NetworkSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,12 @@ class Requirement:
     groups: frozenset[str] = frozenset()
     exempt: bool = True  # users in the `disabled` state may pass a two_factor rule with one factor
     basic: bool = False  # HTTP Basic (app passwords) is accepted on this rule
+    #: browsers (and Basic clients without an app password) on these networks need only the primary factor
+    trusted: NetworkSet = EMPTY
+
+    def trusts(self, client_ip: str) -> bool:
+        """Whether ``client_ip`` is on a network this requirement trusts (one factor is enough there)."""
+        return bool(self.trusted) and self.trusted.contains(client_ip)
 
     def admits(self, username: str, groups: tuple[str, ...]) -> bool:
         """Whether a signed-in user may pass this rule (its ``users``/``groups`` restriction)."""
@@ -69,6 +84,13 @@ class _CompiledRule:
     pattern: re.Pattern[str]
     methods: frozenset[str]
     requirement: Requirement
+    networks: NetworkSet | None = None
+    not_networks: NetworkSet | None = None
+
+    def admits_address(self, client_ip: str) -> bool:
+        if self.networks is not None and not self.networks.contains(client_ip):
+            return False
+        return self.not_networks is None or not self.not_networks.contains(client_ip)
 
 
 def rule_methods(methods: tuple[str, ...]) -> frozenset[str]:
@@ -80,29 +102,49 @@ def rule_methods(methods: tuple[str, ...]) -> frozenset[str]:
 class Policy:
     """The compiled rule list of one configuration."""
 
-    def __init__(self, rules: tuple[RuleConfig, ...], default_policy: str, case_sensitive: bool = False) -> None:
+    def __init__(self, rules: tuple[RuleConfig, ...], default_policy: str, case_sensitive: bool = False,
+                 trusted_networks: tuple[str, ...] = ()) -> None:
         flags = 0 if case_sensitive else re.IGNORECASE
+        sets: dict[tuple[str, ...], NetworkSet] = {}  # one memo per distinct list, shared by the rules using it
+
+        def network_set(cidrs: tuple[str, ...] | None) -> NetworkSet | None:
+            if cidrs is None:
+                return None
+            if cidrs not in sets:
+                sets[cidrs] = NetworkSet(cidrs) if cidrs else EMPTY
+            return sets[cidrs]
+
+        default_trusted = network_set(trusted_networks) or EMPTY
         self._rules = tuple(
             _CompiledRule(
                 pattern=re.compile(glob_to_regex(r.path) if r.path is not None else str(r.path_regex), flags),
                 methods=rule_methods(r.methods),
                 requirement=Requirement(policy=r.policy, rule_index=r.index,
                                         users=frozenset(u.lower() for u in r.users), groups=frozenset(r.groups),
-                                        exempt=r.exempt, basic=r.basic),
+                                        exempt=r.exempt, basic=r.basic,
+                                        trusted=network_set(r.trusted_networks) or (
+                                            EMPTY if r.trusted_networks is not None else default_trusted)),
+                networks=network_set(r.networks), not_networks=network_set(r.not_networks),
             )
             for r in rules
         )
-        self._default = Requirement(policy=default_policy)
+        self._default = Requirement(policy=default_policy, trusted=default_trusted)
+        self._by_address = any(r.networks is not None or r.not_networks is not None for r in self._rules)
         self._cache: dict[tuple[str, str], Requirement] = {}
+        self._candidates: dict[tuple[str, str], tuple[_CompiledRule, ...]] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> Policy:
         # Windows mode always matches without regard to case (the configuration refuses both set).
-        return cls(config.rules, config.default_policy, config.case_sensitive_paths and not config.paths.windows)
+        return cls(config.rules, config.default_policy, config.case_sensitive_paths and not config.paths.windows,
+                   config.trusted_networks)
 
-    def match(self, method: str, path: str) -> Requirement:
-        """The requirement of the first rule selecting ``method`` and the normalised ``path``."""
+    def match(self, method: str, path: str, client_ip: str = "") -> Requirement:
+        """The requirement of the first rule selecting ``method``, the normalised ``path`` and ``client_ip`` (the
+        address the trusted-proxy chain gives; "" is in no network)."""
         key = (method, path)
+        if self._by_address:
+            return self._match_by_address(key, client_ip)
         found = self._cache.get(key)
         if found is not None:
             return found
@@ -116,3 +158,23 @@ class Policy:
         if len(self._cache) < 4096:
             self._cache[key] = found
         return found
+
+    def _match_by_address(self, key: tuple[str, str], client_ip: str) -> Requirement:
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            method, path = key
+            selected: list[_CompiledRule] = []
+            for rule in self._rules:
+                if rule.methods and method not in rule.methods:
+                    continue
+                if rule.pattern.fullmatch(path):
+                    selected.append(rule)
+                    if rule.networks is None and rule.not_networks is None:
+                        break  # selects every address: no later rule is ever consulted
+            candidates = tuple(selected)
+            if len(self._candidates) < 4096:
+                self._candidates[key] = candidates
+        for rule in candidates:
+            if rule.admits_address(client_ip):
+                return rule.requirement
+        return self._default

@@ -34,6 +34,7 @@ from . import admin, passwordless
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..web.headers import secure_response
 from ..core.facts import wants_json
+from ..core.networks import TRUSTED_NETWORK
 from ..core.paths import safe_next
 from ..core.signin_flow import PAGES, Event, IllegalMove, Stage, advance, stage_of
 from ..core.tokens import PendingSignIn, Session, new_session_id, pending_expired, session_expired
@@ -46,6 +47,7 @@ from ..core.decision import RESTART_EXPIRED, RESTART_SIGNED_OUT
 from ..runtime import Runtime
 from ..services.devices import REMEMBERED
 from ..services.lockout import Client
+from ..services.regulation import banned_response
 from ..services.signin import FactorResult
 from ..store import MethodRecord, SchemaOutOfDate, StoreUnavailable, UserRecord
 
@@ -396,17 +398,24 @@ class PagesApp:
             return self.redirect(target)
         if stage not in PAGES:
             return self.off_track(ctx, stage, user)
+        if self.rt.policy.match("GET", urlsplit(target).path or "/", ctx.client.ip).trusts(ctx.client.ip):
+            # A trusted network: the primary factor is enough here. The session says so, and the decision lets it
+            # through two_factor rules only from a network they trust (elsewhere: step up).
+            self.rt.signin.complete_trusted_network(user, ctx.client, ctx.now, primary)
+            self.start_session(ctx, user, level=1, methods=(primary, TRUSTED_NETWORK), primary_at=ctx.now,
+                               exempt=False)
+            return self.redirect(target)
         # "Remember this device": after the primary step, never instead of it; only for a user who has a method to
         # skip (VERIFY: not blocked, not locked, sign-in not revoked; the machine said so just above).
         if stage is Stage.VERIFY and self.remembered_device(ctx, user):
-            self.rt.store.reset_failures(user.id)
+            self.rt.lockout.succeeded(user, ctx.client, ctx.now)
             self.start_session(ctx, user, level=2, methods=(primary, REMEMBERED), primary_at=ctx.now, exempt=False)
             return self.redirect(target)
         if self.rt.signin.use_bypass(user, ctx.client, ctx.now):
             # A helpdesk granted a one-time bypass of the second factor (lost phone): used up now.
             self.start_session(ctx, user, level=2, methods=(primary, "bypass"), primary_at=ctx.now, exempt=False)
             return self.redirect(target)
-        requirement = self.rt.policy.match("GET", urlsplit(target).path or "/")
+        requirement = self.rt.policy.match("GET", urlsplit(target).path or "/", ctx.client.ip)
         if requirement.policy in ("one_factor", "bypass"):
             # The operator asks only one factor here; a two_factor page later steps up.
             self.start_session(ctx, user, level=1, methods=(primary,), primary_at=ctx.now, exempt=False)
@@ -509,6 +518,8 @@ class PagesApp:
             result = self.rt.signin.forms(username, password, ctx.client, ctx.now)
             if result.reason == "blocked":  # only ever after the correct password
                 return self.blocked(ctx)
+            if result.reason == "banned":  # the client address: whatever the username, so nothing about it
+                return self.banned(ctx, result.locked_until)
             if not result.ok or result.user is None:  # wrong, unknown, no local password, locked: one answer
                 return self.login_form(ctx, anon, target, username, self.rt.lockout.failed_message(), 401)
             return self.after_primary(ctx, result.user, "forms", target)
@@ -548,6 +559,11 @@ class PagesApp:
         return self.render(ctx, "message.html", status=429, title="Account locked",
                            message=f"Too many failed sign-in attempts. Sign-in for this account is paused. {when}",
                            link=self.url("login"), link_text="Back to sign-in")
+
+    def banned(self, ctx: PageContext, until: float | None) -> Response:
+        """429 for a client address banned by regulation (``services/regulation.py``): Retry-After, JSON for API
+        clients. It names no account, so it says nothing about whether the username exists."""
+        return banned_response(ctx.request, until, ctx.now, self.message_html)
 
     def blocked(self, ctx: PageContext) -> Response:
         self.clear(ctx, ctx.names.pending)

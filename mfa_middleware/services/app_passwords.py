@@ -95,6 +95,10 @@ class AppPasswords:
         except LabelTaken:
             raise AccountError(f"{user.username} already has an app password named {label!r}; "
                                "choose another name or revoke that one") from None
+        if user.state == "enforced" or (user.state == "enabled" and self.store.list_methods(user.id)):
+            # Where the primary password worked on the Basic path only from a trusted network, it stops working
+            # now, on every server (services/basic.py): from now on only app passwords.
+            self.store.add_revocation(user.username, now=now, session_id=f"pw:{user.username}")
         self.audit.write("app_password_create", "success", now=now, actor=actor, username=user.username,
                             client_ip=client_ip, user_agent=user_agent, label=label)
         record = next(r for r in self.store.list_app_passwords(user.id) if r.id == new_id)

@@ -12,11 +12,16 @@ Rules:
   within the revocation interval.
 - State table (DESIGN.md section 4): the primary password is accepted for ``disabled`` users and for
   ``enabled`` users with no registered method; an ``enforced`` user gets "app password required".
+- Trusted networks: from a network the route trusts (the gate says so, from the address the trusted-proxy chain
+  gives), the primary password is accepted for any user who has no app password yet, as a credential of kind
+  ``trusted_network`` that the decision lets through only from a trusted network (so a cached one is no good
+  from elsewhere). Creating an app password revokes ``pw:<user>``: from then on only app passwords work.
 - Every attempt that misses the cache is reserved on the same atomic counters as the forms and the second factor
   (per user and per client address) BEFORE any password is checked; a refused reservation (locked) means no
   password is checked at all. A success gives the reservation back (it neither counts nor resets).
-- Unknown user, user without a local password, wrong password, locked account and locked client address all give
-  ``invalid`` after exactly one argon2 verification (a dummy where there is nothing to check). Only a correct
+- Unknown user, user without a local password, wrong password and locked account all give ``invalid`` after
+  exactly one argon2 verification (a dummy where there is nothing to check); a banned client address gives
+  ``banned`` (429 with Retry-After) after the same verification, whatever username it sent. Only a correct
   credential may lead to a distinct answer (blocked, app password required).
 """
 
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from ..core.basic import BasicCredentials, BasicFailure, VerifiedCredential
 from ..core.decision import RevocationView
+from ..core.networks import TRUSTED_NETWORK
 from ..primary.usernames import canonical_username
 from ..store import Store, StoreUnavailable, UserRecord
 from . import app_passwords
@@ -77,13 +83,14 @@ class BasicAuthenticator:
         return None
 
     def authenticate(self, creds: BasicCredentials, *, client_ip: str, user_agent: str, now: float,
-                     view: RevocationView) -> VerifiedCredential | BasicFailure:
+                     view: RevocationView, trusted_network: bool = False) -> VerifiedCredential | BasicFailure:
         key = self._key_of(creds)
         hit = self.cached(creds, now=now, view=view, key=key)
         if hit is not None:
             return hit
         try:
-            result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now)
+            result = self._verify(creds, client_ip=client_ip, user_agent=user_agent, now=now,
+                                  trusted_network=trusted_network)
         except StoreUnavailable:
             return BasicFailure("unavailable")
         size = self.settings.cache_size
@@ -95,7 +102,7 @@ class BasicAuthenticator:
         return result
 
     def _verify(self, creds: BasicCredentials, *, client_ip: str, user_agent: str,
-                now: float) -> VerifiedCredential | BasicFailure:
+                now: float, trusted_network: bool = False) -> VerifiedCredential | BasicFailure:
         client = Client(client_ip, user_agent)
         name = canonical_username(creds.username)
         user = self.store.get_user(name) if name else None
@@ -121,6 +128,9 @@ class BasicAuthenticator:
             primary_ok = self.primary.check(checkable, creds.password, now)
         if verified is None and not primary_ok:
             self.lockout.failed("basic", attempt, user, client, now, reason="invalid")
+            banned = self.lockout.banned_until(attempt)
+            if banned is not None:  # the address is banned: the same answer whatever username was sent
+                return BasicFailure("banned", banned)
             return BasicFailure("invalid")
         assert checkable is not None
         self.lockout.release(attempt, checkable, client)  # a correct credential: neither a failure nor a reset
@@ -133,6 +143,13 @@ class BasicAuthenticator:
                            client_ip=client_ip, user_agent=user_agent, credential="app_password", label=label)
             return verified
         if not self.primary_allowed(checkable):
+            if trusted_network and not self.store.list_app_passwords(checkable.id):
+                self.audit.write("basic", "success", now=now, actor=checkable.username, username=checkable.username,
+                                 client_ip=client_ip, user_agent=user_agent, credential="primary",
+                                 reason="trusted_network")
+                return VerifiedCredential(checkable.username, checkable.groups, checkable.is_admin, TRUSTED_NETWORK,
+                                          primary_marker(checkable.username), now, checkable.email,
+                                          checkable.display_name)
             self.audit.write("basic", "app_password_required", now=now, actor=checkable.username,
                            username=checkable.username, client_ip=client_ip, user_agent=user_agent)
             return BasicFailure("app_password_required")

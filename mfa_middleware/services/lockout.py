@@ -12,6 +12,12 @@ The password form, each second-factor method, enrollment confirmation and the Ba
 - A success gives its reservations back (:meth:`Lockout.release`); a failure keeps them
   (:meth:`Lockout.keep_failure`). When a failure starts the user's lock, a ``lock:<user>`` revocation tells every
   process's Basic credential cache, and this process's revocation cache is refreshed at once.
+- Regulation (``services/regulation.py``): each user reservation is also counted against the (user, address)
+  pair. A completed sign-in (:meth:`Lockout.succeeded`) takes that address's failures on that user off both
+  counters and ends the user's run of consecutive failures; failures from other addresses stay, so a password
+  sprayer's failures on an account survive its owner signing in. The per-address counter has its own find time.
+- Whatever the settings, 100 consecutive failures lock an account until an administrator unlocks it
+  (``Store.reserve_attempt``); only :meth:`Store.reset_failures` (unlock, ``mfa-admin bans lift``) ends that.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..core.networks import regulation_key
 from ..store.sql import Reservation
 
 if TYPE_CHECKING:
@@ -75,22 +82,43 @@ class Lockout:
         lo = self.settings
         by_client: Reservation | None = None
         if lo.max_failures_per_client:
-            by_client = self.store.reserve_client_attempt(client.ip, now=now, max_failures=lo.max_failures_per_client,
-                                                          reset_after=lo.reset_after, lock_for=lo.client_lock_for)
+            by_client = self.store.reserve_client_attempt(regulation_key(client.ip), now=now,
+                                                          max_failures=lo.max_failures_per_client,
+                                                          reset_after=lo.client_reset_after,
+                                                          lock_for=lo.client_lock_for)
         by_user: Reservation | None = None
         if user is not None and (by_client is None or by_client.allowed):
             by_user = self.store.reserve_attempt(user.id, now=now, max_failures=lo.max_failures,
                                                  reset_after=lo.reset_after, lock_for=lo.lock_for)
+            if by_user.allowed:
+                self.store.reserve_address_failure(user.id, regulation_key(client.ip), now=now,
+                                                   reset_after=lo.reset_after)
         return Attempt(by_client, by_user, user is not None)
 
     def release(self, attempt: Attempt, user: UserRecord | None, client: Client) -> None:
         """Give back the reservations of an attempt that succeeded: the client's, and the user's when ``user``
         is given (pass None when the user's counter was reset instead)."""
         if attempt.client is not None:
-            self.store.release_client_attempt(client.ip, attempt.client)
+            self.store.release_client_attempt(regulation_key(client.ip), attempt.client)
         if user is not None and attempt.user is not None:
             self.store.release_attempt(user.id, attempt.user)
+            if attempt.user.allowed:
+                self.store.release_address_failure(user.id, regulation_key(client.ip))
 
+    def succeeded(self, user: UserRecord, client: Client, now: float) -> None:
+        """A sign-in of ``user`` from ``client`` is complete (second factor, enrollment, exemption, trusted
+        network, bypass, remembered device): clear that address's failures for that user, and the user's run of
+        consecutive failures. Failures from other addresses stay counted."""
+        lo = self.settings
+        self.store.clear_address_failures(user.id, regulation_key(client.ip), now=now, reset_after=lo.reset_after,
+                                          client_reset_after=lo.client_reset_after)
+
+    def banned_until(self, attempt: Attempt) -> float | None:
+        """Until when the client address of a refused ``attempt`` is banned (None: the address is not banned).
+        Only the address's ban is ever told apart: it is the same whatever username was sent."""
+        if attempt.client is None or attempt.client.allowed:
+            return None
+        return attempt.client.locked_until
     def keep_failure(self, attempt: Attempt, user: UserRecord | None, now: float) -> int:
         """The attempt failed: its reservations stay counted. When it started the user's lockout, tell every
         process's Basic cache. Returns the user's failures in the window (0 when nothing was counted for them)."""
@@ -122,14 +150,15 @@ class Lockout:
         """Until when this client address is refused (too many failures over all accounts), or None."""
         if not self.settings.max_failures_per_client:
             return None
-        return self.store.client_locked_until(client.ip, now)
+        return self.store.client_locked_until(regulation_key(client.ip), now)
 
     def fail_client(self, client: Client, now: float) -> None:
         """Count one failed attempt from ``client`` outside a reservation (a kept reservation)."""
         lo = self.settings
         if lo.max_failures_per_client:
-            self.store.record_client_failure(client.ip, now=now, max_failures=lo.max_failures_per_client,
-                                             reset_after=lo.reset_after, lock_for=lo.client_lock_for)
+            self.store.record_client_failure(regulation_key(client.ip), now=now,
+                                             max_failures=lo.max_failures_per_client,
+                                             reset_after=lo.client_reset_after, lock_for=lo.client_lock_for)
 
     def fail(self, user: UserRecord, now: float) -> tuple[int, float | None]:
         """Count one failed attempt outside a reservation (a kept reservation); returns (count, locked until)."""

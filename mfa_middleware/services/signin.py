@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class PrimaryResult:
     user: UserRecord | None
-    reason: str  # ok | invalid | locked | blocked
+    reason: str  # ok | invalid | locked | blocked | banned (the client address, whatever the username)
     locked_until: float | None = None
 
     @property
@@ -79,6 +79,9 @@ class SignIn:
         checked = user if user is not None and attempt.allowed else None
         if not self.primary.check(checked, password, now):  # exactly one password verification, always
             self.lockout.failed("primary", attempt, user, client, now, primary="forms")
+            banned = self.lockout.banned_until(attempt)
+            if banned is not None:  # the address is banned: told apart from nothing about the user
+                return PrimaryResult(None, "banned", banned)
             return PrimaryResult(None, "invalid")
         assert user is not None
         self.lockout.release(attempt, user, client)  # correct: not a failure nor a reset (second factor next)
@@ -120,8 +123,15 @@ class SignIn:
                          blocked=user.blocked(now), locked=user.locked(now), revoked=revoked)
 
     def complete_exempt(self, user: UserRecord, client: Client, now: float) -> None:
-        """An MFA-exempt user finished signing in: the failure counter starts again."""
-        self.store.reset_failures(user.id)
+        """An MFA-exempt user finished signing in: that address's failures for the user are cleared."""
+        self.lockout.succeeded(user, client, now)
+
+    def complete_trusted_network(self, user: UserRecord, client: Client, now: float, primary: str) -> None:
+        """A browser on a trusted network finished signing in with the primary factor alone: audited as such, and
+        that address's failures for the user are cleared."""
+        self.lockout.succeeded(user, client, now)
+        self.audit.write("primary", "trusted_network", now=now, actor=user.username, username=user.username,
+                         client_ip=client.ip, user_agent=client.user_agent, primary=primary, reason="trusted_network")
 
     def use_bypass(self, user: UserRecord, client: Client, now: float) -> bool:
         """Consume a pending one-time bypass of the second factor (once, atomically); True if there was one."""
@@ -129,7 +139,7 @@ class SignIn:
             return False
         if not self.store.consume_bypass(user.id, now=now):
             return False
-        self.store.reset_failures(user.id)
+        self.lockout.succeeded(user, client, now)
         self.audit.write("second_factor", "bypassed", now=now, actor=user.username, username=user.username,
                             client_ip=client.ip, user_agent=client.user_agent, method="bypass")
         return True
@@ -194,8 +204,8 @@ class SignIn:
             if result.outcome is not Outcome.REJECTED:
                 outcome, used = result.outcome, method.kind
         if outcome is Outcome.ACCEPTED:
-            self.store.reset_failures(fresh.id)
-            self.lockout.release(attempt, None, client)
+            self.lockout.release(attempt, fresh, client)
+            self.lockout.succeeded(fresh, client, now)
             self.audit.write("second_factor", "success", now=now, actor=user.username, username=user.username,
                                 client_ip=client.ip, user_agent=client.user_agent, method=used)
             return FactorResult("accepted", method=used)
@@ -268,8 +278,8 @@ class SignIn:
             if attempt.user is not None and attempt.user.started_lock:
                 return FactorResult("locked", attempt.locked_until)
             return FactorResult(result.outcome.value, method=method.kind)
-        self.store.reset_failures(fresh.id)
-        self.lockout.release(attempt, None, client)
+        self.lockout.release(attempt, fresh, client)
+        self.lockout.succeeded(fresh, client, now)
         if not any(m.is_default for m in self.store.list_methods(fresh.id)):
             self.store.set_default_method(fresh.id, method.id)  # the first method becomes the default
         detail: dict[str, object] = {"method": method.kind}

@@ -133,6 +133,16 @@ client_failures = Table(
     Column("locked_until", Float),
 )
 
+#: how many of a user's failures in the current window came from each client address (regulation): a success from
+#: an address takes that address's failures off the user's (and the address's) counters, and no others
+user_address_failures = Table(
+    "mfa_user_address_failures", metadata,
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), primary_key=True),
+    Column("client_ip", String(64), primary_key=True),
+    Column("failed_count", Integer, nullable=False, default=0),
+    Column("last_failed_at", Float, nullable=False),
+)
+
 oath_tokens = Table(
     "mfa_oath_tokens", metadata,
     Column("id", Integer, primary_key=True),

@@ -36,7 +36,7 @@ from . import schema
 from .schema import webauthn_challenges, webauthn_credentials, webauthn_logins
 from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
                      methods, oath_tokens, phone_sends, push_devices, push_nonces, push_registrations,
-                     push_requests, revocations, users)
+                     push_requests, revocations, user_address_failures, users)
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -66,6 +66,16 @@ class Reservation:
     count: int  # failures in the window, this attempt included when allowed
     locked_until: float | None  # the lock as stored after this attempt (None or in the past: not locked)
     started_lock: bool = False  # this attempt reached the limit: a success lifts the lock it started
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A ban in force (``mfa-admin bans list``): an account or a client address, with its failures and end."""
+
+    kind: Literal["user", "address"]
+    subject: str  # the username or the address
+    failures: int  # in the window (user: also the consecutive count when locked for good)
+    until: float  # LOCKED_FOR_GOOD: until an administrator unlocks it
 
 
 @dataclass(frozen=True, slots=True)
@@ -1083,11 +1093,97 @@ class Store:
         return float(value) if value is not None and value > now else None
 
     def reset_failures(self, user_id: int) -> None:
+        """Clear every failure counter of the user and lift their lock (an administrator's unlock)."""
         stmt = (update(users).where(users.c.id == user_id)
                 .where(or_(users.c.failed_count != 0, users.c.consecutive_failures != 0,
                            users.c.locked_until.is_not(None)))
                 .values(failed_count=0, consecutive_failures=0, last_failed_at=None, locked_until=None))
+        pairs = delete(user_address_failures).where(user_address_failures.c.user_id == user_id)
+
+        def run(c: Connection) -> None:
+            c.execute(stmt)
+            c.execute(pairs)
+
+        self._run(run)
+
+    # Regulation: how many of a user's failures came from each address. Each change is one statement (an upsert,
+    # an update, or a DELETE ... RETURNING that hands the count to exactly one success), so concurrent successes
+    # and failures never take off more than was put on.
+    def reserve_address_failure(self, user_id: int, client_ip: str, *, now: float, reset_after: float) -> None:
+        """Count one reserved attempt of ``user_id`` from ``client_ip`` (after the user's reservation was allowed)."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        table = user_address_failures
+        upsert: Any = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        stale = table.c.last_failed_at < now - reset_after
+        stmt = upsert(table).values(user_id=user_id, client_ip=client_ip[:64], failed_count=1,
+                                    last_failed_at=now).on_conflict_do_update(
+            index_elements=[table.c.user_id, table.c.client_ip],
+            set_={"failed_count": case((stale, 1), else_=table.c.failed_count + 1), "last_failed_at": now})
         self._run(lambda c: c.execute(stmt))
+
+    def release_address_failure(self, user_id: int, client_ip: str) -> None:
+        """Give back one reserved attempt of ``user_id`` from ``client_ip`` (see :meth:`release_attempt`)."""
+        table = user_address_failures
+        stmt = (update(table).where(table.c.user_id == user_id, table.c.client_ip == client_ip[:64],
+                                    table.c.failed_count > 0)
+                .values(failed_count=table.c.failed_count - 1))
+        self._run(lambda c: c.execute(stmt))
+
+    def clear_address_failures(self, user_id: int, client_ip: str, *, now: float, reset_after: float,
+                               client_reset_after: float) -> int:
+        """A sign-in of ``user_id`` from ``client_ip`` succeeded: take that address's failures on this user off
+        the user's counter and off the address's counter (the failures from other addresses stay), and end the
+        user's run of consecutive failures. Returns how many failures were taken off."""
+        table = user_address_failures
+        ip = client_ip[:64]
+        taken = (delete(table).where(table.c.user_id == user_id, table.c.client_ip == ip)
+                 .returning(table.c.failed_count, table.c.last_failed_at))
+
+        def run(c: Connection) -> int:
+            row = c.execute(taken).first()
+            n = int(row[0]) if row is not None and row[1] >= now - reset_after else 0
+            ending = update(users).where(users.c.id == user_id)
+            if n == 0:
+                ending = ending.where(users.c.consecutive_failures != 0)
+            c.execute(ending.values(failed_count=case((users.c.failed_count > n, users.c.failed_count - n), else_=0),
+                              consecutive_failures=0))
+            if row is not None and int(row[0]) > 0 and row[1] >= now - client_reset_after:
+                cf = client_failures
+                m = int(row[0])
+                c.execute(update(cf).where(cf.c.client_ip == (ip or "unknown"))
+                          .values(failed_count=case((cf.c.failed_count > m, cf.c.failed_count - m), else_=0)))
+            return n
+
+        return self._run(run)
+
+    def lift_address_ban(self, client_ip: str) -> bool:
+        """Forget a client address's failures and lift its ban; False when it had none."""
+        stmt = delete(client_failures).where(client_failures.c.client_ip == (client_ip[:64] or "unknown"))
+        return bool(self._run(lambda c: c.execute(stmt).rowcount))
+
+    def page_bans(self, *, now: float, after: tuple[str, str] | None = None, limit: int = 100) -> list[BanRecord]:
+        """The bans in force, accounts first then addresses, each by name (keyset: ``after`` is the (kind,
+        subject) of the last row of the previous page)."""
+        bans: list[BanRecord] = []
+        if after is None or after[0] == "user":
+            q = (select(users.c.username, users.c.failed_count, users.c.consecutive_failures, users.c.locked_until)
+                 .where(users.c.locked_until.is_not(None), users.c.locked_until > now)
+                 .order_by(users.c.username).limit(limit))
+            if after is not None:
+                q = q.where(users.c.username > after[1])
+            rows = self._run(lambda c: c.execute(q).all())
+            bans.extend(BanRecord("user", r[0], max(int(r[1]), int(r[2])), float(r[3])) for r in rows)
+        if len(bans) < limit:
+            cf = client_failures
+            q2 = (select(cf.c.client_ip, cf.c.failed_count, cf.c.locked_until)
+                  .where(cf.c.locked_until.is_not(None), cf.c.locked_until > now)
+                  .order_by(cf.c.client_ip).limit(limit - len(bans)))
+            if after is not None and after[0] == "address":
+                q2 = q2.where(cf.c.client_ip > after[1])
+            rows2 = self._run(lambda c: c.execute(q2).all())
+            bans.extend(BanRecord("address", r[0], int(r[1]), float(r[2])) for r in rows2)
+        return bans
 
     # -- methods ---------------------------------------------------------------------------------------------
     @staticmethod
