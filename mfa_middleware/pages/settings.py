@@ -354,6 +354,8 @@ class SettingsPages:
         rt.devices.forget_all(v.user, now=ctx.now, reason="method_removed", **who)
         if not rt.store.delete_method(v.user.id, method.id, keep_one=v.user.state == "enforced",
                                       counted_kinds=standalone):
+            if self.own_method(v, raw) is None:  # removed meanwhile (a double submit): nothing left to do
+                return self.show(ctx, v, error="That method is not in your list.", status=400)
             self.audit(ctx, v.user, "method", "refused", method=method.kind, reason="last_method")
             return self.show(ctx, v, status=409, error="This is your only sign-in method and your organisation "
                                                        "requires one. Add another method first, then remove this "
