@@ -187,12 +187,14 @@ def test_another_users_ids_in_the_form_change_nothing(mw: MFAMiddleware, clock: 
            "device_id": str(store.list_devices(alice.user.id, now=clock.now)[0].id),
            "session_id": store.list_session_records(alice.user.id, now=clock.now)[0].sid}
     before = (alice.methods(), store.list_app_passwords(alice.user.id),
-              store.list_devices(alice.user.id, now=clock.now), store.list_session_records(alice.user.id, now=clock.now))
+              store.list_devices(alice.user.id, now=clock.now),
+              store.list_session_records(alice.user.id, now=clock.now))
     path, field, extra = action
     answer = bob.act(path, **{field: ids[field]}, **extra)
     assert answer.status_code == 400 and "is not in your list" in answer.text
     after = (alice.methods(), store.list_app_passwords(alice.user.id),
-             store.list_devices(alice.user.id, now=clock.now), store.list_session_records(alice.user.id, now=clock.now))
+             store.list_devices(alice.user.id, now=clock.now),
+             store.list_session_records(alice.user.id, now=clock.now))
     assert after == before
     assert alice.get("/hello").status_code == 200
 
