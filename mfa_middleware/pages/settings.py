@@ -194,12 +194,16 @@ class SettingsPages:
     # -- the old addresses --------------------------------------------------------------------------------------
     def page_home(self, ctx: PageContext) -> Response:
         """``/_mfa/`` (the old account page): security info."""
+        if self.pages.session(ctx) is None:
+            return self.pages.redirect(self.pages.url("login", self.url()))
         done = ctx.request.args.get("done", "")
         return self.pages.redirect(self.url() + (f"?done={quote(done)}" if done in DONE else ""))
 
     def page_legacy_app_passwords(self, ctx: PageContext) -> Response:
         """``GET /_mfa/app-passwords`` (the old page; the end of enrollment offers it with ``next``): the app
         passwords section of security info, keeping where to continue to."""
+        if self.pages.session(ctx) is None:
+            return self.pages.redirect(self.pages.url("login", self.url()))
         target = ctx.request.args.get("next")
         query = f"?next={quote(safe_next(target, '/'), safe='/')}" if target else ""
         return self.pages.redirect(self.url() + query + "#app-passwords")
