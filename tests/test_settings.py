@@ -18,7 +18,7 @@ from mfa_middleware import MFAMiddleware
 from mfa_middleware.config import ConfigError
 from mfa_middleware.services.account_notices import AccountNotices
 from mfa_middleware.store import UserRecord
-from tests.support.mfa import Browser, Clock, csrf_of, make_config, make_middleware
+from tests.support.mfa import Browser, Clock, csrf_of, make_config, make_middleware, secret_of
 from tests.support.smtp import smtp_server
 from tests.support.servers import free_port
 
@@ -69,8 +69,6 @@ class Person:
         return {"User-Agent": self.user_agent}
 
     def enroll(self) -> str:
-        from tests.support.mfa import secret_of
-
         start = self.get("/_mfa/enroll")
         self.post("/_mfa/enroll", {"action": "start", "method": "totp", "csrf_token": csrf_of(start.text)})
         page = self.get("/_mfa/enroll")
@@ -464,6 +462,15 @@ def test_every_change_sends_a_notification_email(sqlite_url: str, clock: Clock) 
             bob = Person(mw, clock, "bob")
             second = add_second_totp(bob)
             Person(mw, clock, "bob", secret=bob.secret, user_agent=SAFARI)
+            choose = bob.get("/_mfa/methods/add")  # the add-method flow
+            started = bob.post("/_mfa/methods/add", {"action": "start", "method": "totp",
+                                                     "csrf_token": csrf_of(choose.text)})
+            shown = bob.get(started.headers["Location"])
+            clock.advance(30)
+            added = bob.post(started.headers["Location"], {
+                "action": "confirm", "code": pyotp.TOTP(secret_of(shown.text)).at(clock.now),
+                "csrf_token": csrf_of(shown.text)})
+            assert added.headers["Location"] == "/_mfa/?done=added"
             bob.act("/app-passwords/create", label="Outlook")
             item = mw.runtime.store.list_app_passwords(bob.user.id)[0]
             bob.act("/app-passwords/revoke", app_password_id=str(item.id))
@@ -473,11 +480,12 @@ def test_every_change_sends_a_notification_email(sqlite_url: str, clock: Clock) 
             notices(mw).wait(10)  # bound on a hang: the local server answers in milliseconds
             bodies = [m.message.get_body(("plain",)).get_content() for m in server.recorder.messages()]
             assert all(m.rcpt_tos == ("bob@example.test",) for m in server.recorder.messages())
-            for words in ("app password named “Outlook” was created", "“Outlook” was revoked",
+            for words in ("method was added to your account: Authenticator app",
+                          "app password named “Outlook” was created", "“Outlook” was revoked",
                           "new set of backup codes", "method was removed", "other session of your account was"):
                 assert any(words in body for body in bodies), (words, bodies)
             assert not any(item.label + " " in body and "password:" in body for body in bodies)
-            assert audit_rows(mw, "bob", "notify") == ["sent"] * 5
+            assert audit_rows(mw, "bob", "notify") == ["sent"] * 6
         finally:
             mw.runtime.close()
 

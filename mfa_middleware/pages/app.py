@@ -1013,6 +1013,7 @@ class PagesApp:
                                                       ctx.client, ctx.now, attempt_id=session.sid,
                                                       first_method_only=False)
                 if result.accepted:
+                    self.settings.method_added(ctx, user, result.method or "")  # the notification email
                     return self.redirect(self.url("?done=added"))
                 if result.outcome == "locked":
                     return self.locked(ctx, result.locked_until)

@@ -62,6 +62,7 @@ DONE = {
     "signed_out": "Your other sessions were signed out.",
     "signed_out_one": "That session was signed out.",
     "verified": "You verified your identity. You can make changes for the next few minutes.",
+    "added": "The method was added.",
 }
 
 
@@ -190,6 +191,11 @@ class SettingsPages:
     def steps_words(self, methods: tuple[str, ...]) -> str:
         words = [STEP_WORDS.get(m) or self.kind_words(m).lower() for m in methods]
         return " and ".join(w for w in words if w) or "unknown"
+
+    def method_added(self, ctx: PageContext, user: UserRecord, kind: str) -> None:
+        """The add-method flow (pages/app.py) confirmed a new method: tell the user by email."""
+        self.notify(ctx, user, f"A sign-in method was added to your account: {self.kind_words(kind)}.",
+                    "method_added")
 
     # -- the old addresses --------------------------------------------------------------------------------------
     def page_home(self, ctx: PageContext) -> Response:
