@@ -501,3 +501,29 @@ def test_a_failing_mail_server_never_fails_the_change(sqlite_url: str, clock: Cl
         assert [a.label for a in mw.runtime.store.list_app_passwords(bob.user.id)] == ["Outlook"]
     finally:
         mw.runtime.close()
+
+
+# -- the store ---------------------------------------------------------------------------------------------------
+def test_session_records_on_both_engines(database_url: str) -> None:
+    """Record, list and end sessions: only the user's own rows, never the kept one, each ended once."""
+    clock = Clock()
+    mw = make_middleware(database_url, clock)
+    try:
+        store = mw.runtime.store
+        bob = mw.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+        alice = mw.runtime.accounts.add("alice", actor="test", password=PASSWORD)
+        for owner, sid in ((bob, "b1"), (bob, "b2"), (bob, "b3"), (alice, "a1")):
+            store.add_session_record(owner.id, sid, now=clock.now, expires_at=clock.now + 3600,
+                                     client_ip="192.0.2.1", user_agent=FIREFOX, methods=("forms", "totp"))
+            clock.advance(1)
+        assert [r.sid for r in store.list_session_records(bob.id, now=clock.now)] == ["b3", "b2", "b1"]
+        assert store.end_session_records(bob.id, "bob", keep_sid="b3", now=clock.now, sids=["a1"]) == []
+        assert sorted(store.end_session_records(bob.id, "bob", keep_sid="b3", now=clock.now)) == ["b1", "b2"]
+        assert store.end_session_records(bob.id, "bob", keep_sid="b3", now=clock.now) == []
+        assert [r.sid for r in store.list_session_records(bob.id, now=clock.now)] == ["b3"]
+        assert [r.sid for r in store.list_session_records(alice.id, now=clock.now)] == ["a1"]
+        assert store.sign_in_revoked("bob", since=clock.now, session_id="b1")
+        assert not store.sign_in_revoked("alice", since=clock.now, session_id="a1")
+        assert store.list_session_records(bob.id, now=clock.now + 3600) == []  # past the absolute timeout
+    finally:
+        mw.runtime.close()
