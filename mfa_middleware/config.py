@@ -66,6 +66,8 @@ class SessionConfig:
     cookie_secure: str = "auto"  # "auto" (Secure on HTTPS), "always", "never"
     revocation_interval: float = 5.0
     sign_in_timeout: float = 10 * 60
+    #: how recent a real second factor must be to change anything on the security info page ("step-up")
+    step_up: float = 10 * 60
 
 
 @dataclass(frozen=True)
@@ -745,9 +747,12 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<config>",
         cookie_secure=s.choice("cookie_secure", ("auto", "always", "never"), "auto"),
         revocation_interval=s.duration("revocation_interval", 5),
         sign_in_timeout=s.duration("sign_in_timeout", 10 * 60),
+        step_up=s.duration("step_up", 10 * 60),
     )
     if not re.fullmatch(r"[A-Za-z0-9_-]+", session.cookie_name):
         raise ConfigError(f"{s.key('cookie_name')}: letters, digits, '-' and '_' only")
+    if session.step_up > session.absolute_timeout:
+        raise ConfigError(f"{s.key('step_up')}: must not exceed session.absolute_timeout")
     if session.inactivity_timeout > session.absolute_timeout:
         raise ConfigError(f"{s.key('inactivity_timeout')}: must not exceed session.absolute_timeout")
     s.finish()

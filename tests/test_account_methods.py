@@ -3,7 +3,6 @@ fresh second factor and with CSRF; the last method of an enforced user stays, al
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 
@@ -42,7 +41,7 @@ class Bob:
         return pyotp.TOTP(secret or self.secret).at(self.clock.now)
 
     def account(self) -> str:
-        page = self.browser.get("/_mfa/")
+        page = self.browser.get("/_mfa/", follow_redirects=True)
         assert page.status_code == 200
         return page.text
 
@@ -90,7 +89,7 @@ def test_add_rename_default_remove(mw: MFAMiddleware, clock: Clock) -> None:
     assert [(i, label, d) for i, _, label, d in bob.methods()] == [(first, "Authenticator app", False),
                                                                   (second, "Spare phone", True)]
     page = bob.account()
-    assert "Spare phone" in page and "(default)" in page
+    assert "Spare phone" in page and "Default</span>" in page
     # The next sign-in starts with the new default.
     other = Browser(mw)
     other.login("bob", PASSWORD, "/hello")
@@ -149,7 +148,7 @@ def test_changes_need_a_fresh_second_factor(mw: MFAMiddleware, clock: Clock, pat
     page = bob.account()
     [totp] = [i for i, _, _, _ in bob.methods()]
     clock.advance(11 * 60)
-    assert "Add a method" not in bob.account() and "verify your identity again" in bob.account()
+    assert "verify your identity again" in bob.account()
     refused = bob.browser.get(path)
     assert refused.status_code == 403 and "Verify again" in refused.text
     for action in ("remove", "rename", "default"):
@@ -248,7 +247,7 @@ def test_concurrent_removals_cannot_remove_the_last_method(database_url: str, cl
 
 def test_backup_codes_link_with_the_count(mw: MFAMiddleware, clock: Clock) -> None:
     bob = Bob(mw, clock)
-    assert re.search(r'href="/_mfa/backup-codes">Backup codes</a>:\s*none yet', bob.account())
+    assert "You have no backup codes." in bob.account()
     offer = bob.browser.get("/_mfa/backup-codes")
     bob.browser.post("/_mfa/backup-codes", {"csrf_token": csrf_of(offer.text)})
     assert "10 unused codes left" in bob.account()

@@ -411,9 +411,9 @@ def test_administrators_cannot_create_app_passwords(mw: MFAMiddleware, clock: Cl
     # Nor on the self-service page.
     browser = Browser(mw)
     browser.sign_in_and_enroll("root", PASSWORD, clock)
-    page = browser.get("/_mfa/app-passwords")
+    page = browser.get("/_mfa/app-passwords", follow_redirects=True)
     assert page.status_code == 200 and "Administrator accounts cannot have app passwords." in page.text
-    assert 'name="csrf_token"' not in page.text  # no form to post; forge a valid token for the session
+    assert "/app-passwords/create" not in page.text  # no form to post; forge a valid token for the session
     csrf = mw.runtime.codec.make_csrf(session_of(mw, browser).sid)
     refused = browser.post("/_mfa/app-passwords", {"action": "create", "label": "laptop", "csrf_token": csrf})
     assert refused.status_code == 400 and "admins_may_create" in refused.text
@@ -727,21 +727,22 @@ def test_app_password_page_asks_one_factor_session_to_step_up(mw: MFAMiddleware,
     first = browser.login("erin", PASSWORD, "/reports/x")  # one_factor: a level-1 session
     assert first.status_code == 303 and first.headers["Location"] == "/reports/x"
     assert session_of(mw, browser).level == 1
-    page = browser.get("/_mfa/app-passwords")
+    assert browser.get("/_mfa/app-passwords").headers["Location"] == "/_mfa/settings#app-passwords"
+    page = browser.get("/_mfa/settings")
     assert page.status_code == 303
-    assert page.headers["Location"] == "/_mfa/step-up?next=/_mfa/app-passwords"
+    assert page.headers["Location"] == "/_mfa/step-up?next=/_mfa/settings"
     step_up = browser.get(page.headers["Location"])
     assert step_up.status_code == 303 and step_up.headers["Location"] == "/_mfa/verify"
     assert browser.verify(pyotp.TOTP(secret).at(clock.now)).status_code == 303
-    assert browser.get("/_mfa/app-passwords").status_code == 200
+    assert browser.get("/_mfa/app-passwords", follow_redirects=True).status_code == 200
 
 
 def test_app_password_page_create_list_revoke(mw: MFAMiddleware, clock: Clock) -> None:
     add(mw, "erin")
     browser = Browser(mw)
     browser.sign_in_and_enroll("erin", PASSWORD, clock)
-    page = browser.get("/_mfa/app-passwords")
-    assert page.status_code == 200 and "None yet." in page.text
+    page = browser.get("/_mfa/app-passwords", follow_redirects=True)
+    assert page.status_code == 200 and "No app passwords yet." in page.text
     created = browser.post("/_mfa/app-passwords", {"action": "create", "label": "Outlook on laptop",
                                                    "csrf_token": csrf_of(page.text)})
     assert created.status_code == 200
@@ -752,22 +753,23 @@ def test_app_password_page_create_list_revoke(mw: MFAMiddleware, clock: Clock) -
     password = shown.replace(" ", "")
     assert "Outlook on laptop" in created.text
     # Shown once: not on the next GET.
-    again = browser.get("/_mfa/app-passwords")
+    again = browser.get("/_mfa/app-passwords", follow_redirects=True)
     assert shown not in again.text and password not in again.text and 'id="app-password"' not in again.text
     assert "Outlook on laptop" in again.text and "never" in again.text
     # It works on the Basic path; the list then shows when and from where it was last used.
     clock.advance(60)
     used = api(mw, "/dav/x", basic_header("erin", shown), remote_addr="192.0.2.7")
     assert used.text == "app path=/dav/x user=erin level=2"
-    listed = browser.get("/_mfa/app-passwords")
+    listed = browser.get("/_mfa/app-passwords", follow_redirects=True)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(clock.now))
-    assert f"{stamp} from 192.0.2.7" in listed.text
+    assert f"{stamp}</time> from 192.0.2.7" in listed.text
     # Revoke.
     revoked = browser.post("/_mfa/app-passwords", {"action": "revoke", "label": "Outlook on laptop",
                                                    "csrf_token": csrf_of(listed.text)})
     assert revoked.status_code == 303 and revoked.headers["Location"] == "/_mfa/app-passwords"
-    after = browser.get("/_mfa/app-passwords")
-    assert "Outlook on laptop" not in after.text and "None yet." in after.text
+    after = browser.get("/_mfa/app-passwords", follow_redirects=True)
+    listed_after = after.text.split('id="app-passwords-h"')[1].split("</section>")[0]  # not the activity list
+    assert "Outlook on laptop" not in listed_after and "No app passwords yet." in listed_after
     assert mw.runtime.app_passwords.list(user(mw, "erin")) == []
     clock.advance(INTERVAL)
     assert_challenge(api(mw, "/dav/x", basic_header("erin", shown)))
@@ -789,7 +791,7 @@ def test_app_password_page_enforces_csrf(mw: MFAMiddleware, clock: Clock, token:
     elif token == "other-session":
         other = Browser(mw)
         other.sign_in_and_enroll("fred", PASSWORD, clock)
-        data["csrf_token"] = csrf_of(other.get("/_mfa/app-passwords").text)
+        data["csrf_token"] = csrf_of(other.get("/_mfa/app-passwords", follow_redirects=True).text)
     refused = browser.post("/_mfa/app-passwords", data)
     assert refused.status_code == 403 and "Form expired" in refused.text
     revoke = browser.post("/_mfa/app-passwords", {**data, "action": "revoke", "label": "phone"})

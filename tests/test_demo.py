@@ -288,7 +288,7 @@ def test_demo_command_basic_route_works_with_an_app_password_made_in_the_demo(tm
                                                   "csrf_token": csrf_of(page.text)})
             assert done.status_code == 303, done.text
             assert "Signed in as <strong>demo</strong>" in web.get("/").text
-            form = web.get("/_mfa/app-passwords")
+            form = web.get("/_mfa/app-passwords", follow_redirects=True)  # the app passwords of security info
             created = web.post("/_mfa/app-passwords", data={"action": "create", "label": "curl",
                                                             "csrf_token": csrf_of(form.text)})
             match = re.search(r'<code class="secret" id="app-password">([a-z ]+)</code>', created.text)

@@ -591,7 +591,7 @@ def test_enrollment_can_go_on_to_create_an_app_password(mw: MFAMiddleware, clock
     done = browser.post("/_mfa/enroll", {"action": "confirm", "code": code, "then": "app-passwords",
                                          "csrf_token": csrf_of(page.text)})
     assert done.headers["Location"] == "/_mfa/app-passwords?next=/hello"
-    offer = browser.get(done.headers["Location"])
+    offer = browser.get(done.headers["Location"], follow_redirects=True)  # the app passwords of security info
     assert offer.status_code == 200 and "Device name" in offer.text and 'href="/hello">Continue' in offer.text
     created = browser.post("/_mfa/app-passwords?next=/hello", {"action": "create", "label": "Mail on phone",
                                                                "csrf_token": csrf_of(offer.text)})

@@ -31,6 +31,7 @@ from werkzeug.security import safe_join
 from werkzeug.wrappers import Request, Response
 
 from . import admin, passwordless
+from .settings import SettingsPages
 from ..web.cookies import CookieNames, clear_cookie_header, cookie_names, read_cookie, set_cookie_header
 from ..web.headers import secure_response
 from ..core.facts import wants_json
@@ -186,8 +187,11 @@ class PagesApp:
             company_named=bool(branding.company), prefix=self.prefix,
             home=branding.home, logo_url=f"{self.prefix}/static/logo" if self.logo else None,
             asset_version=digest.hexdigest()[:12])
+        # Security info (pages/settings.py): its endpoints are its own bound methods.
+        self.settings = SettingsPages(self)
         self.url_map = Map([
-            Rule("/", endpoint="account"),
+            Rule("/", endpoint=self.settings.page_home),
+            *self.settings.rules(),
             Rule("/login", endpoint="login", methods=["GET", "POST"]),
             # Passwordless sign-in with a passkey (pages/passwordless.py; 404 unless configured).
             Rule("/login/passkey", endpoint="login_passkey", methods=["POST"]),
@@ -227,6 +231,8 @@ class PagesApp:
             if isinstance(endpoint, tuple):
                 _, kind, route = endpoint
                 response = self.factor_route(ctx, kind, route, dict(args))
+            elif callable(endpoint):  # security info (pages/settings.py)
+                response = endpoint(ctx, **args)
             else:
                 response = getattr(self, "page_" + endpoint)(ctx, **args)
         except NotFound:
@@ -305,7 +311,9 @@ class PagesApp:
             # Only the account pages are worth coming back to; never login, logout or a form endpoint.
             if admin.is_admin_target(self.prefix, target):  # admin portal pages (GET changes nothing there)
                 return target
-            return target if target in (self.prefix + "/", self.prefix + "/app-passwords") else "/"
+            if target in (self.prefix + "/", self.prefix + "/app-passwords") or self.settings.returnable(target):
+                return target
+            return "/"
         return target
 
     def csrf_ok(self, ctx: PageContext, binding: str | None) -> bool:
@@ -357,6 +365,7 @@ class PagesApp:
             self.rt.store.add_revocation(old.username, now=ctx.now, session_id=old.sid)
         ctx.set_cookies.append(set_cookie_header(ctx.names.session, self.rt.codec.dump_session(session),
                                                  secure=ctx.names.secure))
+        self.settings.record_session(ctx, user, session)  # listed under "active sessions"
 
     def device_cookie(self, ctx: PageContext) -> str:
         """The name of the "remember this device" cookie (same prefix and attributes as the others)."""
@@ -366,7 +375,8 @@ class PagesApp:
         """Whether ``session`` had a real second factor in the last :data:`FRESH_MFA` seconds (needed to change
         the account's methods). A remembered device and a one-time bypass never count: they stand in for a second
         factor at sign-in only."""
-        return (session.level >= 2 and session.mfa_at is not None and 0 <= now - session.mfa_at <= FRESH_MFA
+        fresh = self.rt.config.session.step_up
+        return (session.level >= 2 and session.mfa_at is not None and 0 <= now - session.mfa_at <= fresh
                 and REMEMBERED not in session.methods and "bypass" not in session.methods)
 
     def remembered_device(self, ctx: PageContext, user: UserRecord) -> bool:
@@ -1111,6 +1121,7 @@ class PagesApp:
                                                       ctx.client, ctx.now, attempt_id=session.sid,
                                                       first_method_only=False)
                 if result.accepted:
+                    self.settings.method_added(ctx, user, result.method or "")  # the notification email
                     return self.redirect(self.url("?done=added"))
                 if result.outcome == "locked":
                     return self.locked(ctx, result.locked_until)
@@ -1134,7 +1145,10 @@ class PagesApp:
         return choice(None, 200)
 
     def page_app_passwords(self, ctx: PageContext) -> Response:
-        """Create, list and revoke app passwords; only after a full sign-in (second factor, or MFA-exempt)."""
+        """Create, list and revoke app passwords; only after a full sign-in (second factor, or MFA-exempt). The
+        page itself moved to security info (GET redirects there); these forms still work."""
+        if ctx.request.method == "GET":
+            return self.settings.page_legacy_app_passwords(ctx)
         from ..services.accounts import AccountError
         from ..services.app_passwords import display
 

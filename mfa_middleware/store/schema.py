@@ -350,3 +350,21 @@ push_nonces = Table(
     UniqueConstraint("device_id", "nonce", name="uq_mfa_push_nonces"),
     Index("ix_mfa_push_nonces_expiry", "expires_at"),
 )
+
+# Sessions made (migration 0015): one row when a sign-in issues a session cookie, never on an authenticated request
+# (the hot path reads and writes no store). The security info page lists them and signs out the others by writing a
+# revocation of each session id; ``ended_at`` marks the rows ended that way (or by signing out).
+sessions = Table(
+    "mfa_sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("mfa_users.id", ondelete="CASCADE"), nullable=False),
+    Column("sid", String(64), nullable=False),  # the session id the signed cookie carries (not a secret alone)
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),  # the absolute timeout: the row means nothing after it
+    Column("client_ip", String(64)),
+    Column("user_agent", String(300)),
+    Column("methods", String(200), nullable=False, default=""),  # comma-separated, e.g. "forms,totp"
+    Column("ended_at", Float),
+    UniqueConstraint("sid", name="uq_mfa_sessions_sid"),
+    Index("ix_mfa_sessions_user", "user_id", "expires_at"),
+)

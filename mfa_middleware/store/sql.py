@@ -37,6 +37,7 @@ from .schema import webauthn_challenges, webauthn_credentials, webauthn_logins
 from .schema import (app_passwords, audit, backup_codes, calls, challenges, client_failures, devices, fraud_reports,
                      methods, oath_tokens, phone_sends, push_devices, push_nonces, push_registrations,
                      push_requests, revocations, user_address_failures, users)
+from .schema import sessions as session_rows
 
 T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -198,6 +199,21 @@ class AuditRecord:
     user_agent: str | None
     detail: dict[str, Any]
     request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A session cookie that was issued (migration 0015): who, when, from where, with which methods."""
+
+    id: int
+    user_id: int
+    sid: str
+    created_at: float
+    expires_at: float
+    client_ip: str | None
+    user_agent: str | None
+    methods: tuple[str, ...]
+    ended_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1724,6 +1740,54 @@ class Store:
     def delete_devices(self, user_id: int) -> int:
         stmt = delete(devices).where(devices.c.user_id == user_id)
         return int(self._run(lambda c: c.execute(stmt).rowcount))
+
+    # -- sessions made (the security info page; migration 0015) -------------------------------------------------
+    def add_session_record(self, user_id: int, sid: str, *, now: float, expires_at: float, client_ip: str | None,
+                           user_agent: str | None, methods: Sequence[str]) -> None:
+        """Record a session cookie just issued; the user's rows past their absolute timeout go at the same time."""
+        def run(c: Connection) -> None:
+            c.execute(delete(session_rows).where(session_rows.c.user_id == user_id,
+                                                 session_rows.c.expires_at <= now))
+            c.execute(insert(session_rows).values(
+                user_id=user_id, sid=sid[:64], created_at=now, expires_at=expires_at,
+                client_ip=(client_ip or "")[:64] or None, user_agent=(user_agent or "")[:300] or None,
+                methods=",".join(methods)[:200]))
+        self._run(run)
+
+    def list_session_records(self, user_id: int, *, now: float, limit: int = 50) -> list[SessionRecord]:
+        """The user's sessions not ended and within their absolute timeout, the newest first."""
+        stmt = (select(session_rows).where(session_rows.c.user_id == user_id, session_rows.c.expires_at > now,
+                                           session_rows.c.ended_at.is_(None))
+                .order_by(session_rows.c.created_at.desc(), session_rows.c.id.desc()).limit(max(1, limit)))
+        return [SessionRecord(id=r.id, user_id=r.user_id, sid=r.sid, created_at=r.created_at,
+                              expires_at=r.expires_at, client_ip=r.client_ip, user_agent=r.user_agent,
+                              methods=tuple(m for m in (r.methods or "").split(",") if m), ended_at=r.ended_at)
+                for r in self._run(lambda c: c.execute(stmt).all())]
+
+    def end_session_records(self, user_id: int, username: str, *, keep_sid: str | None, now: float,
+                            sids: Collection[str] | None = None) -> list[str]:
+        """End the user's live sessions (all but ``keep_sid``; only ``sids`` when given): each gets a revocation of
+        its id and its row an ``ended_at``, in one transaction. Returns the session ids ended. Rows of another user
+        are never touched, whatever ``sids`` holds."""
+        def run(c: Connection) -> list[str]:
+            where = [session_rows.c.user_id == user_id, session_rows.c.ended_at.is_(None),
+                     session_rows.c.expires_at > now]
+            if keep_sid is not None:
+                where.append(session_rows.c.sid != keep_sid)
+            if sids is not None:
+                where.append(session_rows.c.sid.in_(sorted(sids)))
+            found = [str(r.sid) for r in c.execute(select(session_rows.c.id, session_rows.c.sid).where(*where)
+                                                    .with_for_update()).all()]
+            if not found:
+                return []
+            ended = c.execute(update(session_rows).where(*where, session_rows.c.sid.in_(found))
+                              .values(ended_at=now))
+            if not ended.rowcount:
+                return []
+            for sid in found:
+                self._revoke(c, username, now=now, session_id=sid)
+            return found
+        return self._run(run)
 
     # -- phone send caps (SMS pumping, toll fraud) -----------------------------------------------------------------
     # A text or a call costs the operator money and can be abused to pump traffic to premium numbers. Each send is
