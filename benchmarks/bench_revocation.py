@@ -163,6 +163,39 @@ def mint(codec: TokenCodec) -> str:
     return codec.dump_session(session)
 
 
+def propagation(ports: list[int], codec: TokenCodec, runs: int) -> tuple[list[float], list[int]]:
+    """``runs`` sign-outs on the first server, watched from the others: (latencies in ms, probes per wait)."""
+    revoker = Probe(ports[0])
+    others = [Probe(p) for p in ports[1:]]
+    latencies: list[float] = []
+    probes_per_wait: list[int] = []
+    for _ in range(runs):
+        cookie = mint(codec)
+        for probe in (revoker, *others):
+            status, _ = probe.request("GET", "/", cookie)
+            assert status == 200, status
+        _, page = revoker.request("GET", "/_mfa/logout", cookie)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert csrf, page
+        start = threading.Barrier(len(others) + 1)
+        results: list[tuple[float, int]] = []
+
+        t0 = [0.0]
+        threads = [threading.Thread(target=watch, args=(p, cookie, start, t0, results)) for p in others]
+        for thread in threads:
+            thread.start()
+        status, _ = revoker.request("POST", "/_mfa/logout", cookie, {"csrf_token": csrf.group(1)})
+        t0[0] = time.perf_counter()
+        assert status == 200, status
+        start.wait()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(results) == len(others), "a server never refused the revoked session"
+        latencies.extend(r[0] * 1000 for r in results)
+        probes_per_wait.extend(r[1] for r in results)
+    return latencies, probes_per_wait
+
+
 def run(runs: int, url: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="mfa-bench-revocation-") as tmp, database(url) as db:
         config = Path(tmp) / "mfa.toml"
@@ -171,34 +204,7 @@ def run(runs: int, url: str | None) -> None:
         admin(config, "user", "add", USERNAME, "--password-stdin", stdin="correct horse battery staple\n")
         codec = TokenCodec(load_config(config).secret_keys)
         with servers(config, Path(tmp)) as ports:
-            revoker = Probe(ports[0])
-            others = [Probe(p) for p in ports[1:]]
-            latencies: list[float] = []
-            probes_per_wait: list[int] = []
-            for _ in range(runs):
-                cookie = mint(codec)
-                for probe in (revoker, *others):
-                    status, _ = probe.request("GET", "/", cookie)
-                    assert status == 200, status
-                _, page = revoker.request("GET", "/_mfa/logout", cookie)
-                csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
-                assert csrf, page
-                start = threading.Barrier(len(others) + 1)
-                results: list[tuple[float, int]] = []
-
-                t0 = [0.0]
-                threads = [threading.Thread(target=watch, args=(p, cookie, start, t0, results)) for p in others]
-                for thread in threads:
-                    thread.start()
-                status, _ = revoker.request("POST", "/_mfa/logout", cookie, {"csrf_token": csrf.group(1)})
-                t0[0] = time.perf_counter()
-                assert status == 200, status
-                start.wait()
-                for thread in threads:
-                    thread.join(timeout=60)
-                assert len(results) == len(others), "a server never refused the revoked session"
-                latencies.extend(r[0] * 1000 for r in results)
-                probes_per_wait.extend(r[1] for r in results)
+            latencies, probes_per_wait = propagation(ports, codec, runs)
     cores = os.cpu_count()
     print(f"revocation propagation over {runs} sign-outs on server A, seen by B and C "
           f"({len(latencies)} samples; 3 waitress servers, one PostgreSQL, poll interval 1 h; {cores} cores; "

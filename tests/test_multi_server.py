@@ -9,6 +9,12 @@ Revocation is pushed: the servers poll the revocation table only every :data:`PO
 refusal seen within the test's bound can only come from the ``NOTIFY`` that the revocation's transaction sent and
 the server's listening connection received. Waits are bounded loops (:func:`wait_for`, at most :data:`WITHIN`
 seconds: generous; the benchmark ``benchmarks/bench_revocation.py`` measures the real latency), never timings.
+
+One-time secrets (a TOTP code, a backup code, an email code) are raced: the same secret posted at all three
+servers at once (:data:`THREADS` threads per server, released by one barrier) is accepted exactly once. The
+servers enable TOTP, email (the console gateway: a code is read from the outbox page of the server that sent it,
+since the outbox lives in that process) and backup codes, so enrolling a first method leads to the backup-code
+offer (:data:`OFFER`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ WITHIN = 5.0  # seconds: generous; the pushed path takes milliseconds
 START_TIMEOUT = 60.0
 MAX_FAILURES = 5
 SERVERS = 3
+THREADS = 3  # racing submissions per server
+OFFER = "/_mfa/backup-codes?next=/"  # where enrolling a first method leads: backup codes are offered
 
 
 def wait_for(condition: Callable[[], bool], within: float = WITHIN) -> bool:
@@ -141,6 +149,7 @@ secret_keys = [{json.dumps(secrets.token_urlsafe(48))}]
 encryption_key = {json.dumps(Fernet.generate_key().decode())}
 database = {json.dumps(database_url)}
 default_policy = "deny"
+dev_outbox = true
 
 [session]
 revocation_interval = "{POLL_INTERVAL}"
@@ -150,7 +159,10 @@ max_failures = {MAX_FAILURES}
 max_failures_per_client = 0
 
 [methods]
-enabled = ["totp"]
+enabled = ["totp", "email", "backup_codes"]
+
+[email]
+gateway = "console"
 
 [[rules]]
 path = "/dav/*"
@@ -199,7 +211,7 @@ def enroll(client: HttpClient) -> str:
     secret = secret_of(shown.body)
     done = client.post("/_mfa/enroll", {"action": "confirm", "code": pyotp.TOTP(secret).now(),
                                         "csrf_token": csrf_of(shown.body)})
-    assert done.status == 303 and done.location == "/", done.body
+    assert done.status == 303 and done.location in ("/", OFFER), done.body  # backup codes are offered after it
     assert SESSION_COOKIE in client.cookies
     return secret
 
@@ -296,6 +308,107 @@ def test_a_totp_code_raced_at_all_three_servers_is_accepted_once(cluster: Cluste
     assert len(accepted) == 1, [(a.status, a.headers.get("Location")) for a in answers if a is not None]
 
 
+def race(posts: list[Callable[[], HttpResponse]]) -> list[HttpResponse]:
+    """Run every post in its own thread, all released at once by one barrier; the answers in the same order."""
+    barrier = threading.Barrier(len(posts), timeout=30)
+    answers: list[HttpResponse | None] = [None] * len(posts)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        answers[i] = posts[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(posts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(a is not None for a in answers), "every racing request was answered"
+    return [a for a in answers if a is not None]
+
+
+def verify_post(server: ServerProcess, cookies: dict[str, str], form: dict[str, str]) -> Callable[[], HttpResponse]:
+    """A racer: ``POST /_mfa/verify`` with this form and these cookies at this server."""
+    return lambda: server.client(cookies).post("/_mfa/verify", form)
+
+
+def signed_in(answer: HttpResponse) -> bool:
+    return answer.status == 303 and answer.headers.get("Location") == "/"
+
+
+def outbox_code(server: ServerProcess, address: str) -> str:
+    """The newest code the console gateway of ``server`` "sent" to ``address``, read from its outbox page (the
+    outbox lives in that server process's memory, so it is asked over HTTP like a developer would)."""
+    page = server.client().get("/_mfa/dev/outbox")
+    assert page.status == 200, page.body
+    found = re.search(rf'aria-label="Message to {re.escape(address)}".*?verification code is (\d{{6}})', page.body,
+                      re.DOTALL)
+    assert found, page.body
+    return found.group(1)
+
+
+def verify_page_for(client: HttpClient, kind: str) -> tuple[str, str]:
+    """From a pending sign-in at its code page: switch to the user's method of ``kind`` ("Sign in another way");
+    returns (the method id, the CSRF token of its code page)."""
+    page = client.get("/_mfa/verify")
+    choose = client.post("/_mfa/verify", {"action": "choose", "csrf_token": csrf_of(page.body)})
+    assert choose.status == 200, choose.body
+    method_id = re.findall(r'name="method_id" value="(\d+)"', choose.body)[-1]  # backup codes are listed last
+    used = client.post("/_mfa/verify", {"action": "use", "method_id": method_id, "csrf_token": csrf_of(choose.body)})
+    assert used.location == "/_mfa/verify", used.body
+    codes_page = client.get("/_mfa/verify")
+    assert kind in codes_page.body, codes_page.body
+    return method_id, csrf_of(codes_page.body)
+
+
+def test_a_backup_code_raced_at_all_three_servers_is_accepted_once(cluster: Cluster) -> None:
+    name = cluster.new_user()
+    enroller = cluster.servers[0].client()
+    assert sign_in(enroller, name).location == "/_mfa/enroll"
+    enroll(enroller)
+    offer = enroller.get(OFFER)
+    made = enroller.post("/_mfa/backup-codes", {"csrf_token": csrf_of(offer.body), "next": "/"})
+    codes = re.findall(r"<li><code>([a-z0-9]{5}-[a-z0-9]{5})</code></li>", made.body)
+    assert made.status == 200 and len(codes) == 10, made.body
+    posts: list[Callable[[], HttpResponse]] = []
+    for server in cluster.servers:  # one pending sign-in per server, its threads share it
+        client = server.client()
+        assert sign_in(client, name).location == "/_mfa/verify"
+        method_id, csrf = verify_page_for(client, "Backup code")
+        form = {"code": codes[0], "method_id": method_id, "csrf_token": csrf}
+        posts += [verify_post(server, dict(client.cookies), form) for _ in range(THREADS)]
+
+    answers = race(posts)
+
+    assert sum(signed_in(a) for a in answers) == 1, [(a.status, a.headers.get("Location")) for a in answers]
+    assert cluster.store.count_backup_codes(cluster.user(name).id) == 9, "the code is used up, the others are kept"
+
+
+def test_an_email_code_raced_at_all_three_servers_is_accepted_once(cluster: Cluster) -> None:
+    name = cluster.new_user()
+    address = f"{name}@example.test"
+    sender = cluster.servers[0]
+    enroller = sender.client()
+    assert sign_in(enroller, name).location == "/_mfa/enroll"
+    start = enroller.get("/_mfa/enroll")
+    started = enroller.post("/_mfa/enroll", {"action": "start", "method": "email", "address": address,
+                                             "csrf_token": csrf_of(start.body)})
+    assert started.status == 303, started.body
+    shown = enroller.get("/_mfa/enroll")
+    done = enroller.post("/_mfa/enroll", {"action": "confirm", "code": outbox_code(sender, address),
+                                          "csrf_token": csrf_of(shown.body)})
+    assert done.status == 303 and done.location == OFFER, done.body
+    pending = sender.client()  # one sign-in attempt: an email code is bound to the attempt that asked for it
+    assert sign_in(pending, name).location == "/_mfa/verify"
+    page = pending.get("/_mfa/verify")  # sends the code
+    assert page.status == 200 and "We sent a code" in page.body, page.body
+    form = {"code": outbox_code(sender, address), "csrf_token": csrf_of(page.body)}
+    cookies = dict(pending.cookies)
+
+    answers = race([verify_post(server, cookies, form) for server in cluster.servers for _ in range(THREADS)])
+
+    assert sum(signed_in(a) for a in answers) == 1, [(a.status, a.headers.get("Location")) for a in answers]
+
+
 def test_failures_spread_over_three_servers_lock_at_exactly_the_limit(cluster: Cluster) -> None:
     name, _secret, _cookies = enrolled_session(cluster)
     attempts = MAX_FAILURES * 3  # far more than the limit, all at once, spread over the servers
@@ -339,6 +452,46 @@ def test_an_app_password_revoked_on_one_server_is_refused_on_all(cluster: Cluste
     assert wait_for(lambda: all(basic_get(s.base, "/dav/", name, laptop).status == 401 for s in cluster.servers)), (
         f"a server still accepts the revoked app password {WITHIN} s later (poll interval {POLL_INTERVAL})")
     assert all(basic_get(s.base, "/dav/", name, phone).status == 200 for s in cluster.servers)
+
+
+def test_an_app_password_revoked_while_in_use_on_all_servers_stays_refused(cluster: Cluster) -> None:
+    """Clients keep using the app password at every server while it is revoked: each server answers 200 until it
+    learns of the revocation, then 401 and never 200 again (a verification that raced the revocation must not
+    leave a good entry in a server's credential cache)."""
+    name, _secret, _cookies = enrolled_session(cluster)
+    laptop = mfa_admin(cluster.config, "app-password", "create", name, "--label", "laptop").strip()
+    # One verification per server first, so that the clients start from the servers' caches: concurrent cache
+    # misses each reserve a failure slot before the password is checked, and more of them than the limit refuse.
+    for server in cluster.servers:
+        assert basic_get(server.base, "/dav/", name, laptop).status == 200
+    stop = threading.Event()
+    seen: list[list[int]] = [[] for _ in range(SERVERS * 2)]
+
+    def use(i: int) -> None:
+        base = cluster.servers[i % SERVERS].base
+        while not stop.is_set():
+            seen[i].append(basic_get(base, "/dav/", name, laptop).status)
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(len(seen))]
+    for thread in threads:
+        thread.start()
+    try:
+        assert wait_for(lambda: all(200 in statuses for statuses in seen)), "every client got in before"
+        mfa_admin(cluster.config, "app-password", "revoke", name, "laptop")
+        assert wait_for(lambda: all(statuses[-1] == 401 for statuses in seen)), (
+            f"a server still accepts the revoked app password {WITHIN} s later")
+        refused_at = [len(statuses) for statuses in seen]
+        # each refusal costs an argon2 verification: a few more per client, within a generous bound
+        assert wait_for(lambda: all(len(s) >= n + 3 for s, n in zip(seen, refused_at, strict=True)), within=60), \
+            "the clients keep going after the revocation"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    for statuses in seen:
+        first_refusal = statuses.index(401)
+        assert set(statuses[:first_refusal]) == {200} and set(statuses[first_refusal:]) == {401}, statuses
 
 
 # -- faults ------------------------------------------------------------------------------------------------------------
