@@ -1,7 +1,7 @@
 """Security headers on every response we serve ourselves, set in one place.
 
 Every answer that does not come from the protected app goes through :func:`secure_headers`: the sign-in pages and
-each method's routes (:class:`mfa_middleware.pages.app.PagesApp`), static files, the web authenticator, the
+each method's routes (their 503 when the store is down and their 500 when a page fails, too) (:class:`mfa_middleware.pages.app.PagesApp`), static files, the web authenticator, the
 device API's JSON, and every :class:`mfa_middleware.adapters.gate.Reply` (redirects, 401/403/400/503 pages and
 JSON, health and readiness, forward-auth answers). Rules:
 
