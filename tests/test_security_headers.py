@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 
 from mfa_middleware.factors.push.webapp import FILES
+from mfa_middleware.pages.admin import STATIC as ADMIN_STATIC
+from mfa_middleware.pages.admin import VIEWS as ADMIN_VIEWS
 from mfa_middleware.web.headers import secure_headers
 from tests.support.adapters import VIAS, Outcome, Trio, Via
 from tests.support.mfa import Browser, csrf_of
@@ -40,6 +42,7 @@ SAMPLES: dict[tuple[str, str], list[str]] = {
     ("static", "filename"): [*sorted(p.name for p in STATIC.iterdir() if p.is_file()), "missing.css"],
     ("push", "filename"): [*sorted(name for name in FILES if name), "missing.js"],
     ("*", "token"): ["not-a-token"],
+    ("admin", "view"): [*sorted(ADMIN_VIEWS), *sorted(ADMIN_STATIC), "missing"],
 }
 PASSWORD = "correct horse battery"
 REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
@@ -93,7 +96,7 @@ def routes(trio: Trio) -> list[tuple[str, str]]:
 
 
 def is_static(path: str) -> bool:
-    return "/static/" in path or "/authenticator/" in path or path.endswith(".js")
+    return "/static/" in path or "/authenticator/" in path or path.endswith((".js", ".css"))
 
 
 def assert_secure(outcome: Outcome, what: str, cacheable: bool = False) -> None:
