@@ -66,6 +66,10 @@ PATH_ROWS: dict[str, tuple[bytes, str]] = {
     "fullwidth-dotdot": (b"/public/%EF%BC%8E%EF%BC%8E/admin", "NFKC compatibility folding"),
     "utf8-bom": (b"/%EF%BB%BFadmin/x", "invisible prefix (format character)"),
     "case-only": (b"/Admin/x", "case-insensitive routing (Flask strict_slashes off, IIS)"),
+    "dotless-i-takes-bypass": (b"/publ%C4%B1c/x", "Unicode case folding: U+0131 folds to i (CWE-178)"),
+    "dotted-capital-i-takes-bypass": (b"/PUBL%C4%B0C/x", "Unicode case folding: U+0130 folds to i (CWE-178)"),
+    "long-s": (b"/admin/%C5%BF/../x", "Unicode case folding: U+017F folds to s (CWE-178)"),
+    "kelvin-sign": (b"/bloc%E2%84%AAed/x", "Unicode case folding: U+212A folds to k (CWE-178)"),
 }
 
 

@@ -552,3 +552,42 @@ def test_gateway_down_offers_the_other_methods(kind: str, method: str, trouble: 
         blocked = front.protected(jar)
         assert not front.passed(blocked) and blocked.status == 302
 
+
+
+PUSH_FAULTS = [
+    pytest.param("500", id="push-service-500"),
+    pytest.param("hang", id="push-service-hangs"),
+]
+
+
+@pytest.mark.parametrize("trouble", PUSH_FAULTS)
+def test_push_channel_down_never_delays_the_sign_in(trouble: str, tmp_path: Path) -> None:
+    """alice's authenticator has a Web Push channel whose push service answers 500 or holds the wake-up unanswered
+    (tests/support/pushservice.py, over a real socket). The push page answers within BOUND, its status poll says
+    "pending" within BOUND, the device's own fetch of pending requests (the authenticator's long-poll path) still
+    finds the sign-in and her approval reaches the page; nothing passes before that."""
+    from tests.test_push_channels import _site, post_channel, wait_until
+    from tests.test_push_protocol import Person, cli, pending_ids
+    from tests.test_push_protocol import enrolled as push_enrolled
+
+    def timed(call: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        result = call()
+        assert time.monotonic() - started <= BOUND, f"answered after {time.monotonic() - started:.1f} s"
+        return result
+
+    with _site(f"sqlite:///{tmp_path / 'mfa.db'}", users=("alice",), send_timeout="1s") as site:
+        store = push_enrolled(site, "alice", tmp_path / "alice.json")
+        assert post_channel(site, store, site.push.subscribe().channel()).status_code == 200
+        site.push.mode = trouble  # type: ignore[assignment]
+        person = Person(site)
+        assert person.login("alice").headers["Location"].endswith("/_mfa/verify")
+        number, _ = timed(person.verify_page)
+        assert site.push.wait_for_arrivals(1)  # the push service got the wake-up (and refuses or holds it)
+        assert timed(person.poll) == "pending"
+        assert person.http.get("/").status_code == 302  # nothing passes meanwhile
+        [request_id] = timed(lambda: pending_ids(store))
+        assert "approved" in cli(store, "approve", request_id, "--number", number).lower()
+        assert wait_until(lambda: person.poll() == "approved")
+        assert wait_until(lambda: len(site.audit("wake_failed")) == 1)  # the failed wake-up is audited
+        site.push.release()

@@ -5,7 +5,9 @@ routes, with every method enabled) and from the operator endpoints, so a route a
 touching this file (an argument this file has no sample value for fails the test, by name). Each route is asked
 with each of its methods, anonymously, in the middle of a sign-in and with a full session, through WSGI, ASGI and
 the forward-auth server; then the gate's own answers (redirect, 401 JSON, Basic challenge, 403, 400) and forward
-auth's (200, 401, 403, 404). Every answer must carry (:mod:`mfa_middleware.web.headers`):
+auth's (200, 401, 403, 404); then the answers when things go wrong: the store down (the gate's 503 and the pages'
+``unavailable()``, by monkeypatching the store's connection to raise ``StoreUnavailable``) and a bug inside a page
+(a 500), neither showing the exception's text. Every answer must carry (:mod:`mfa_middleware.web.headers`):
 
 - a Content-Security-Policy with ``frame-ancestors 'none'``, no ``'unsafe-inline'``/``'unsafe-eval'`` and no
   source outside the origin (only ``'self'``, ``'none'`` and ``data:`` images);
@@ -26,9 +28,11 @@ from typing import Any
 import pytest
 
 from mfa_middleware.factors.push.webapp import FILES
+from mfa_middleware.pages.admin import STATIC as ADMIN_STATIC
+from mfa_middleware.pages.admin import VIEWS as ADMIN_VIEWS
 from mfa_middleware.web.headers import secure_headers
 from tests.support.adapters import VIAS, Outcome, Trio, Via
-from tests.support.mfa import Browser
+from tests.support.mfa import Browser, csrf_of
 from tests.support.paths import session_cookie
 
 STATIC = Path(__file__).resolve().parent.parent / "mfa_middleware" / "pages" / "static"
@@ -38,6 +42,7 @@ SAMPLES: dict[tuple[str, str], list[str]] = {
     ("static", "filename"): [*sorted(p.name for p in STATIC.iterdir() if p.is_file()), "missing.css"],
     ("push", "filename"): [*sorted(name for name in FILES if name), "missing.js"],
     ("*", "token"): ["not-a-token"],
+    ("admin", "view"): [*sorted(ADMIN_VIEWS), *sorted(ADMIN_STATIC), "missing"],
 }
 PASSWORD = "correct horse battery"
 REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
@@ -91,7 +96,7 @@ def routes(trio: Trio) -> list[tuple[str, str]]:
 
 
 def is_static(path: str) -> bool:
-    return "/static/" in path or "/authenticator/" in path or path.endswith(".js")
+    return "/static/" in path or "/authenticator/" in path or path.endswith((".js", ".css"))
 
 
 def assert_secure(outcome: Outcome, what: str, cacheable: bool = False) -> None:
@@ -212,3 +217,96 @@ def test_a_static_file_that_sets_a_cookie_is_not_cached() -> None:
     assert secured["Cache-Control"] == "no-store" and secured["Vary"] == "Cookie"
     own = dict(secure_headers([("Content-Security-Policy", "default-src 'self'")]))
     assert own["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'"
+
+
+# -- when things go wrong: the store down (503) and a bug in a page (500) ------------------------------------------
+#: text an exception carries that must never reach a browser (a bug's message can hold a query, a path, a secret)
+LEAK = "internal detail 7f3a: SELECT password_hash FROM users"
+
+
+@pytest.fixture
+def outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Trio, dict[str, str]]]:
+    """A trio whose store answers nothing: every connection raises StoreUnavailable (as a dead PostgreSQL or an
+    unreadable SQLite file does). Also the request headers of each state of a browser, taken before the outage:
+    a sign-in after the password, a full session, and the login form's cookie and CSRF token."""
+    from mfa_middleware.store import StoreUnavailable
+
+    trio = Trio(f"sqlite:///{tmp_path / 'mfa.db'}", **config_overrides())
+    trio.runtime.accounts.add("bob", actor="test", password=PASSWORD)
+    browser = Browser(trio.wsgi)
+    assert browser.login("bob", PASSWORD).status_code == 303
+    form = Browser(trio.wsgi)
+    csrf = csrf_of(form.get("/_mfa/login").text)
+    states = {"anonymous": "", "pending": f"mfa_session_pending={browser.cookie('mfa_session_pending')}",
+              "session": session_cookie(trio.runtime, "bob"),
+              "form": f"mfa_session_anon={form.cookie('mfa_session_anon')}", "csrf": csrf}
+
+    def down(*args: object, **kwargs: object) -> Any:
+        raise StoreUnavailable(LEAK)
+
+    for runtime in (trio.wsgi.runtime, trio.asgi.runtime, trio.forward_runtime):
+        monkeypatch.setattr(runtime.store, "_begin", down)
+    yield trio, states
+    monkeypatch.undo()
+    trio.close()
+
+
+def assert_no_leak(outcome: Outcome, what: str) -> None:
+    assert "7f3a" not in outcome.text and "Traceback" not in outcome.text, (what, outcome.text[:300])
+
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize(("method", "path", "state", "accept"), [
+    pytest.param("GET", "/docs/x", "session", "text/html", id="gate-page"),
+    pytest.param("GET", "/docs/x", "session", "application/json", id="gate-json"),
+    pytest.param("GET", "/docs/x", "anonymous", "text/html", id="gate-anonymous"),
+    pytest.param("GET", "/_mfa/enroll", "pending", "text/html", id="pages-enroll"),
+    pytest.param("GET", "/_mfa/enroll", "pending", "application/json", id="pages-enroll-json"),
+    pytest.param("POST", "/_mfa/login", "form", "text/html", id="pages-login-post"),
+])
+def test_store_down_answers_503_with_the_security_headers(outage: tuple[Trio, dict[str, str]], via: Via,
+                                                         method: str, path: str, state: str, accept: str) -> None:
+    """The gate's 503 (its revocation list older than the grace, the store unreachable) and the pages' 503
+    (``unavailable()``): every security header, ``no-store``, and nothing of the store's error."""
+    trio, states = outage
+    if path.startswith("/docs"):
+        trio.clock.advance(trio.runtime.revocations.grace + 1)  # the gate may no longer trust its copy
+    headers = {"Accept": accept}
+    if states[state]:
+        headers["Cookie"] = states[state]
+    body = b""
+    if method == "POST":
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = f"username=bob&password=correct+horse+battery&next=/&csrf_token={states['csrf']}".encode()
+    outcome = trio.send(via, path.encode(), method=method, headers=headers, body=body)
+    what = f"{via} {method} {path} ({state}) -> {outcome.status}"
+    assert outcome.status == 503 and not outcome.reached, (what, outcome.text[:300])
+    assert_secure(outcome, what)
+    assert outcome.headers.get("retry-after") == "30", what
+    assert_no_leak(outcome, what)
+    if accept == "application/json" and not (via == "forward" and path.startswith("/docs")):
+        assert outcome.headers.get("content-type", "").startswith("application/json"), what
+
+
+@pytest.mark.parametrize("via", VIAS)
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_a_bug_in_a_page_answers_500_with_the_security_headers(trio: Trio, via: Via, accept: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception nobody expected inside the pages: a 500 that carries every security header and
+    ``Cache-Control: no-store``, says nothing of the exception, and is logged (not shown)."""
+    def broken(*args: object, **kwargs: object) -> Any:
+        raise RuntimeError(LEAK)
+
+    for app in (trio.wsgi, trio.asgi, trio.forward):
+        monkeypatch.setattr(app.pages.pages, "page_login", broken)  # type: ignore[attr-defined]
+    outcome = trio.send(via, b"/_mfa/login", headers={"Accept": accept})
+    what = f"{via} GET /_mfa/login -> {outcome.status}"
+    assert outcome.status == 500, what
+    headers = outcome.headers
+    assert headers.get("content-security-policy") and headers.get("x-frame-options") == "DENY", what
+    assert "no-store" in headers.get("cache-control", ""), what
+    assert headers.get("referrer-policy") in REFERRER_POLICIES and "camera=()" in headers.get(
+        "permissions-policy", ""), what
+    assert_no_leak(outcome, what)
+    if accept == "application/json":
+        assert headers.get("content-type", "").startswith("application/json"), what

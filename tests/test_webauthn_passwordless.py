@@ -284,6 +284,32 @@ def test_failures_lock_the_account(make_pl: Callable[..., Passwordless]) -> None
     assert pl.site.sign_count(pl.site.method(pl.mw.runtime.store.get_user("dana"), "Laptop")) == 0  # type: ignore[arg-type]
 
 
+def test_success_clears_only_that_addresses_failures(make_pl: Callable[..., Passwordless]) -> None:
+    """Regulation, as for the forms sign-in: a passkey sign-in from address A takes A's failures on the user off
+    the counters; an attacker's failures from address B on the same account stay counted (otherwise the owner's
+    sign-in would wipe a sprayer's record, and the sprayer could go on for ever)."""
+    pl = make_pl(lockout={"max_failures": 6})
+    auth = Authenticator()
+    dana_id = pl.enrolled("dana", auth)
+
+    def attempt(address: str, assertion: Assertion) -> int:
+        browser = pl.browser()
+        browser.remote_addr = address
+        csrf, challenge = pl.begin(browser)
+        return pl.post(browser, csrf, assertion.build(auth, challenge)).status_code
+
+    wrong = Assertion(flags=UP, user_handle=user_handle(dana_id))
+    assert [attempt("203.0.113.9", wrong) for _ in range(3)] == [401, 401, 401]  # the attacker, address B
+    assert attempt("198.51.100.7", wrong) == 401  # the owner's own slip, address A
+    assert failures(pl, "dana") == 4
+    assert attempt("198.51.100.7", Assertion(user_handle=user_handle(dana_id))) == 303
+    assert failures(pl, "dana") == 3  # B's three stay; A's one is gone
+    # B's next three failures lock the account: its record was not wiped by the owner's sign-in.
+    assert [attempt("203.0.113.9", wrong) for _ in range(3)] == [401, 401, 401]
+    user = pl.mw.runtime.store.get_user("dana")
+    assert user is not None and user.locked(pl.site.clock.now)
+
+
 def test_session_is_a_full_one(make_pl: Callable[..., Passwordless]) -> None:
     """The same session a password and a second factor make: two_factor routes and the fresh-MFA pages open."""
     pl = make_pl()

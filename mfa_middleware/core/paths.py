@@ -77,6 +77,8 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\\?#]")
 _LEFTOVER = re.compile(r"%(?:[0-9a-f]{2}|u[0-9a-f]{4})", re.IGNORECASE)
 #: windows mode: alternate data streams, 8.3 short names, wildcards (rules 10 to 12)
 _WINDOWS_FORBIDDEN = re.compile(r'[:*<>"|]|~[0-9]')
+#: an encoded separator or whitespace right after the leading slash of a ``next=`` target
+_ENCODED_SEPARATOR = re.compile(r"/(?:%2f|%5c|%09|%0a|%0d|%20)", re.IGNORECASE | re.ASCII)
 
 
 def normalize_path(raw: str, windows: bool = False) -> str | None:
@@ -161,10 +163,9 @@ def is_local_target(target: str) -> bool:
         return False
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
         return False
-    lowered = target.lower()
     # Encoded slashes, backslashes and whitespace right after the leading slash make a scheme-relative URL in
-    # some browsers after decoding.
-    return not re.match(r"^/(%2f|%5c|%09|%0a|%0d|%20)", lowered)
+    # some browsers after decoding. Case folds ASCII only (no ``str.lower``: it maps some non-ASCII to ASCII).
+    return not _ENCODED_SEPARATOR.match(target)
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

@@ -17,6 +17,12 @@ Rules:
 - Paths are matched case-insensitively unless ``case_sensitive_paths`` is set, so ``/ADMIN`` on a server that
   routes without regard to case cannot slip past an ``/admin/*`` rule. With ``[paths] windows = true`` they are
   always matched so (see :mod:`mfa_middleware.core.paths` for the rest of Windows mode).
+- Case-insensitive means ASCII letters only (``A``-``Z`` with ``a``-``z``), in globs and in ``path_regex`` alike,
+  also under an inline ``(?i)``. Unicode folding would let ``/publıc/x`` (dotless ı) or ``/PUBLİC/x`` take a
+  ``/public/*`` bypass, and a rule written ``/ıstanbul/*`` cover ``/istanbul``, while the app (case-sensitive,
+  or folding ASCII only) routes them as other paths. Patterns are compiled with ``re.ASCII``; in a
+  ``path_regex`` the classes ``\\w \\W \\d \\D \\s \\S \\b \\B`` are rewritten to keep their Unicode meaning
+  (``/admin/\\w+`` still covers ``/admin/café``), see :func:`ascii_folding_regex`.
 - ``networks`` and ``not_networks`` make a rule select requests by client address too (the address the
   trusted-proxy chain gives, ``core/facts.py``; never a header from an untrusted peer). An address that cannot be
   parsed is in no network. A rule that a request's address does not fit is skipped like one whose path does not
@@ -79,6 +85,73 @@ def glob_to_regex(glob: str) -> str:
     return pattern
 
 
+#: the class escapes whose meaning ``re.ASCII`` narrows (outside a set ``\\b`` is a word boundary too)
+_CLASS_ESCAPES = frozenset("wWdDsS")
+
+
+def ascii_folding_regex(source: str) -> str:
+    """``source`` rewritten for compiling with ``re.ASCII``, so that only case folding becomes ASCII-only.
+
+    ``re.ASCII`` limits ``re.IGNORECASE`` to ASCII letters, but also narrows the classes ``\\w \\d \\s`` and the
+    boundaries ``\\b \\B``, which would make ``/admin/\\w+`` stop covering ``/admin/café``. Each of them is put
+    back in a Unicode group: ``\\w`` becomes ``(?u:\\w)``; a set holding one, such as ``[\\w.-]``, becomes
+    ``(?:(?u:[\\w])|[.-])`` (negated: ``(?!(?u:[\\w])|[.-])(?s:.)``), the rest of the set
+    staying under ASCII folding.
+    Classes are closed under case, so Unicode folding inside those groups maps nothing to ASCII it did not hold.
+    """
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "\\" and i + 1 < n:
+            esc = source[i + 1]
+            out.append(f"(?u:\\{esc})" if esc in _CLASS_ESCAPES or esc in "bB" else source[i:i + 2])
+            i += 2
+        elif ch == "[":
+            end, classes, rest, negated = _parse_set(source, i)
+            if end < 0:  # not a well-formed set: leave the rest as written (re.compile reports it)
+                out.append(source[i:])
+                break
+            if not classes:
+                out.append(source[i:end])
+            else:
+                unicode_part = "(?u:[" + "".join(classes) + "])"
+                alternatives = unicode_part + ("|[" + rest + "]" if rest else "")
+                out.append(f"(?!{alternatives})(?s:.)" if negated else f"(?:{alternatives})")
+            i = end
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def _parse_set(source: str, start: int) -> tuple[int, list[str], str, bool]:
+    """The set opening at ``start``: (index after its ``]`` or -1, its class escapes, the rest of its body,
+    negated)."""
+    i, n = start + 1, len(source)
+    negated = i < n and source[i] == "^"
+    if negated:
+        i += 1
+    classes: list[str] = []
+    rest: list[str] = []
+    first = True
+    while i < n:
+        ch = source[i]
+        if ch == "]" and not first:
+            return i + 1, classes, "".join(rest), negated
+        first = False
+        if ch == "\\" and i + 1 < n:
+            if source[i + 1] in _CLASS_ESCAPES:
+                classes.append(source[i:i + 2])
+            else:
+                rest.append(source[i:i + 2])
+            i += 2
+            continue
+        rest.append(ch)
+        i += 1
+    return -1, classes, "".join(rest), negated
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledRule:
     pattern: re.Pattern[str]
@@ -104,7 +177,8 @@ class Policy:
 
     def __init__(self, rules: tuple[RuleConfig, ...], default_policy: str, case_sensitive: bool = False,
                  trusted_networks: tuple[str, ...] = ()) -> None:
-        flags = 0 if case_sensitive else re.IGNORECASE
+        # re.ASCII: case-insensitive matching folds A-Z and a-z only, never a non-ASCII character (see above)
+        flags = re.ASCII if case_sensitive else re.ASCII | re.IGNORECASE
         sets: dict[tuple[str, ...], NetworkSet] = {}  # one memo per distinct list, shared by the rules using it
 
         def network_set(cidrs: tuple[str, ...] | None) -> NetworkSet | None:
@@ -117,7 +191,8 @@ class Policy:
         default_trusted = network_set(trusted_networks) or EMPTY
         self._rules = tuple(
             _CompiledRule(
-                pattern=re.compile(glob_to_regex(r.path) if r.path is not None else str(r.path_regex), flags),
+                pattern=re.compile(glob_to_regex(r.path) if r.path is not None
+                                   else ascii_folding_regex(str(r.path_regex)), flags),
                 methods=rule_methods(r.methods),
                 requirement=Requirement(policy=r.policy, rule_index=r.index,
                                         users=frozenset(u.lower() for u in r.users), groups=frozenset(r.groups),

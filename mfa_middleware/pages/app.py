@@ -246,6 +246,10 @@ class PagesApp:
         except (StoreUnavailable, SchemaOutOfDate) as exc:
             log.error("sign-in page unavailable: %s", exc)
             response = self.unavailable(ctx)
+        except Exception:  # a bug: logged with its traceback, answered like every page, its text never shown
+            log.exception("sign-in page failed: %s %s", request.method, path)
+            ctx.set_cookies.clear()  # nothing half done is handed to the browser
+            response = self.failed(ctx)
         for header in ctx.set_cookies:
             response.headers.add("Set-Cookie", header)
         for key, value in PAGE_HEADERS.items():
@@ -300,6 +304,20 @@ class PagesApp:
                                    message=message)
         response.headers["Retry-After"] = "30"
         return response
+
+    def failed(self, ctx: PageContext) -> Response:
+        """An unexpected error in a page: 500, a page for a browser, a JSON body for an API client, never the
+        exception's text (it is in the log). The headers are added by ``secure_response`` like on every page."""
+        message = "Something went wrong on our side. Try again; if this persists, contact your helpdesk."
+        headers = ctx.request.headers
+        if wants_json(headers.get("Accept", ""), headers.get("X-Requested-With", "")):
+            return Response(json.dumps({"error": "internal_error", "message": message}), status=500,
+                            content_type="application/json")
+        try:
+            return self.render(ctx, "message.html", status=500, title="Something went wrong", message=message)
+        except Exception:  # the templates themselves fail: plain text still carries every header
+            log.exception("the error page could not be rendered")
+            return Response(message, status=500, content_type="text/plain; charset=utf-8")
 
     def redirect(self, location: str) -> Response:
         return Response("", status=303, headers={"Location": location})

@@ -1,9 +1,10 @@
 """Security headers on every response we serve ourselves, set in one place.
 
 Every answer that does not come from the protected app goes through :func:`secure_headers`: the sign-in pages and
-each method's routes (:class:`mfa_middleware.pages.app.PagesApp`), static files, the web authenticator, the
-device API's JSON, and every :class:`mfa_middleware.adapters.gate.Reply` (redirects, 401/403/400/503 pages and
-JSON, health and readiness, forward-auth answers). Rules:
+each method's routes (:class:`mfa_middleware.pages.app.PagesApp`, their 503 when the store is down and their 500
+when a page fails included), static files, the web authenticator, the device API's JSON, and every
+:class:`mfa_middleware.adapters.gate.Reply` (redirects, 401/403/400/503 pages and JSON, health and readiness,
+forward-auth answers). Rules:
 
 - **Added when missing, never clobbered.** A response that sets its own value keeps it: the web authenticator's
   CSP adds ``manifest-src`` and ``worker-src``, and its ``Permissions-Policy`` allows the camera (QR scanning);

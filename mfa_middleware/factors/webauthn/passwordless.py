@@ -18,7 +18,9 @@ Rules:
   registered with (``mfa-user-<id>``).
 - **Counted like a password.** The attempt is reserved on the lockout (the user's and the client address's
   counters) before the signature is checked; an unknown credential, a bad or expired answer counts against the
-  client address. Any failure is kept as a failure of that user; a success resets the user's counter.
+  client address. Any failure is kept as a failure of that user; a success clears that address's
+  failures on the user and the user's run of consecutive failures (``Lockout.succeeded``, as for the forms
+  sign-in); failures from other addresses stay counted.
 - **What the assertion must satisfy:** everything a second-factor assertion must (origin, RP id hash, user
   presence, signature, a sign count that grows: a regression is refused and audited as
   ``webauthn``/``counter_regression``), and user verification ALWAYS, whatever ``user_verification`` says: a
@@ -181,8 +183,10 @@ class PasswordlessSignIn:
             self._audit("refused", user_now, client, now, method="webauthn",
                         reason="MFA-exempt user" if stage is Stage.VERIFY else f"sign-in {stage.value}")
             return PasswordlessResult(PasswordlessOutcome.INVALID)
-        self.store.reset_failures(user_now.id)
-        self.lockout.release(attempt, None, client)
+        # As after the forms sign-in (services/signin.py): this attempt's reservations are given back, and only
+        # this address's failures on the user are cleared; other addresses' failures stay counted.
+        self.lockout.release(attempt, user_now, client)
+        self.lockout.succeeded(user_now, client, now)
         self._audit("success", user_now, client, now, method="webauthn", label=method.label)
         return PasswordlessResult(PasswordlessOutcome.SIGNED_IN, user_now)
 
