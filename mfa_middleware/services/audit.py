@@ -27,8 +27,10 @@ ALLOWED_DETAIL |= frozenset({"limit", "channel", "purpose", "country", "number",
                              "report", "notified"})
 
 
-#: longest a request waits for one audit row (seconds; never more than the store's own timeout)
-AUDIT_TIMEOUT = 1.0
+#: longest a request waits for one audit row (seconds): the store's own ``timeout`` when that is shorter (3 s by
+#: default), so an audit row never waits longer than any other statement of the request, and a loaded but
+#: healthy store is not mistaken for a dead one (a dropped row is a lost record)
+AUDIT_TIMEOUT = 3.0
 #: after an audit row could not be written, rows go to the log only for this long before the store is tried again
 AUDIT_RETRY_AFTER = 1.0
 
