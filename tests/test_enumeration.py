@@ -167,11 +167,18 @@ def test_a_banned_address_learns_nothing_about_accounts(site: Site, attempt: Att
 
 @pytest.mark.parametrize("attempt", PATHS)
 def test_every_failure_takes_the_same_time(sqlite_url: str, attempt: Attempt) -> None:
+    """A real oracle (an argon2 skipped for unknown users: tens of milliseconds) shows in every measurement; load
+    from other processes (the suite runs in parallel) may spoil one. So the medians must agree in at least one of
+    three measurements, each interleaving the cases."""
+    shown: list[str] = []
     with make_site(sqlite_url) as site:
-        medians = median_times(site, attempt)
-    fastest, slowest = min(medians.values()), max(medians.values())
-    shown = ", ".join(f"{name} {m * 1000:.1f} ms" for name, m in medians.items())
-    assert slowest - fastest <= max(RELATIVE * fastest, ABSOLUTE), f"medians differ: {shown}"
+        for _ in range(3):
+            medians = median_times(site, attempt)
+            fastest, slowest = min(medians.values()), max(medians.values())
+            if slowest - fastest <= max(RELATIVE * fastest, ABSOLUTE):
+                return
+            shown.append(", ".join(f"{name} {m * 1000:.1f} ms" for name, m in medians.items()))
+    raise AssertionError("medians differ in every measurement: " + " | ".join(shown))
 
 
 def median_times(site: Site, attempt: Attempt) -> dict[str, float]:
