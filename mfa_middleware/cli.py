@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import KNOWN_METHODS, USER_STATES, Config, ConfigError, load_config
-from .listing import FORMATS, TABLE_LIMIT, Column, iso, local_time, paged, stream, table_page
+from .listing import AUDIT_COLUMNS, FORMATS, TABLE_LIMIT, Column, iso, local_time, paged, stream, table_page
 from .secretbox import SecretBox
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -641,17 +641,9 @@ def app_password_revoke_all(state: _State, name: str) -> None:
     console.print(f"Revoked {count} app password(s) of {name}.")
 
 
-_AUDIT_COLUMNS: tuple[Column[Any], ...] = (
-    Column("Id", lambda e: e.id, "count"),
-    Column("Time", lambda e: e.at, "time"),
-    Column("User", lambda e: e.username),
-    Column("Event", lambda e: e.event),
-    Column("Result", lambda e: e.result),
-    Column("Actor", lambda e: e.actor),
-    Column("Client", lambda e: e.client_ip),
-    Column("Detail", lambda e: ", ".join(f"{k}={v}" for k, v in e.detail.items()) or None),
-    Column("Request", lambda e: e.request_id),
-)
+_AUDIT_COLUMNS = AUDIT_COLUMNS
+#: a terminal table leaves out the user agent (long); the exports keep it
+_AUDIT_TABLE = tuple(c for c in AUDIT_COLUMNS if c.header != "User agent")
 _DURATION = re.compile(r"([0-9]{1,6})([hdw])")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -715,7 +707,7 @@ def audit_cmd(ctx: click.Context, username: str | None, event: str | None, resul
         options = {"user": username, "event": event, "result": result, "since": since, "until": until,
                    "limit": limit}
         table_page(_audit_rows(rt, username=username, event=event, result=result, since=start, until=end,
-                               before=before, limit=page + 1, batch=page + 1), _AUDIT_COLUMNS, page, console,
+                               before=before, limit=page + 1, batch=page + 1), _AUDIT_TABLE, page, console,
                    title="Audit events, newest first",
                    next_hint=lambda e: _next_page("mfa-admin audit", options, "--before", e.id),
                    empty="No audit event matches.")

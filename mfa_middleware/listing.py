@@ -53,6 +53,21 @@ class Column(Generic[T]):
         return self.header.lower().replace(" ", "_")
 
 
+#: an audit event's columns, for every export and listing of the audit log (the command line and the admin portal)
+AUDIT_COLUMNS: tuple[Column[Any], ...] = (
+    Column("Id", lambda e: e.id, "count"),
+    Column("Time", lambda e: e.at, "time"),
+    Column("User", lambda e: e.username),
+    Column("Event", lambda e: e.event),
+    Column("Result", lambda e: e.result),
+    Column("Actor", lambda e: e.actor),
+    Column("Client", lambda e: e.client_ip),
+    Column("User agent", lambda e: e.user_agent),
+    Column("Detail", lambda e: ", ".join(f"{k}={v}" for k, v in e.detail.items()) or None),
+    Column("Request", lambda e: e.request_id),
+)
+
+
 def paged(fetch: Callable[[K | None, int], Sequence[T]], key: Callable[[T], K], *, limit: int | None = None,
           batch: int = BATCH) -> Iterator[T]:
     """Every row ``fetch(after, n)`` gives, page by page: ``after`` is the key of the last row of the previous page
@@ -194,4 +209,5 @@ def table_page(rows: Iterable[T], columns: Sequence[Column[T]], limit: int, cons
     return len(shown)
 
 
-__all__ = ["BATCH", "Column", "FORMATS", "TABLE_LIMIT", "iso", "local_time", "paged", "stream", "table_page"]
+__all__ = ["AUDIT_COLUMNS", "BATCH", "Column", "FORMATS", "TABLE_LIMIT", "iso", "local_time", "paged", "stream",
+           "table_page"]

@@ -46,7 +46,7 @@ from werkzeug.routing import Rule
 from werkzeug.wrappers import Response
 
 from ..config import USER_STATES
-from ..listing import Column, stream
+from ..listing import AUDIT_COLUMNS, stream
 from ..primary.usernames import canonical_username
 from ..services.accounts import AccountError
 from ..services.devices import REMEMBERED
@@ -102,17 +102,7 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 _QUIET = Console(file=io.StringIO(), force_terminal=False)
-_AUDIT_COLUMNS: tuple[Column[Any], ...] = (
-    Column("Id", lambda e: e.id, "count"),
-    Column("Time", lambda e: e.at, "time"),
-    Column("User", lambda e: e.username),
-    Column("Event", lambda e: e.event),
-    Column("Result", lambda e: e.result),
-    Column("Actor", lambda e: e.actor),
-    Column("Client", lambda e: e.client_ip),
-    Column("User agent", lambda e: e.user_agent),
-    Column("Detail", lambda e: ", ".join(f"{k}={v}" for k, v in e.detail.items()) or None),
-)
+_AUDIT_COLUMNS = AUDIT_COLUMNS
 
 
 def utc(t: float | None) -> str:
