@@ -104,9 +104,11 @@ def test_a_full_sign_in_and_the_basic_path_leave_no_secret_behind(capture: Captu
         secrets |= {c.value for c in browser.client._cookies.values()}  # type: ignore[attr-defined]
         assert browser.get("/").status_code == 200
 
-        made = browser.get("/_mfa/app-passwords")
-        created = browser.post("/_mfa/app-passwords", {"action": "create", "label": "laptop",
-                                                       "csrf_token": csrf_of(made.text)})
+        made = browser.get("/_mfa/settings")
+        created = browser.post("/_mfa/settings/app-passwords/create", {"label": "laptop",
+                                                                       "csrf_token": csrf_of(made.text)})
+        if created.status_code in (302, 303):
+            created = browser.get(created.headers["Location"])
         app_password = next(v for v in rt.app_passwords.list(rt.accounts.get("alice")))  # the record, not secret
         assert app_password.label == "laptop"
         shown = created.text.split('id="app-password"', 1)[1].split(">", 1)[1].split("<", 1)[0].strip()

@@ -135,7 +135,7 @@ class SettingsPages:
         pages = self.pages
         session = pages.session(ctx)
         if session is None:
-            return pages.redirect(pages.url("login", self.url()))
+            return pages.sign_in_again(ctx, self.url())
         if session.level < 2 and not session.exempt:
             return pages.redirect(pages.url("step-up", self.url()))
         if pages.rt.store.sign_in_revoked(session.username, since=session.issued_at, session_id=session.sid):
@@ -201,7 +201,7 @@ class SettingsPages:
     def page_home(self, ctx: PageContext) -> Response:
         """``/_mfa/`` (the old account page): security info."""
         if self.pages.session(ctx) is None:
-            return self.pages.redirect(self.pages.url("login", self.url()))
+            return self.pages.sign_in_again(ctx, self.url())
         done = ctx.request.args.get("done", "")
         return self.pages.redirect(self.url() + (f"?done={quote(done)}" if done in DONE else ""))
 
@@ -209,7 +209,7 @@ class SettingsPages:
         """``GET /_mfa/app-passwords`` (the old page; the end of enrollment offers it with ``next``): the app
         passwords section of security info, keeping where to continue to."""
         if self.pages.session(ctx) is None:
-            return self.pages.redirect(self.pages.url("login", self.url()))
+            return self.pages.sign_in_again(ctx, self.pages.prefix + "/app-passwords")
         target = ctx.request.args.get("next")
         query = f"?next={quote(safe_next(target, '/'), safe='/')}" if target else ""
         return self.pages.redirect(self.url() + query + "#app-passwords")

@@ -132,14 +132,13 @@ def test_every_page_passes_axe_and_fits_a_phone(page: Page, site: Site) -> None:
     expect(page.locator("body")).to_contain_text("Signed in as demo")
 
     # The account's own pages, with a fresh second factor.
-    page.goto(base + "/_mfa/")
+    page.goto(base + "/_mfa/settings")
     expect(page.get_by_role("heading", name="Security info")).to_be_visible()
     audit_page(page, "account")
     page.goto(base + "/_mfa/methods/add")
     expect(page.get_by_role("heading", name="Add a sign-in method")).to_be_visible()
     audit_page(page, "add-method")
-    page.goto(base + "/_mfa/app-passwords")
-    audit_page(page, "app-passwords")
+    page.goto(base + "/_mfa/settings#app-passwords")
     page.get_by_label("Device name").fill("Mail on my laptop")
     page.get_by_role("button", name="Create app password").click()
     expect(page.locator("#app-password")).to_be_visible()

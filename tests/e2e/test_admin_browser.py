@@ -186,7 +186,7 @@ def test_refusals(browser: Browser, site: Site) -> None:
     page.goto(site.base + "/_mfa/admin")
     expect(page.get_by_role("heading", name="This page is for administrators")).to_be_visible()
     page.get_by_role("link", name="Go to security info").click()
-    expect(page).to_have_url(site.base + "/_mfa/")
+    expect(page).to_have_url(site.base + "/_mfa/settings")
     context.close()
 
     # An app password sent as Basic credentials opens nothing: the sign-in page.

@@ -134,8 +134,10 @@ def test_two_passkeys_sign_in_remove_and_clone(page: Page, site: tuple[str, MFAM
     sign_in(page, base, USERNAME, PASSWORD)
     use_passkey(page, "Laptop")
     expect(page).to_have_url(base + "/")
-    page.goto(base + "/_mfa/")
-    page.get_by_role("button", name="Remove YubiKey 5").click()
+    page.goto(base + "/_mfa/settings")
+    page.get_by_role("link", name="Remove YubiKey 5").click()
+    page.get_by_role("button", name="Remove method").click()  # the confirmation page
+    page.wait_for_url("**/_mfa/settings?done=removed*")
     methods = mw.runtime.store.list_methods(user.id)
     assert [m.label for m in methods] == ["Laptop"]
     assert len(mw.runtime.store.webauthn_credentials_of_user(user.id)) == 1
