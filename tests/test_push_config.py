@@ -25,3 +25,12 @@ def test_defaults() -> None:
 def test_bad_values_name_the_key(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config("sqlite://", methods={"enabled": ["push"], "push": table})
+
+
+def test_request_and_account_ids_never_read_as_command_line_options() -> None:
+    """`mfa-authenticator deny ID` took an id starting with "-" for an option (1 id in 64)."""
+    from mfa_middleware.factors.push import device_token
+
+    ids = [device_token() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)

@@ -94,6 +94,15 @@ class PushSettings:
     send_timeout: float = DEFAULT_SEND_TIMEOUT
 
 
+def device_token() -> str:
+    """A request or account id: 128 random bits, base64url, never starting with ``-`` (an id a person copies into
+    ``mfa-authenticator deny ID`` must not read as an option)."""
+    while True:
+        token = secrets.token_urlsafe(16)
+        if not token.startswith("-"):
+            return token
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
 
@@ -195,7 +204,7 @@ class PushFactor:
                 others.add(candidate)
         choices = [number, *others]
         secrets.SystemRandom().shuffle(choices)
-        public_id = secrets.token_urlsafe(16)
+        public_id = device_token()
         host = urlsplit(ctx.origin).netloc if ctx.origin else ""
         made = self.store.add_push_request(
             public_id=public_id, user_id=user.id, method_id=method.id, device_id=device.id,
@@ -373,7 +382,7 @@ class PushFactor:
         except ChannelRefused as exc:
             rctx.audit("push", "register_refused", reason=str(exc))
             return _refused(exc.status, str(exc))
-        account_id = secrets.token_urlsafe(16)
+        account_id = device_token()
         device = self.store.register_push_device(token_digest(data["token"][:128]), account_id=account_id,
                                                  public_key=spki, algorithm=algorithm, name=name, now=rctx.now,
                                                  channel=self._store_channel(channel))
