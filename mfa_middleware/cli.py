@@ -641,7 +641,6 @@ def app_password_revoke_all(state: _State, name: str) -> None:
     console.print(f"Revoked {count} app password(s) of {name}.")
 
 
-_AUDIT_COLUMNS = AUDIT_COLUMNS
 #: a terminal table leaves out the user agent (long); the exports keep it
 _AUDIT_TABLE = tuple(c for c in AUDIT_COLUMNS if c.header != "User agent")
 _DURATION = re.compile(r"([0-9]{1,6})([hdw])")
@@ -700,7 +699,7 @@ def audit_cmd(ctx: click.Context, username: str | None, event: str | None, resul
     with _errors():
         if fmt != "table":
             stream(_audit_rows(rt, username=username, event=event, result=result, since=start, until=end,
-                               before=before, limit=limit), _AUDIT_COLUMNS, fmt, _out(), err=err_console,
+                               before=before, limit=limit), AUDIT_COLUMNS, fmt, _out(), err=err_console,
                    what="events")
             return
         page = limit or TABLE_LIMIT
@@ -729,11 +728,11 @@ def audit_export(ctx: click.Context, fmt: str, output: str | None) -> None:
                        before=p["before"], limit=p["limit"])
     with _errors():
         if output is None:
-            stream(rows, _AUDIT_COLUMNS, fmt, _out(), err=err_console, what="events")
+            stream(rows, AUDIT_COLUMNS, fmt, _out(), err=err_console, what="events")
             return
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w", encoding="utf-8", newline="") as handle:
-            count = stream(rows, _AUDIT_COLUMNS, fmt, handle, err=err_console, what="events")
+            count = stream(rows, AUDIT_COLUMNS, fmt, handle, err=err_console, what="events")
     console.print(f"Wrote {count:,} event(s) to {output}.", highlight=False)
 
 

@@ -102,7 +102,6 @@ ACTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 _QUIET = Console(file=io.StringIO(), force_terminal=False)
-_AUDIT_COLUMNS = AUDIT_COLUMNS
 
 
 def utc(t: float | None) -> str:
@@ -549,7 +548,7 @@ class Portal:
             while True:
                 page = store.list_audit(limit=1000, before_id=before, **query)
                 buffer = io.StringIO()
-                stream(page, _AUDIT_COLUMNS, "csv", buffer, err=_QUIET)
+                stream(page, AUDIT_COLUMNS, "csv", buffer, err=_QUIET)
                 text = buffer.getvalue()
                 yield (text if first else text.split("\n", 1)[1]).encode("utf-8")
                 first = False
