@@ -110,6 +110,7 @@ class RevocationCache:
         self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
         self._failed_at: float | None = None
         self._pruned_at = -1e18
+        self._prune_lock = threading.Lock()  # one pruning at a time, apart from the refresh lock
         self._started = -1e18  # time.monotonic() when the running (or last) background refresh started
         self._refreshing = False
         self._queued: deque[QueuedRevocation] = deque()  # written to the store by the next refresh that can
@@ -220,10 +221,10 @@ class RevocationCache:
         return True
 
     def refresh(self, now: float) -> RevocationView:
-        """Read new revocations now, in this thread (the caller just wrote one and must see it at once)."""
+        """Read new revocations now, in this thread (the caller just wrote one and must see it at once). The
+        hourly pruning is left to the background refresh: the caller waits for the read only."""
         self._ensure_listener()
-        if self._fetch(now):
-            self._prune(now)
+        self._fetch(now)
         return self._view
 
     def pushed(self) -> None:
@@ -251,21 +252,31 @@ class RevocationCache:
 
     def _refresh_in_background(self, now: float) -> None:
         try:
-            if self._fetch(now):
-                self._prune(now)
+            fetched = self._fetch(now)
         finally:
             self._refreshing = False
             self._lock.release()
+        if fetched:
+            self._prune(now)
 
     def _prune(self, now: float) -> None:
-        """Delete rows older than the longest session (they cannot end anything any more), hourly."""
-        if now - self._pruned_at > PRUNE_EVERY:
+        """Delete rows older than the longest session (they cannot end anything any more), hourly.
+
+        Runs after the refresh has released its lock, under a lock of its own that nobody waits for: the
+        deletes are writes, and on a store whose write lock is held elsewhere each one waits out the busy
+        timeout. Reads go on meanwhile, so the next refresh (and every request past the grace period that
+        needs it) never queues behind the pruning."""
+        if now - self._pruned_at <= PRUNE_EVERY or not self._prune_lock.acquire(blocking=False):
+            return
+        try:
             self._pruned_at = now
             for prune in (lambda at: self.store.prune_revocations(at - self.horizon), *self.housekeeping):
                 try:
                     prune(now)
                 except StoreUnavailable:
                     pass
+        finally:
+            self._prune_lock.release()
 
     def _fetch(self, now: float) -> bool:
         if not self._flush():

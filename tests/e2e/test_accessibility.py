@@ -243,7 +243,7 @@ def test_keyboard_only_sign_in_with_visible_focus(page: Page, site: Site) -> Non
     assert focused(page) == "main#main"
     # Username (focused on arrival) -> password -> the button, each with a visible ring; Enter submits.
     page.goto(site.base + "/_mfa/login")
-    assert focused(page) == "input#username"
+    expect(page.locator("input#username")).to_be_focused()  # autofocus lands once the page has rendered
     assert_focus_visible(page)
     page.keyboard.type(VISITOR)
     page.keyboard.press("Tab")
@@ -269,7 +269,7 @@ def test_focus_lands_on_the_field_to_fix(page: Page, site: Site, username: str, 
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
     expect(page.locator("#form-error")).to_be_visible()
-    assert focused(page) == f"input#{field}"
+    expect(page.locator(f"input#{field}")).to_be_focused()
     assert_focus_visible(page)
     to_fix = page.locator(f"#{field}")
     expect(to_fix).to_have_attribute("aria-invalid", "true")
