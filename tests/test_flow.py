@@ -575,7 +575,8 @@ def test_old_revocations_are_pruned(mw: MFAMiddleware, clock: Clock) -> None:
     store = mw.runtime.store
     store.add_revocation("alice", now=clock.now - 13 * 3600, session_id="ancient")
     store.add_revocation("alice", now=clock.now, session_id="recent")
-    mw.runtime.revocations.refresh(clock.now)
+    mw.runtime.revocations.refresh(clock.now)  # the read, then the hourly pruning in the background
+    mw.runtime.revocations.wait_idle()
     left = {r.session_id for r in store.revocations_since(0, newer_than=0)}
     assert "recent" in left and "ancient" not in left
 

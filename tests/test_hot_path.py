@@ -86,6 +86,7 @@ def signed_in(store_url: str) -> Iterator[SignedIn]:
         browser.sign_in_and_enroll(USERNAME, PASSWORD, clock, next_path="/home")
         state = SignedIn(mw, clock, browser, log)
         assert state.get_home() == f"app path=/home user={USERNAME} level=2"  # warm-up: fills the cache
+        mw.runtime.revocations.wait_idle()  # and the first (hourly) pruning, which runs in the background
         log.attach()
         try:
             yield state

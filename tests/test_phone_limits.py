@@ -303,7 +303,8 @@ def test_old_sends_are_pruned_hourly_by_the_runtime(sqlite_url: str) -> None:
         assert rt.phone_guard.reserve(user, "+447400123456", "GB", "text", "sign_in", now=old) is None
         assert rt.phone_guard.reserve(user, "+447400123456", "GB", "text", "sign_in", now=START - 60) is None
         assert rt.store.count_phone_sends(since=0, user_id=user.id) == 2
-        rt.revocations.refresh(START)
+        rt.revocations.refresh(START)  # the read, then the hourly pruning in the background
+        rt.revocations.wait_idle()
         assert rt.store.count_phone_sends(since=0, user_id=user.id) == 1
     finally:
         rt.close()

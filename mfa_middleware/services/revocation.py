@@ -12,7 +12,9 @@ Rules (a store that hangs must never hang the requests that only read this cache
   seconds (a healthy store answers in milliseconds, so it sees the fresh view, as before). Requests that
   arrive while it runs use the snapshot they have if it is within the grace period (three intervals); past the
   grace (at start-up, or after an idle spell) they wait for the same refresh, again at most until
-  :data:`REFRESH_WAIT` after it started.
+  :data:`REFRESH_WAIT` after it started. The process's first read is the exception: with no view at all to
+  fall back on, the alternative to waiting is a 503, so requests wait for it up to the store's own ``timeout``
+  (a freshly started server on a loaded machine answers its first requests instead of refusing them).
 - Once a refresh has failed, nobody waits any more until one succeeds: within the grace requests use the old
   snapshot, past it the core answers 503 at once (fail closed). A failed store is asked again after
   ``min(1 s, interval)``, by one background refresh.
@@ -55,8 +57,11 @@ from ..store import Store, StoreUnavailable
 from ..store.sql import RevocationRecord
 
 PRUNE_EVERY = 3600.0
-#: longest a request waits for a refresh it needs (seconds, real time from the start of that refresh)
+#: longest a request waits for a refresh it needs (seconds, real time from the start of that refresh); the
+#: process's first read, which has no earlier view to fall back on, may take up to the store's own ``timeout``
 REFRESH_WAIT = 1.0
+#: ``fetched_at`` of the view before the first read
+NEVER = -1e18
 #: how long an id skipped by a refresh (not committed yet, or rolled back) is asked for again
 GAP_WINDOW = 120.0
 #: at most this many skipped ids are remembered (a burst of rollbacks cannot grow the cache without bound)
@@ -107,10 +112,12 @@ class RevocationCache:
         self._last_id = 0
         self._gaps: dict[int, float] = {}  # id skipped by a refresh -> when it was first missed
         self._gap_floor: int | None = None  # the newest id committed before the first read (see _fetch)
-        self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=-1e18)
+        self._view = RevocationView(MappingProxyType({}), MappingProxyType({}), fetched_at=NEVER)
         self._failed_at: float | None = None
         self._pruned_at = -1e18
         self._prune_lock = threading.Lock()  # one pruning at a time, apart from the refresh lock
+        self._workers: set[threading.Thread] = set()  # background refreshes running (close() waits for them)
+        self._closed = False
         self._started = -1e18  # time.monotonic() when the running (or last) background refresh started
         self._refreshing = False
         self._queued: deque[QueuedRevocation] = deque()  # written to the store by the next refresh that can
@@ -130,11 +137,19 @@ class RevocationCache:
             return False
         if self._failed_at is not None:
             return False  # nobody waits for a failing store (a refresh may start, but in the background)
-        return not self._refreshing or (age > self.grace and time.monotonic() < self._started + REFRESH_WAIT)
+        return not self._refreshing or (age > self.grace and time.monotonic() < self._started + self._wait_limit())
+
+    def _wait_limit(self) -> float:
+        """How long after a refresh started a request may wait for it: :data:`REFRESH_WAIT`, or for the first
+        read (no view yet: the alternative is a 503, not an older view) up to the store's own time limit."""
+        if self._view.fetched_at != NEVER:
+            return REFRESH_WAIT
+        return max(REFRESH_WAIT, float(getattr(self.store, "timeout", REFRESH_WAIT)))
 
     def view(self, now: float) -> RevocationView:
         """The current snapshot; when it is older than the interval, a background refresh is started (or
-        joined) as the module docstring says. Never waits longer than :data:`REFRESH_WAIT`."""
+        joined) as the module docstring says. Never waits longer than :data:`REFRESH_WAIT` (the first read: the
+        store's ``timeout``)."""
         view = self._view
         age = now - view.fetched_at
         if age < self.interval:
@@ -146,13 +161,12 @@ class RevocationCache:
         if self._lock.acquire(blocking=False):
             self._started = time.monotonic()
             self._refreshing = True
-            threading.Thread(target=self._refresh_in_background, args=(now,), name="mfa-revocation-refresh",
-                             daemon=True).start()
+            self._start_worker(self._refresh_in_background, now)
         elif age <= self.grace:
             return view  # another request started the refresh and our snapshot is still good enough
         if failed_at is not None:
             return self._view  # the store failed last time: do not make a request wait for it again
-        remaining = self._started + REFRESH_WAIT - time.monotonic()
+        remaining = self._started + self._wait_limit() - time.monotonic()
         if remaining > 0 and self._lock.acquire(timeout=remaining):
             self._lock.release()
         return self._view
@@ -221,10 +235,11 @@ class RevocationCache:
         return True
 
     def refresh(self, now: float) -> RevocationView:
-        """Read new revocations now, in this thread (the caller just wrote one and must see it at once). The
-        hourly pruning is left to the background refresh: the caller waits for the read only."""
+        """Read new revocations now, in this thread (the caller just wrote one and must see it at once). When
+        the hourly pruning is due it runs in a background thread: the caller waits for the read only."""
         self._ensure_listener()
-        self._fetch(now)
+        if self._fetch(now) and self._prune_due(now):
+            self._start_worker(self._prune, now)
         return self._view
 
     def pushed(self) -> None:
@@ -244,11 +259,32 @@ class RevocationCache:
                 self.listener.start()
 
     def close(self) -> None:
-        """Stop the listener, if one runs, and wait for a read it is making (bounded by the store's time limit),
-        so that no read starts on a store being closed. The poll needs no stopping."""
+        """Stop the listener, if one runs, and wait for a read it is making and for a background refresh and its
+        pruning (each bounded by the store's time limits), so that nothing is left using a store being closed.
+        No pruning starts after this; the poll itself needs no stopping."""
+        self._closed = True
         if self.listener is not None:
             self.listener.stop()
             self.listener.join(self.store.timeout + 2.0)
+        self.wait_idle()
+
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait for the background refreshes running now, and their pruning, to finish (each at most
+        ``timeout``, default the store's time limit and two seconds)."""
+        for worker in list(self._workers):
+            worker.join(self.store.timeout + 2.0 if timeout is None else timeout)
+
+    def _start_worker(self, work: Callable[[float], None], now: float) -> None:
+        """Run ``work(now)`` in a background thread that :meth:`wait_idle` (and :meth:`close`) waits for."""
+        def run() -> None:
+            try:
+                work(now)
+            finally:
+                self._workers.discard(threading.current_thread())
+
+        worker = threading.Thread(target=run, name="mfa-revocation-refresh", daemon=True)
+        self._workers.add(worker)
+        worker.start()
 
     def _refresh_in_background(self, now: float) -> None:
         try:
@@ -259,6 +295,9 @@ class RevocationCache:
         if fetched:
             self._prune(now)
 
+    def _prune_due(self, now: float) -> bool:
+        return now - self._pruned_at > PRUNE_EVERY and not self._closed
+
     def _prune(self, now: float) -> None:
         """Delete rows older than the longest session (they cannot end anything any more), hourly.
 
@@ -266,11 +305,13 @@ class RevocationCache:
         deletes are writes, and on a store whose write lock is held elsewhere each one waits out the busy
         timeout. Reads go on meanwhile, so the next refresh (and every request past the grace period that
         needs it) never queues behind the pruning."""
-        if now - self._pruned_at <= PRUNE_EVERY or not self._prune_lock.acquire(blocking=False):
+        if not self._prune_due(now) or not self._prune_lock.acquire(blocking=False):
             return
         try:
             self._pruned_at = now
             for prune in (lambda at: self.store.prune_revocations(at - self.horizon), *self.housekeeping):
+                if self._closed:
+                    return
                 try:
                     prune(now)
                 except StoreUnavailable:
