@@ -505,6 +505,7 @@ class Counters:
         self.statements: list[str] = []
         self.argon2 = 0
         self.engine = mw.runtime.store.engine
+        self.revocations = mw.runtime.revocations
         real_verify = mw.runtime.passwords.verify
 
         def verify(stored_hash: str | None, password: str) -> bool:
@@ -518,6 +519,7 @@ class Counters:
         self.statements.append(statement)
 
     def reset(self) -> None:
+        self.revocations.wait_idle()  # the revocation cache's hourly pruning runs in the background
         self.statements.clear()
         self.argon2 = 0
 

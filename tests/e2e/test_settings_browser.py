@@ -185,6 +185,7 @@ def test_backup_codes_regenerated_and_shown_once(me: Page, site: Site) -> None:
     me.get_by_role("link", name="Make new backup codes").click()
     capture(me, "backup-codes-confirm")
     me.get_by_role("button", name="Make new codes").click()
+    expect(me.locator("#backup-code-list code")).to_have_count(10)  # the click does not wait for the new page
     codes = me.locator("#backup-code-list code").all_inner_texts()
     assert len(codes) == 10
     capture(me, "backup-codes-shown")

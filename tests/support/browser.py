@@ -29,6 +29,7 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--no-first-run",
 )
 LAUNCH_TIMEOUT_MS = 60_000
+EXPECT_TIMEOUT_MS = 15_000
 
 
 def require_chromium() -> str:
@@ -42,9 +43,12 @@ def require_chromium() -> str:
 def playwright_session() -> Iterator[Playwright]:
     """Start Playwright's sync API (its driver subprocess) and stop it on exit."""
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError as error:
         require_component("playwright", f"cannot import playwright ({error}); pip install playwright")
+    # The assertions retry until they hold; the default 5 s is short for a page drawn while the other test
+    # worker keeps both cores busy. A wrong page still fails, only later.
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
     manager = sync_playwright()
     playwright = manager.start()
     try:
