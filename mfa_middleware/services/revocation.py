@@ -144,7 +144,7 @@ class RevocationCache:
         read (no view yet: the alternative is a 503, not an older view) up to the store's own time limit."""
         if self._view.fetched_at != NEVER:
             return REFRESH_WAIT
-        return max(REFRESH_WAIT, float(getattr(self.store, "timeout", REFRESH_WAIT)))
+        return max(REFRESH_WAIT, self.store.timeout)
 
     def view(self, now: float) -> RevocationView:
         """The current snapshot; when it is older than the interval, a background refresh is started (or

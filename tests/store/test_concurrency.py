@@ -25,16 +25,6 @@ BARRIER_TIMEOUT = 60.0
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    try:
-        store.upgrade()
-        yield store
-    finally:
-        store.close()
-
-
-@pytest.fixture
 def method_id(store: Store) -> int:
     user = store.create_user("alice", now=START)
     return store.add_method(user.id, "totp", "app", b"encrypted", now=START, confirmed=True)

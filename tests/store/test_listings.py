@@ -4,7 +4,6 @@ audit pruning in batches. Every test runs on SQLite and on a real PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import update
@@ -16,16 +15,6 @@ from mfa_middleware.store.sql import UserFilter
 from tests.support.mfa import START
 
 NOW = START
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    try:
-        store.upgrade()
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
 import pyotp
@@ -27,16 +26,6 @@ SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode()
 RFC4226 = ["755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"]
 ACTOR = "cli:helpdesk"
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
-    try:
-        store.upgrade()
-        yield store
-    finally:
-        store.close()
 
 
 @pytest.fixture

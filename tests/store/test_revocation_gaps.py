@@ -3,7 +3,6 @@ after one that took N+1 was read, and the per-process cache must still see N at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import insert
@@ -13,14 +12,6 @@ from mfa_middleware.store import Store
 from mfa_middleware.store.schema import revocations
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_a_revocation_committed_late_is_seen_at_the_next_refresh(store: Store) -> None:

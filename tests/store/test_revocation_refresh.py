@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,21 +19,25 @@ from mfa_middleware.store import Store
 
 NOW = 1_800_000_000.0
 INTERVAL = 5.0
+Caches = Callable[..., RevocationCache]
 
 
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    s = Store(database_url)
-    s.upgrade()
-    yield s
-    for thread in threading.enumerate():  # a refresh (and its pruning) still under way uses the store
-        if thread.name == "mfa-revocation-refresh":
-            thread.join(30)
-    s.close()
+def caches() -> Iterator[Caches]:
+    """Makes caches, and closes them at the end (close() waits for their background refreshes and pruning)."""
+    made: list[RevocationCache] = []
+
+    def make(store: Any, **kwargs: Any) -> RevocationCache:
+        made.append(RevocationCache(store, interval=INTERVAL, horizon=3600, clock=lambda: NOW, **kwargs))
+        return made[-1]
+
+    yield make
+    for cache in made:
+        cache.close()
 
 
 class Blocking:
-    """A housekeeping step that blocks until released, and says when it started."""
+    """A housekeeping step that blocks until released, and records when it was called."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -50,15 +55,9 @@ class Blocking:
             assert self._changed.wait_for(lambda: len(self.calls) >= n, timeout=30), self.calls
 
 
-def wait_for_refresh(cache: RevocationCache) -> None:
-    """The background refresh has finished (its lock is free)."""
-    assert cache._lock.acquire(timeout=30)
-    cache._lock.release()
-
-
-def test_a_stuck_prune_does_not_hold_up_the_next_refresh(store: Store) -> None:
+def test_a_stuck_prune_does_not_hold_up_the_next_refresh(store: Store, caches: Caches) -> None:
     step = Blocking()
-    cache = RevocationCache(store, interval=INTERVAL, horizon=3600, housekeeping=(step,), clock=lambda: NOW)
+    cache = caches(store, housekeeping=(step,))
     try:
         first = cache.view(NOW)
         assert first.fetched_at == NOW
@@ -73,9 +72,9 @@ def test_a_stuck_prune_does_not_hold_up_the_next_refresh(store: Store) -> None:
         step.release.set()
 
 
-def test_pruning_is_hourly_and_runs_in_the_background(store: Store) -> None:
+def test_pruning_is_hourly_and_runs_in_the_background(store: Store, caches: Caches) -> None:
     step = Blocking()
-    cache = RevocationCache(store, interval=INTERVAL, horizon=3600, housekeeping=(step,), clock=lambda: NOW)
+    cache = caches(store, housekeeping=(step,))
     store.add_revocation("old", now=NOW - 7200)
     try:
         # refresh() (a caller that just wrote a revocation) waits for its read only, never for the deletes: it
@@ -97,10 +96,10 @@ def test_pruning_is_hourly_and_runs_in_the_background(store: Store) -> None:
     assert step.calls == [NOW, NOW + PRUNE_EVERY + INTERVAL]
 
 
-def test_no_pruning_starts_once_closed(store: Store) -> None:
+def test_no_pruning_starts_once_closed(store: Store, caches: Caches) -> None:
     step = Blocking()
     step.release.set()
-    cache = RevocationCache(store, interval=INTERVAL, horizon=3600, housekeeping=(step,), clock=lambda: NOW)
+    cache = caches(store, housekeeping=(step,))
     cache.close()
     cache.refresh(NOW)
     cache.view(NOW + INTERVAL)
@@ -126,12 +125,13 @@ class SlowReads:
         return self.store.revocations_since(*args, **kwargs)  # type: ignore[arg-type]
 
 
-def test_the_first_read_is_waited_for_up_to_the_store_timeout(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_read_is_waited_for_up_to_the_store_timeout(store: Store, caches: Caches,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """With the usual wait cut to nothing, a request still waits for the first read, and gets its view."""
     monkeypatch.setattr(revocation, "REFRESH_WAIT", 0.0)
     slow = SlowReads(store)
     store.add_revocation("alice", now=NOW - 1)
-    cache = RevocationCache(slow, interval=INTERVAL, horizon=3600, clock=lambda: NOW)  # type: ignore[arg-type]
+    cache = caches(slow)
     views: list[float] = []
     request = threading.Thread(target=lambda: views.append(cache.view(NOW).fetched_at))
     request.start()
@@ -146,13 +146,14 @@ def test_the_first_read_is_waited_for_up_to_the_store_timeout(store: Store, monk
     assert cache.view(NOW).not_before == {"alice": NOW - 1}
 
 
-def test_later_refreshes_are_waited_for_one_second_at_most(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_later_refreshes_are_waited_for_one_second_at_most(store: Store, caches: Caches,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Once a view exists, a request past the grace waits at most ``REFRESH_WAIT`` (here: not at all) and then
     gets the old view (the core answers 503: fail closed), while the read goes on in the background."""
     monkeypatch.setattr(revocation, "REFRESH_WAIT", 0.0)
     slow = SlowReads(store)
     slow.release.set()
-    cache = RevocationCache(slow, interval=INTERVAL, horizon=3600, clock=lambda: NOW)  # type: ignore[arg-type]
+    cache = caches(slow)
     assert cache.view(NOW).fetched_at == NOW
     slow.release.clear()
     slow.reading.clear()
@@ -162,5 +163,5 @@ def test_later_refreshes_are_waited_for_one_second_at_most(store: Store, monkeyp
         assert slow.reading.wait(30)
     finally:
         slow.release.set()
-    wait_for_refresh(cache)
+    cache.wait_idle()
     assert cache.view(later).fetched_at == later
